@@ -1,0 +1,273 @@
+//! The agent: keeps a session with the leading coordinator and runs what it is told to.
+//!
+//! The session is one bidirectional gRPC stream. The agent registers (its id, resources, attributes
+//! and the latest status of its tasks), then receives commands and sends heartbeats, status updates
+//! and task output. When the stream breaks it reconnects with backoff, trying each configured
+//! coordinator in turn and following redirects to the leader. Status updates stay queued until the
+//! coordinator acknowledges them and are sent again after a reconnect.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use skiff_proto as pb;
+use skiff_proto::coordinator_message::Msg as In;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::host;
+use crate::runtime::wasm::WasmRuntime;
+use crate::task::TaskEvent;
+
+/// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
+const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+
+/// How a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Shutdown,
+    Redirect(String),
+    Closed(String),
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    agent_id: String,
+    executor: Executor,
+    events: mpsc::UnboundedReceiver<TaskEvent>,
+    /// Status updates sent but not yet acknowledged, oldest first.
+    unacked: VecDeque<pb::TaskStatus>,
+    /// Latest status of every task that is running or whose terminal status is unacknowledged.
+    tasks: HashMap<String, pb::TaskStatus>,
+    highest_epoch: u64,
+}
+
+/// Reads the agent id kept in `work_dir`, creating one on first start.
+fn load_or_create_agent_id(work_dir: &Path) -> Result<String> {
+    let path = work_dir.join("agent-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let id = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+            std::fs::write(&path, &id).map_err(Error::io("write", &path))?;
+            Ok(id)
+        }
+    }
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Result<Self> {
+        if config.coordinators.is_empty() {
+            return Err(Error::NoCoordinators);
+        }
+        let sandboxes = config.work_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes).map_err(Error::io("create", &sandboxes))?;
+        let agent_id = load_or_create_agent_id(&config.work_dir)?;
+        let runtime = WasmRuntime::new(config.max_module_bytes)?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let executor = Executor::new(agent_id.clone(), runtime, sandboxes, config.max_output_bytes, tx);
+        Ok(Self { config, agent_id, executor, events, unacked: VecDeque::new(), tasks: HashMap::new(), highest_epoch: 0 })
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Keeps a session with the coordinators until `shutdown`, then kills and waits for its tasks.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        info!(agent_id = %self.agent_id, coordinators = ?self.config.coordinators, "agent starting");
+        let mut backoff = self.config.reconnect_min;
+        let mut next = 0usize;
+        let mut redirect: Option<String> = None;
+        loop {
+            let addr = redirect.take().unwrap_or_else(|| {
+                let a = self.config.coordinators[next % self.config.coordinators.len()].clone();
+                next += 1;
+                a
+            });
+            let (end, registered) = self.session(&addr, &shutdown).await;
+            match end {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Redirect(leader) if !leader.is_empty() => {
+                    info!(%addr, %leader, "redirected to the leader");
+                    redirect = Some(leader);
+                    continue;
+                }
+                SessionEnd::Redirect(_) => debug!(%addr, "no leader known yet"),
+                SessionEnd::Closed(why) => warn!(%addr, %why, "session with coordinator ended"),
+            }
+            if registered {
+                backoff = self.config.reconnect_min;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+        info!("agent stopping; killing its tasks");
+        self.executor.shutdown(Duration::from_secs(5)).await;
+        Ok(())
+    }
+
+    fn register_message(&self) -> pb::AgentMessage {
+        pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Register(pb::Register {
+                agent_id: self.agent_id.clone(),
+                hostname: host::hostname(),
+                resources: Some(host::detect_resources(&self.config.work_dir, self.config.wasm_slots)),
+                attributes: self.config.attributes.clone(),
+                tasks: self.tasks.values().cloned().collect(),
+                highest_epoch: self.highest_epoch,
+            })),
+        }
+    }
+
+    /// One session; returns how it ended and whether it got as far as being registered.
+    async fn session(&mut self, addr: &str, shutdown: &CancellationToken) -> (SessionEnd, bool) {
+        let mut registered = false;
+        let end = self.session_inner(addr, shutdown, &mut registered).await;
+        (end.unwrap_or_else(|e| SessionEnd::Closed(e.to_string())), registered)
+    }
+
+    async fn session_inner(
+        &mut self,
+        addr: &str,
+        shutdown: &CancellationToken,
+        registered: &mut bool,
+    ) -> Result<SessionEnd> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::BadAddress { address: addr.to_owned(), reason: e.to_string() })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2));
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            c = endpoint.connect() => match c {
+                Ok(c) => c,
+                Err(e) => return Ok(SessionEnd::Closed(format!("cannot connect: {e}"))),
+            },
+        };
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
+        let _ = out.send(self.register_message()).await;
+        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Ok(SessionEnd::Closed(format!("register refused: {status}"))),
+        };
+
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut sequence = 0u64;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => {
+                        if let Some(end) = self.command(msg, &out, registered, &mut heartbeat).await {
+                            return Ok(end);
+                        }
+                    }
+                    Ok(None) => return Ok(SessionEnd::Closed("coordinator closed the stream".into())),
+                    Err(status) => return Ok(SessionEnd::Closed(status.to_string())),
+                },
+                Some(event) = self.events.recv() => {
+                    let msg = match event {
+                        TaskEvent::Status(status) => {
+                            self.tasks.insert(status.task_id.clone(), status.clone());
+                            self.unacked.push_back(status.clone());
+                            pb::agent_message::Msg::Status(status)
+                        }
+                        TaskEvent::Output(output) => pb::agent_message::Msg::Output(output),
+                    };
+                    if *registered && out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
+                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
+                _ = heartbeat.tick(), if *registered => {
+                    sequence += 1;
+                    let hb = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { sequence })) };
+                    if out.send(hb).await.is_err() {
+                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one command; returns `Some` when the session must end.
+    async fn command(
+        &mut self,
+        msg: pb::CoordinatorMessage,
+        out: &mpsc::Sender<pb::AgentMessage>,
+        registered: &mut bool,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Option<SessionEnd> {
+        let Some(body) = msg.msg else { return None };
+        if let In::Redirect(r) = body {
+            return Some(SessionEnd::Redirect(r.leader_address));
+        }
+        if msg.epoch < self.highest_epoch {
+            warn!(epoch = msg.epoch, highest = self.highest_epoch, "refusing a command from an older leader epoch");
+            return None;
+        }
+        self.highest_epoch = msg.epoch;
+        match body {
+            In::Registered(r) => {
+                info!(agent_id = %r.agent_id, epoch = msg.epoch, "registered with coordinator");
+                *registered = true;
+                let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
+                *heartbeat = tokio::time::interval(interval);
+                // Whatever was not acknowledged before goes again, in order.
+                for status in self.unacked.clone() {
+                    let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) };
+                    if out.send(m).await.is_err() {
+                        return Some(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
+            }
+            In::Launch(launch) => {
+                let Some(spec) = launch.spec else {
+                    warn!("launch without a spec ignored");
+                    return None;
+                };
+                if self.tasks.contains_key(&spec.task_id) || self.executor.is_running(&spec.task_id) {
+                    debug!(task_id = %spec.task_id, "duplicate launch ignored");
+                    return None;
+                }
+                info!(task_id = %spec.task_id, "launching task");
+                self.executor.launch(spec);
+            }
+            In::Kill(kill) => {
+                if !self.executor.kill(&kill.task_id) {
+                    debug!(task_id = %kill.task_id, "kill for a task not running here");
+                }
+            }
+            In::Ack(ack) => {
+                self.unacked.retain(|s| s.update_id != ack.update_id);
+                let done = self.tasks.get(&ack.task_id).is_some_and(|s| {
+                    s.update_id == ack.update_id && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
+                });
+                if done {
+                    self.tasks.remove(&ack.task_id);
+                }
+            }
+            In::Redirect(_) => {}
+        }
+        None
+    }
+}
+
+fn is_terminal(state: skiff_proto::TaskState) -> bool {
+    use skiff_proto::TaskState::*;
+    matches!(state, Finished | Failed | Killed | Lost)
+}

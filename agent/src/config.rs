@@ -1,0 +1,39 @@
+//! Agent configuration: built once by `main` (flags) or by `skiff dev`, passed by value.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Coordinator addresses (`host:port`), tried in turn; a follower redirects to the leader.
+    pub coordinators: Vec<String>,
+    /// Where the agent keeps its id and the tasks' sandboxes.
+    pub work_dir: PathBuf,
+    /// Attributes offered with this agent's resources (e.g. `zone=a`).
+    pub attributes: HashMap<String, String>,
+    /// Concurrent Wasm instances offered.
+    pub wasm_slots: u32,
+    /// Bytes of stdout and of stderr kept per task unless the task asks for less.
+    pub max_output_bytes: u64,
+    /// Largest Wasm module accepted.
+    pub max_module_bytes: u64,
+    /// Reconnect backoff bounds.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl Config {
+    pub fn new(coordinators: Vec<String>, work_dir: PathBuf) -> Self {
+        Self {
+            coordinators,
+            work_dir,
+            attributes: HashMap::new(),
+            wasm_slots: 10_000,
+            max_output_bytes: 1024 * 1024,
+            max_module_bytes: 64 * 1024 * 1024,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+        }
+    }
+}

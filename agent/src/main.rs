@@ -1,0 +1,94 @@
+//! `skiff-agent`: runs one agent until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use skiff_agent::{Agent, Config};
+use tokio_util::sync::CancellationToken;
+
+/// Skiff agent: offers this host's resources to the coordinators and runs their tasks.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-agent", version)]
+struct Args {
+    /// Coordinator addresses, comma-separated; any of them will do (followers redirect to the leader).
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
+    coordinators: Vec<String>,
+    /// Directory for the agent's id and its tasks' sandboxes.
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    work_dir: PathBuf,
+    /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
+    #[arg(long = "attribute", value_parser = parse_key_value)]
+    attributes: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Exit code for bad configuration.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = Config::new(args.coordinators, args.work_dir);
+    config.attributes = args.attributes.into_iter().collect();
+    if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
+        eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let agent = match Agent::new(config) {
+        Ok(agent) => agent,
+        Err(err) => {
+            eprintln!("skiff-agent: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("skiff-agent: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(agent)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("skiff-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(agent: Agent) -> anyhow::Result<()> {
+    println!("skiff-agent {} started", agent.agent_id());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    shutdown_signal().await.context("installing signal handlers")?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(joined) => Ok(joined.context("agent task panicked")??),
+        Err(_) => anyhow::bail!("did not stop within 10 s"),
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

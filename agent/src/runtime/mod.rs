@@ -1,0 +1,7 @@
+//! Task runtimes: how a task's code is executed on this host.
+//!
+//! - [`wasm`]: wasmtime with WASI preview 1;
+//! - [`output`]: bounded, streamed stdout/stderr of a task.
+
+pub mod output;
+pub mod wasm;

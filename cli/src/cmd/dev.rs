@@ -1,0 +1,89 @@
+//! `skiff dev`: a coordinator (embedded registry) and one agent in one process, for one machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_agent::Agent;
+use skiff_coordinator::{Coordinator, MemoryRegistry};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::exit::CliError;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Address the coordinator listens on.
+    #[arg(long, default_value = skiff_coordinator::config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Work directory of the agent (default: a temporary directory removed on exit).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
+    let temp;
+    let work_dir = match args.work_dir {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("skiff-dev-")
+                .tempdir()
+                .map_err(|e| CliError::Other(format!("cannot create a work directory: {e}")))?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
+
+    let config = skiff_coordinator::Config { listen: args.listen, ..Default::default() };
+    let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new()))
+        .await
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let addr = coordinator.local_addr();
+    let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))
+        .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
+
+    println!("skiff dev: coordinator listening on {addr}; agent {} working in {}", agent.agent_id(), work_dir.display());
+    println!("skiff dev: run tasks with `skiff run --coordinators {addr} FILE.wasm`; Ctrl-C stops");
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let coordinator_token = shutdown.child_token();
+    let failed = CancellationToken::new();
+    {
+        let (token, failed) = (coordinator_token.clone(), failed.clone());
+        tracker.spawn(async move {
+            if let Err(err) = coordinator.run(token).await {
+                eprintln!("skiff dev: coordinator failed: {err}");
+                failed.cancel();
+            }
+        });
+    }
+    {
+        let (token, failed) = (shutdown.clone(), failed.clone());
+        tracker.spawn(async move {
+            if let Err(err) = agent.run(token).await {
+                eprintln!("skiff dev: agent failed: {err}");
+                failed.cancel();
+            }
+        });
+    }
+    tracker.close();
+
+    tokio::select! {
+        r = crate::shutdown_signal() => r.map_err(|e| CliError::Other(format!("cannot install signal handlers: {e}")))?,
+        _ = failed.cancelled() => {}
+    }
+    eprintln!("skiff dev: stopping");
+    // Cancels the agent (it kills its tasks) and, through its child token, the coordinator.
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+    match (stopped, failed.is_cancelled()) {
+        (Err(_), _) => Err(CliError::Other("did not stop within 10 s".into())),
+        (Ok(()), true) => Ok(ExitCode::FAILURE),
+        (Ok(()), false) => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,276 @@
+//! `skiff run`: submit one task, stream its states and output, exit with its exit code.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use skiff_proto as pb;
+use skiff_proto::{Reason, TaskState};
+
+use crate::client;
+use crate::exit::{self, CliError};
+use crate::units;
+
+/// Largest module `skiff run` sends (agents enforce their own limit too).
+pub const MAX_MODULE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest stdin passed to a task.
+pub const MAX_STDIN_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Coordinator addresses, comma-separated (any of them; followers point to the leader).
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
+    pub coordinators: Vec<String>,
+    /// CPU cores reserved for the task (fractional: 0.25 is a quarter of a core).
+    #[arg(long, default_value = "0.1", value_parser = units::parse_cpus)]
+    pub cpus: f64,
+    /// Memory for the task (caps a Wasm guest's linear memory): 64M, 1G, ...
+    #[arg(long, default_value = "64M", value_parser = units::parse_size)]
+    pub mem: u64,
+    /// Wall-clock limit: 500ms, 30s, 5m, ...
+    #[arg(long, value_parser = units::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Environment variable for the task, KEY=VALUE (repeatable). Tasks see no other variables.
+    #[arg(long = "env", value_parser = units::parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Task name (argv[0]; default: the module's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Don't print state changes.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The Wasm module to run.
+    pub file: PathBuf,
+    /// Arguments for the task, after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
+    let bad = |msg: String| CliError::BadInput(msg);
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(bad(format!("{} is not a file", path.display())));
+    }
+    if meta.len() > MAX_MODULE_BYTES {
+        return Err(bad(format!(
+            "{} is {} bytes, over the {} byte limit for modules",
+            path.display(),
+            meta.len(),
+            MAX_MODULE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(bad(format!("{} is not a Wasm module (it does not start with the \\0asm magic)", path.display())));
+    }
+    if bytes[4..8] != [1, 0, 0, 0] {
+        return Err(bad(format!(
+            "{} is a Wasm component or an unsupported Wasm version; Skiff runs core modules (WASI preview 1)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn read_stdin() -> Result<Vec<u8>, CliError> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(Vec::new());
+    }
+    let mut buf = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError::BadInput(format!("cannot read stdin: {e}")))?;
+    if buf.len() as u64 > MAX_STDIN_BYTES {
+        return Err(CliError::BadInput(format!("stdin is larger than the {MAX_STDIN_BYTES} byte limit for task input")));
+    }
+    Ok(buf)
+}
+
+/// `TASK_STATE_RUNNING` -> `RUNNING`.
+pub fn state_name(state: TaskState) -> &'static str {
+    state.as_str_name().trim_start_matches("TASK_STATE_")
+}
+
+pub fn reason_name(reason: Reason) -> &'static str {
+    reason.as_str_name().trim_start_matches("REASON_")
+}
+
+fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.file.file_name().map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
+    pb::TaskSpec {
+        task_id: String::new(),
+        name,
+        resources: Some(pb::Resources { cpus: args.cpus, mem_bytes: args.mem, disk_bytes: 0, wasm_slots: 1 }),
+        limits: Some(pb::Limits {
+            timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
+            fuel: 0,
+            max_output_bytes: 0,
+        }),
+        args: args.args.clone(),
+        env: args.env.iter().cloned().collect(),
+        stdin,
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha })),
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let module = read_module(&args.file)?;
+    let stdin = read_stdin()?;
+    let mut client = client::connect_leader(&args.coordinators).await?;
+    let spec = spec(&args, module, stdin);
+    let task_id = client
+        .submit_task(pb::SubmitTaskRequest { spec: Some(spec) })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::InvalidArgument => CliError::BadInput(s.message().to_owned()),
+            _ => CliError::Unavailable(format!("submit failed: {}", s.message())),
+        })?
+        .into_inner()
+        .task_id;
+    let say = |line: String| {
+        if !args.quiet {
+            eprintln!("[skiff] {line}");
+        }
+    };
+    say(format!("task {task_id} submitted"));
+
+    let mut events = client
+        .watch_task(pb::WatchTaskRequest { task_id: task_id.clone() })
+        .await
+        .map_err(|s| CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message())))?
+        .into_inner();
+    let mut kill_sent = false;
+    let mut last_state = TaskState::Unspecified;
+    loop {
+        let event = tokio::select! {
+            e = events.message() => e,
+            _ = tokio::signal::ctrl_c(), if !kill_sent => {
+                kill_sent = true;
+                say(format!("interrupted: killing task {task_id}"));
+                if let Err(s) = client.kill_task(pb::KillTaskRequest { task_id: task_id.clone() }).await {
+                    eprintln!("skiff: could not kill task {task_id}: {}", s.message());
+                }
+                continue;
+            }
+        };
+        let event = match event {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err(CliError::Unavailable(format!(
+                    "the coordinator stopped streaming task {task_id} before it ended (last state {})",
+                    state_name(last_state)
+                )));
+            }
+            Err(s) => return Err(CliError::Unavailable(format!("lost the coordinator while watching {task_id}: {}", s.message()))),
+        };
+        match event.event {
+            Some(pb::task_event::Event::Output(out)) => {
+                let stream = pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
+                if stream == pb::OutputStream::Stderr {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(&out.data);
+                    let _ = err.flush();
+                } else {
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(&out.data);
+                    let _ = o.flush();
+                }
+                if out.truncated {
+                    say(format!("task {task_id}: further {} output was truncated", if stream == pb::OutputStream::Stderr { "stderr" } else { "stdout" }));
+                }
+            }
+            Some(pb::task_event::Event::Status(status)) => {
+                let state = status.state();
+                if state == last_state {
+                    continue;
+                }
+                last_state = state;
+                if !crate::is_terminal(state) {
+                    let on = if status.agent_id.is_empty() { String::new() } else { format!(" on agent {}", status.agent_id) };
+                    say(format!("task {task_id} {}{on}", state_name(state)));
+                    continue;
+                }
+                return Ok(finish(&task_id, &status, &say));
+            }
+            None => {}
+        }
+    }
+}
+
+/// Reports the terminal status and picks the exit code.
+fn finish(task_id: &str, status: &pb::TaskStatus, say: &impl Fn(String)) -> ExitCode {
+    let state = status.state();
+    let reason = status.reason();
+    let usage = status.usage.unwrap_or_default();
+    let usage_line = format!(
+        "cpu {:.3}s, wall {:.3}s, peak memory {} KiB",
+        usage.cpu_time_us as f64 / 1e6,
+        usage.wall_time_us as f64 / 1e6,
+        usage.peak_memory_bytes / 1024
+    );
+    match (state, status.exit_code) {
+        (TaskState::Finished | TaskState::Failed, Some(code)) if reason == Reason::Exited => {
+            say(format!("task {task_id} {} with exit code {code} ({usage_line})", state_name(state)));
+            exit::from_task_code(code)
+        }
+        _ => {
+            // A failure not of the task's own choosing is always shown, even with --quiet.
+            eprintln!(
+                "[skiff] task {task_id} {} ({}): {} ({usage_line})",
+                state_name(state),
+                reason_name(reason),
+                status.message
+            );
+            if state == TaskState::Killed {
+                ExitCode::from(exit::TASK_KILLED)
+            } else {
+                ExitCode::from(exit::TASK_FAILED)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let cases = [
+            (write("ok.wasm", b"\0asm\x01\0\0\0"), None),
+            (write("text.wasm", b"hello, I am text\n"), Some("is not a Wasm module")),
+            (write("short.wasm", b"\0as"), Some("is not a Wasm module")),
+            (write("component.wasm", b"\0asm\x0d\0\x01\0"), Some("component")),
+            (dir.path().join("missing.wasm"), Some("cannot read")),
+            (dir.path().to_path_buf(), Some("is not a file")),
+        ];
+        for (path, want) in cases {
+            match (read_module(&path), want) {
+                (Ok(_), None) => {}
+                (Err(CliError::BadInput(msg)), Some(text)) => assert!(msg.contains(text), "{msg}"),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(state_name(TaskState::Running), "RUNNING");
+        assert_eq!(reason_name(Reason::MemoryLimit), "MEMORY_LIMIT");
+    }
+}

@@ -1,0 +1,48 @@
+//! The `skiff` command line: run tasks on a fleet, and run a single-node fleet for development.
+//!
+//! Layout:
+//! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`);
+//! - [`client`]: dialing the leading coordinator;
+//! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` from the command line;
+//! - [`exit`]: exit codes and the CLI's error type.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod cmd;
+pub mod exit;
+pub mod units;
+
+use clap::{Parser, Subcommand};
+use skiff_proto::TaskState;
+
+/// Skiff: WebAssembly-sandboxed tasks on a fleet of hosts.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one task and stream its output; exits with the task's exit code.
+    Run(cmd::run::RunArgs),
+    /// Run a coordinator and one agent in this process (a single-node fleet).
+    Dev(cmd::dev::DevArgs),
+    /// Kill a task.
+    Kill(cmd::kill::KillArgs),
+}
+
+pub(crate) fn is_terminal(state: TaskState) -> bool {
+    matches!(state, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

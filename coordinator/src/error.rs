@@ -1,0 +1,58 @@
+//! The coordinator's error type and its one mapping to gRPC statuses.
+
+use crate::registry::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("task {0} not found")]
+    TaskNotFound(String),
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("agent {agent_id} running task {task_id} is not connected")]
+    AgentNotConnected { agent_id: String, task_id: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+    #[error("failed to serve gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let msg = err.to_string();
+        match err {
+            Error::TaskNotFound(_) => tonic::Status::not_found(msg),
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            Error::AgentNotConnected { .. } | Error::ShuttingDown => tonic::Status::unavailable(msg),
+            Error::Registry(RegistryError::Conflict { .. }) => tonic::Status::aborted(msg),
+            Error::Registry(RegistryError::Fenced) => tonic::Status::failed_precondition(msg),
+            Error::Registry(RegistryError::Unavailable(_)) => tonic::Status::unavailable(msg),
+            Error::Serve(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn status_codes() {
+        let cases = [
+            (Error::TaskNotFound("t-1".into()), Code::NotFound, "task t-1 not found"),
+            (Error::InvalidArgument("no module".into()), Code::InvalidArgument, "invalid request: no module"),
+            (Error::ShuttingDown, Code::Unavailable, "the coordinator is shutting down"),
+            (Error::Registry(RegistryError::Fenced), Code::FailedPrecondition, "registry write fenced off"),
+            (Error::Registry(RegistryError::Conflict { key: "tasks/t".into() }), Code::Aborted, "tasks/t"),
+        ];
+        for (err, code, text) in cases {
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), code);
+            assert!(status.message().contains(text), "{status:?} should mention {text:?}");
+        }
+    }
+}

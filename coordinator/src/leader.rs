@@ -1,0 +1,578 @@
+//! The leader: the one task that owns the fleet's state and acts on it.
+//!
+//! gRPC services talk to it through a [`LeaderHandle`] (an mpsc of [`Command`]s), so every change of
+//! state happens here, in order, with no locks. Each state change is written to the registry in one
+//! transaction (guarded by the record's mod revision) before it is announced to anyone.
+//!
+//! Placement is two-level, as in Mesos: after every batch of commands that changed something, free
+//! agent resources are offered to the built-in job framework ([`crate::jobs`]), which accepts offers
+//! with task launches; the [`OfferBook`] checks each accept fits before anything is launched.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use skiff_proto as pb;
+use skiff_proto::{TaskState, coordinator_message::Msg as Out};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::jobs::{self, Decision, JobFramework};
+use crate::offers::OfferBook;
+use crate::registry::{Registry, Txn, keys};
+use crate::resources::Resources;
+use crate::task::{self, Transition};
+
+/// Messages to one connected agent.
+pub type AgentSender = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// A watcher's view of a task: what happened so far, then live events until the task is terminal.
+#[derive(Debug)]
+pub struct Watch {
+    pub history: Vec<pb::TaskEvent>,
+    /// `None` when the task is already terminal.
+    pub live: Option<mpsc::UnboundedReceiver<pb::TaskEvent>>,
+}
+
+/// Requests to the leader.
+#[derive(Debug)]
+pub enum Command {
+    AgentConnect { register: pb::Register, tx: AgentSender, reply: oneshot::Sender<Result<u64>> },
+    AgentMessage { agent_id: String, session: u64, msg: pb::agent_message::Msg },
+    AgentDisconnect { agent_id: String, session: u64 },
+    Submit { spec: pb::TaskSpec, reply: oneshot::Sender<Result<String>> },
+    Watch { task_id: String, reply: oneshot::Sender<Result<Watch>> },
+    Kill { task_id: String, reply: oneshot::Sender<Result<()>> },
+    GetTask { task_id: String, reply: oneshot::Sender<Result<pb::GetTaskResponse>> },
+    ListAgents { reply: oneshot::Sender<Vec<pb::AgentInfo>> },
+}
+
+/// Cheap, cloneable access to the leader.
+#[derive(Debug, Clone)]
+pub struct LeaderHandle {
+    tx: mpsc::Sender<Command>,
+    epoch: u64,
+}
+
+impl LeaderHandle {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Sends a command that carries no reply.
+    pub async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Sends a command built around a reply channel and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+}
+
+/// Leader settings.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Leader epoch stamped on every command (the embedded registry has a single leader: 1).
+    pub epoch: u64,
+    /// Heartbeat interval asked of agents.
+    pub heartbeat_interval: Duration,
+    /// Terminal tasks whose events stay in memory for `watch` and `get`.
+    pub retained_terminal_tasks: usize,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        Self { epoch: 1, heartbeat_interval: Duration::from_secs(1), retained_terminal_tasks: 4096 }
+    }
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    session: u64,
+    hostname: String,
+    attributes: HashMap<String, String>,
+    total: Resources,
+    tx: Option<AgentSender>,
+}
+
+#[derive(Debug)]
+struct TaskEntry {
+    record: pb::TaskRecord,
+    resources: Resources,
+    mod_revision: i64,
+    events: Vec<pb::TaskEvent>,
+    watchers: Vec<mpsc::UnboundedSender<pb::TaskEvent>>,
+}
+
+impl TaskEntry {
+    fn state(&self) -> TaskState {
+        self.record.status.as_ref().map_or(TaskState::Unspecified, |s| s.state())
+    }
+
+    fn agent_id(&self) -> &str {
+        self.record.status.as_ref().map_or("", |s| s.agent_id.as_str())
+    }
+
+    fn publish(&mut self, event: pb::TaskEvent) {
+        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+        self.events.push(event);
+    }
+}
+
+/// The leader's state and loop. Build with [`Leader::new`], run with [`Leader::run`].
+#[derive(Debug)]
+pub struct Leader {
+    config: LeaderConfig,
+    registry: Arc<dyn Registry>,
+    rx: mpsc::Receiver<Command>,
+    agents: HashMap<String, AgentEntry>,
+    tasks: HashMap<String, TaskEntry>,
+    terminal: VecDeque<String>,
+    offers: OfferBook,
+    jobs: JobFramework,
+    next_session: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn new_task_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t-{}", &id[..16])
+}
+
+impl Leader {
+    pub fn new(config: LeaderConfig, registry: Arc<dyn Registry>) -> (Self, LeaderHandle) {
+        let (tx, rx) = mpsc::channel(4096);
+        let handle = LeaderHandle { tx, epoch: config.epoch };
+        let leader = Leader {
+            config,
+            registry,
+            rx,
+            agents: HashMap::new(),
+            tasks: HashMap::new(),
+            terminal: VecDeque::new(),
+            offers: OfferBook::new(),
+            jobs: JobFramework::new(),
+            next_session: 0,
+        };
+        (leader, handle)
+    }
+
+    /// Serves commands until `shutdown`; dropping the state then closes every agent and watch stream.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        info!(epoch = self.config.epoch, "leading");
+        loop {
+            let cmd = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            self.handle(cmd).await;
+            // Batch whatever else is already queued before making offers.
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.handle(cmd).await;
+            }
+            if self.jobs.has_pending() {
+                self.offer_cycle().await;
+            }
+        }
+        info!("leader stopped");
+        Ok(())
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::AgentConnect { register, tx, reply } => {
+                let _ = reply.send(self.agent_connect(register, tx).await);
+            }
+            Command::AgentMessage { agent_id, session, msg } => self.agent_message(&agent_id, session, msg).await,
+            Command::AgentDisconnect { agent_id, session } => self.agent_disconnect(&agent_id, session),
+            Command::Submit { spec, reply } => {
+                let _ = reply.send(self.submit(spec).await);
+            }
+            Command::Watch { task_id, reply } => {
+                let _ = reply.send(self.watch(&task_id));
+            }
+            Command::Kill { task_id, reply } => {
+                let _ = reply.send(self.kill(&task_id).await);
+            }
+            Command::GetTask { task_id, reply } => {
+                let _ = reply.send(self.get_task(&task_id));
+            }
+            Command::ListAgents { reply } => {
+                let _ = reply.send(self.list_agents());
+            }
+        }
+    }
+
+    fn send_to_agent(&self, agent_id: &str, msg: Out) -> bool {
+        let Some(tx) = self.agents.get(agent_id).and_then(|a| a.tx.as_ref()) else {
+            return false;
+        };
+        tx.send(Ok(pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) })).is_ok()
+    }
+
+    async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
+        if register.agent_id.is_empty() {
+            return Err(Error::InvalidArgument("register: agent_id is empty".into()));
+        }
+        let total = Resources::from(&register.resources.unwrap_or_default());
+        let record = pb::AgentRecord {
+            agent_id: register.agent_id.clone(),
+            hostname: register.hostname.clone(),
+            resources: Some(total.into()),
+            attributes: register.attributes.clone(),
+        };
+        self.registry.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
+
+        self.next_session += 1;
+        let session = self.next_session;
+        let id = register.agent_id;
+        if let Some(old) = self.agents.get(&id)
+            && old.tx.is_some()
+        {
+            info!(agent_id = %id, "agent reconnected; replacing its previous stream");
+        }
+        self.offers.upsert_agent(&id, total);
+        self.agents.insert(
+            id.clone(),
+            AgentEntry { session, hostname: register.hostname, attributes: register.attributes, total, tx: Some(tx) },
+        );
+        info!(agent_id = %id, hostname = %self.agents[&id].hostname, ?total, "agent registered");
+        self.send_to_agent(
+            &id,
+            Out::Registered(pb::Registered {
+                agent_id: id.clone(),
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            }),
+        );
+        // Tasks the agent runs that this leader does not know of are killed (no task runs unaccounted).
+        for status in register.tasks {
+            let known = self.tasks.get(&status.task_id).is_some_and(|t| t.agent_id() == id);
+            if !known && !task::is_terminal(status.state()) {
+                warn!(agent_id = %id, task_id = %status.task_id, "agent runs an unknown task; killing it");
+                self.send_to_agent(&id, Out::Kill(pb::KillTask { task_id: status.task_id }));
+            }
+        }
+        Ok(session)
+    }
+
+    fn agent_disconnect(&mut self, agent_id: &str, session: u64) {
+        if let Some(agent) = self.agents.get_mut(agent_id)
+            && agent.session == session
+        {
+            agent.tx = None;
+            self.offers.rescind_agent(agent_id);
+            info!(agent_id, "agent disconnected");
+        }
+    }
+
+    async fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
+        use pb::agent_message::Msg;
+        if self.agents.get(agent_id).is_none_or(|a| a.session != session) {
+            debug!(agent_id, "message from a replaced agent stream dropped");
+            return;
+        }
+        match msg {
+            Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
+            Msg::Heartbeat(_) => {}
+            Msg::Status(status) => self.status_update(agent_id, status).await,
+            Msg::Output(output) => {
+                if let Some(task) = self.tasks.get_mut(&output.task_id) {
+                    task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
+                }
+            }
+        }
+    }
+
+    async fn status_update(&mut self, agent_id: &str, mut status: pb::TaskStatus) {
+        let ack = Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() });
+        status.agent_id = agent_id.to_owned();
+        let Some(entry) = self.tasks.get(&status.task_id) else {
+            warn!(agent_id, task_id = %status.task_id, "status for an unknown task");
+            if !task::is_terminal(status.state()) {
+                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
+            }
+            self.send_to_agent(agent_id, ack);
+            return;
+        };
+        match task::transition(entry.state(), status.state()) {
+            Transition::Apply => {
+                if let Err(err) = self.set_status(status).await {
+                    // Not acknowledged: the agent will resend it.
+                    warn!(agent_id, %err, "could not persist a status update");
+                    return;
+                }
+            }
+            Transition::Duplicate => {}
+            Transition::Invalid => {
+                warn!(agent_id, task_id = %status.task_id, from = ?entry.state(), to = ?status.state(), "invalid status transition ignored");
+            }
+        }
+        self.send_to_agent(agent_id, ack);
+    }
+
+    /// Persists a new status of a known task, then publishes it; terminal statuses release resources.
+    async fn set_status(&mut self, status: pb::TaskStatus) -> Result<()> {
+        let task_id = status.task_id.clone();
+        let entry = self.tasks.get(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
+        let mut record = entry.record.clone();
+        record.status = Some(status.clone());
+        let key = keys::task(&task_id);
+        let revision =
+            self.registry.commit(Txn::new().if_mod_revision(&key, entry.mod_revision).put(key, record.encode_to_vec())).await?;
+
+        let entry = self.tasks.get_mut(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
+        let previous_agent = entry.agent_id().to_owned();
+        entry.record = record;
+        entry.mod_revision = revision;
+        debug!(%task_id, state = ?status.state(), "task status");
+        let terminal = task::is_terminal(status.state());
+        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
+        if terminal {
+            entry.watchers.clear();
+            let resources = entry.resources;
+            if !previous_agent.is_empty() {
+                self.offers.release(&previous_agent, &resources);
+            }
+            self.retire(task_id);
+        }
+        Ok(())
+    }
+
+    /// Keeps a bounded number of terminal tasks in memory.
+    fn retire(&mut self, task_id: String) {
+        self.terminal.push_back(task_id);
+        while self.terminal.len() > self.config.retained_terminal_tasks {
+            if let Some(old) = self.terminal.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+
+    async fn submit(&mut self, mut spec: pb::TaskSpec) -> Result<String> {
+        validate_spec(&spec)?;
+        let task_id = new_task_id();
+        spec.task_id = task_id.clone();
+        let resources = Resources::from(&spec.resources.unwrap_or_default());
+        let status = pb::TaskStatus {
+            task_id: task_id.clone(),
+            state: TaskState::Pending as i32,
+            timestamp_ms: now_ms(),
+            ..Default::default()
+        };
+        let record = pb::TaskRecord { spec: Some(spec), status: Some(status.clone()), framework_id: jobs::FRAMEWORK_ID.into() };
+        let key = keys::task(&task_id);
+        let revision = self.registry.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
+        let mut entry = TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
+        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
+        self.tasks.insert(task_id.clone(), entry);
+        self.jobs.enqueue(task_id.clone(), resources);
+        info!(%task_id, "task submitted");
+        Ok(task_id)
+    }
+
+    fn watch(&mut self, task_id: &str) -> Result<Watch> {
+        let entry = self.tasks.get_mut(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let history = entry.events.clone();
+        if task::is_terminal(entry.state()) {
+            return Ok(Watch { history, live: None });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        entry.watchers.push(tx);
+        Ok(Watch { history, live: Some(rx) })
+    }
+
+    async fn kill(&mut self, task_id: &str) -> Result<()> {
+        let entry = self.tasks.get(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        match entry.state() {
+            TaskState::Pending => {
+                self.jobs.remove(task_id);
+                let status = pb::TaskStatus {
+                    task_id: task_id.to_owned(),
+                    state: TaskState::Killed as i32,
+                    reason: pb::Reason::Killed as i32,
+                    message: "killed before it was placed".into(),
+                    timestamp_ms: now_ms(),
+                    ..Default::default()
+                };
+                self.set_status(status).await
+            }
+            state if task::is_terminal(state) => Ok(()),
+            _ => {
+                let agent_id = entry.agent_id().to_owned();
+                if self.send_to_agent(&agent_id, Out::Kill(pb::KillTask { task_id: task_id.to_owned() })) {
+                    Ok(())
+                } else {
+                    Err(Error::AgentNotConnected { agent_id, task_id: task_id.to_owned() })
+                }
+            }
+        }
+    }
+
+    fn get_task(&self, task_id: &str) -> Result<pb::GetTaskResponse> {
+        let entry = self.tasks.get(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let mut spec = entry.record.spec.clone();
+        if let Some(pb::task_spec::Kind::Wasm(wasm)) = spec.as_mut().and_then(|s| s.kind.as_mut()) {
+            wasm.module.clear();
+        }
+        Ok(pb::GetTaskResponse { spec, status: entry.record.status.clone() })
+    }
+
+    fn list_agents(&self) -> Vec<pb::AgentInfo> {
+        let mut agents: Vec<pb::AgentInfo> = self
+            .agents
+            .iter()
+            .map(|(id, a)| {
+                let used = self.offers.usage(id).map(|(_, used)| used).unwrap_or_default();
+                pb::AgentInfo {
+                    agent_id: id.clone(),
+                    hostname: a.hostname.clone(),
+                    total: Some(a.total.into()),
+                    used: Some(used.into()),
+                    attributes: a.attributes.clone(),
+                    connected: a.tx.is_some(),
+                }
+            })
+            .collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        agents
+    }
+
+    /// Offers every connected agent's free resources to the job framework and applies its answers.
+    async fn offer_cycle(&mut self) {
+        let connected: Vec<String> = self
+            .offers
+            .agents_with_available()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| self.agents.get(id).is_some_and(|a| a.tx.is_some()))
+            .collect();
+        let offers: Vec<_> = connected.iter().filter_map(|id| self.offers.offer(id, jobs::FRAMEWORK_ID)).collect();
+        if offers.is_empty() {
+            return;
+        }
+        let agent_of: HashMap<String, String> = offers.iter().map(|o| (o.id.clone(), o.agent_id.clone())).collect();
+        for decision in self.jobs.on_offers(&offers) {
+            match decision {
+                Decision::Decline { offer_id } => self.offers.decline(&[offer_id]),
+                Decision::Accept { offer_id, launches } => {
+                    let wanted: Vec<(String, Resources)> = launches
+                        .iter()
+                        .filter_map(|id| self.tasks.get(id).map(|t| (id.clone(), t.resources)))
+                        .collect();
+                    match self.offers.accept(jobs::FRAMEWORK_ID, std::slice::from_ref(&offer_id), &wanted) {
+                        Ok(accepted) => {
+                            for (task_id, _) in wanted {
+                                self.launch(&task_id, &accepted.agent_id).await;
+                            }
+                        }
+                        Err(err) => {
+                            warn!(%err, agent_id = ?agent_of.get(&offer_id), "accept refused; tasks requeued");
+                            for (task_id, resources) in wanted.into_iter().rev() {
+                                self.jobs.requeue_front(task_id, resources);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn launch(&mut self, task_id: &str, agent_id: &str) {
+        let status = pb::TaskStatus {
+            task_id: task_id.to_owned(),
+            state: TaskState::Staging as i32,
+            agent_id: agent_id.to_owned(),
+            timestamp_ms: now_ms(),
+            ..Default::default()
+        };
+        if let Err(err) = self.set_status(status).await {
+            warn!(task_id, %err, "could not record the launch; task requeued");
+            if let Some(entry) = self.tasks.get(task_id) {
+                self.offers.release(agent_id, &entry.resources);
+                self.jobs.requeue_front(task_id.to_owned(), entry.resources);
+            }
+            return;
+        }
+        let spec = self.tasks.get(task_id).and_then(|t| t.record.spec.clone());
+        if !self.send_to_agent(agent_id, Out::Launch(pb::LaunchTask { spec })) {
+            // The agent went away between the offer and the launch: report the task lost.
+            let status = pb::TaskStatus {
+                task_id: task_id.to_owned(),
+                state: TaskState::Lost as i32,
+                reason: pb::Reason::AgentLost as i32,
+                message: format!("agent {agent_id} disconnected before the launch reached it"),
+                agent_id: agent_id.to_owned(),
+                timestamp_ms: now_ms(),
+                ..Default::default()
+            };
+            if let Err(err) = self.set_status(status).await {
+                warn!(task_id, %err, "could not record a lost launch");
+            }
+        }
+        info!(task_id, agent_id, "task launched");
+    }
+}
+
+/// Checks a submitted spec; the error names what is wrong.
+fn validate_spec(spec: &pb::TaskSpec) -> Result<()> {
+    let bad = |msg: &str| Err(Error::InvalidArgument(msg.to_owned()));
+    match &spec.kind {
+        None => return bad("task has neither a wasm module nor a native command"),
+        Some(pb::task_spec::Kind::Wasm(w)) if w.module.is_empty() => return bad("wasm task has an empty module"),
+        Some(pb::task_spec::Kind::Native(n)) if n.command.is_empty() => return bad("native task has an empty command"),
+        Some(_) => {}
+    }
+    let res = spec.resources.unwrap_or_default();
+    if !(res.cpus.is_finite() && res.cpus > 0.0) {
+        return bad("cpus must be a positive number");
+    }
+    if res.mem_bytes == 0 {
+        return bad("mem must be positive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: Option<pb::task_spec::Kind>, cpus: f64, mem_bytes: u64) -> pb::TaskSpec {
+        pb::TaskSpec {
+            resources: Some(pb::Resources { cpus, mem_bytes, ..Default::default() }),
+            kind,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spec_validation() {
+        let wasm = |m: &[u8]| Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module: m.to_vec(), ..Default::default() }));
+        let cases = [
+            (spec(wasm(b"\0asm"), 0.5, 1), None),
+            (spec(None, 0.5, 1), Some("neither")),
+            (spec(wasm(b""), 0.5, 1), Some("empty module")),
+            (spec(wasm(b"\0asm"), 0.0, 1), Some("cpus")),
+            (spec(wasm(b"\0asm"), f64::NAN, 1), Some("cpus")),
+            (spec(wasm(b"\0asm"), 1.0, 0), Some("mem")),
+        ];
+        for (spec, want) in cases {
+            match (validate_spec(&spec), want) {
+                (Ok(()), None) => {}
+                (Err(err), Some(text)) => assert!(err.to_string().contains(text), "{err} should mention {text}"),
+                (got, want) => panic!("got {got:?}, want error containing {want:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `OperatorService`: what the CLI calls.
+
+use futures::stream::{self, BoxStream, StreamExt};
+use skiff_proto as pb;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::leader::{Command, LeaderHandle};
+
+#[derive(Debug, Clone)]
+pub struct OperatorApi {
+    leader: LeaderHandle,
+    advertise: String,
+}
+
+impl OperatorApi {
+    pub fn new(leader: LeaderHandle, advertise: String) -> Self {
+        Self { leader, advertise }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operator_service_server::OperatorService for OperatorApi {
+    type WatchTaskStream = BoxStream<'static, Result<pb::TaskEvent, Status>>;
+
+    async fn submit_task(
+        &self,
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
+        let task_id = self.leader.ask(|reply| Command::Submit { spec, reply }).await??;
+        Ok(Response::new(pb::SubmitTaskResponse { task_id }))
+    }
+
+    async fn watch_task(
+        &self,
+        request: Request<pb::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let task_id = request.into_inner().task_id;
+        let watch = self.leader.ask(|reply| Command::Watch { task_id, reply }).await??;
+        let history = stream::iter(watch.history);
+        let events = match watch.live {
+            Some(live) => history.chain(UnboundedReceiverStream::new(live)).boxed(),
+            None => history.boxed(),
+        };
+        Ok(Response::new(events.map(Ok).boxed()))
+    }
+
+    async fn kill_task(&self, request: Request<pb::KillTaskRequest>) -> Result<Response<pb::KillTaskResponse>, Status> {
+        let task_id = request.into_inner().task_id;
+        self.leader.ask(|reply| Command::Kill { task_id, reply }).await??;
+        Ok(Response::new(pb::KillTaskResponse {}))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let task_id = request.into_inner().task_id;
+        Ok(Response::new(self.leader.ask(|reply| Command::GetTask { task_id, reply }).await??))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.leader.ask(|reply| Command::ListAgents { reply }).await?;
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn get_leader(
+        &self,
+        _request: Request<pb::GetLeaderRequest>,
+    ) -> Result<Response<pb::GetLeaderResponse>, Status> {
+        Ok(Response::new(pb::GetLeaderResponse {
+            leader_address: self.advertise.clone(),
+            epoch: self.leader.epoch(),
+            is_leader: true,
+        }))
+    }
+}

@@ -1,0 +1,91 @@
+//! Task states and the transitions between them.
+//!
+//! ```text
+//! PENDING --launch--> STAGING --agent--> RUNNING --exit--> FINISHED | FAILED
+//!    |                   |                  |
+//!    +--------kill-------+------------------+----------> KILLED
+//!                        +--agent lost------+----------> LOST
+//! ```
+//! Terminal states never change again; a repeated update of the same state is a duplicate, not an error.
+
+use skiff_proto::TaskState;
+
+/// Whether `state` is terminal.
+pub fn is_terminal(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost
+    )
+}
+
+/// What to do with a reported state given the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Apply it.
+    Apply,
+    /// Same state again (an at-least-once redelivery): ignore, but acknowledge.
+    Duplicate,
+    /// Not allowed from the current state (e.g. anything after a terminal state).
+    Invalid,
+}
+
+/// Decides whether a task may move from `from` to `to`.
+pub fn transition(from: TaskState, to: TaskState) -> Transition {
+    use TaskState::*;
+    if from == to {
+        return Transition::Duplicate;
+    }
+    if is_terminal(from) {
+        return Transition::Invalid;
+    }
+    let allowed = match (from, to) {
+        (Pending, Staging) => true,
+        (Pending, Killed | Failed) => true,
+        (Staging, Running) => true,
+        (Staging | Running, Finished | Failed | Killed | Lost) => true,
+        _ => false,
+    };
+    if allowed { Transition::Apply } else { Transition::Invalid }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    #[test]
+    fn transitions() {
+        let cases = [
+            (Pending, Staging, Transition::Apply),
+            (Pending, Running, Transition::Invalid),
+            (Pending, Killed, Transition::Apply),
+            (Staging, Running, Transition::Apply),
+            (Staging, Failed, Transition::Apply),
+            (Running, Finished, Transition::Apply),
+            (Running, Failed, Transition::Apply),
+            (Running, Killed, Transition::Apply),
+            (Running, Lost, Transition::Apply),
+            (Running, Running, Transition::Duplicate),
+            (Running, Staging, Transition::Invalid),
+            (Running, Pending, Transition::Invalid),
+            (Finished, Finished, Transition::Duplicate),
+            (Finished, Running, Transition::Invalid),
+            (Failed, Finished, Transition::Invalid),
+            (Killed, Failed, Transition::Invalid),
+            (Lost, Running, Transition::Invalid),
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(transition(from, to), want, "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn terminal_states() {
+        for s in [Finished, Failed, Killed, Lost] {
+            assert!(is_terminal(s), "{s:?}");
+        }
+        for s in [Unspecified, Pending, Staging, Running] {
+            assert!(!is_terminal(s), "{s:?}");
+        }
+    }
+}

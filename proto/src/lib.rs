@@ -1,0 +1,19 @@
+//! Skiff's gRPC API, package `skiff.v1`: the generated tonic/prost code and nothing else.
+//!
+//! Layout (one `.proto` file per conversation, under `proto/skiff/v1/`):
+//! - `types.proto`: tasks, resources, limits, status updates, usage, offers;
+//! - `agent.proto`: `AgentService`, the agent's long-lived stream to the coordinator;
+//! - `operator.proto`: `OperatorService`, what the CLI and operators call;
+//! - `scheduler.proto`: `SchedulerService`, the framework (two-level scheduling) API;
+//! - `registry.proto`: the records the coordinator persists in its registry.
+//!
+//! Conversions to domain types live in the crates that own those types.
+#![forbid(unsafe_code)]
+#![allow(missing_docs, missing_debug_implementations, clippy::all)]
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("skiff.v1");
+}
+
+pub use v1::*;
