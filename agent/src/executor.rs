@@ -62,14 +62,20 @@ pub fn status_update(
         exit_code,
         usage,
         agent_id: agent_id.to_owned(),
-        timestamp_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        timestamp_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         update_id: uuid::Uuid::new_v4().to_string(),
     }
 }
 
 /// Task ids name sandbox directories: only a safe alphabet is accepted.
 fn valid_task_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Executor {
@@ -124,7 +130,9 @@ impl Executor {
             return fail(TaskExit::Invalid(format!("invalid task id {task_id:?}")));
         }
         if !matches!(spec.kind, Some(pb::task_spec::Kind::Wasm(_))) {
-            return fail(TaskExit::LaunchFailed("this agent runs Wasm tasks only; native tasks are not supported yet".into()));
+            return fail(TaskExit::LaunchFailed(
+                "this agent runs Wasm tasks only; native tasks are not supported yet".into(),
+            ));
         }
         let kill = Arc::new(AtomicBool::new(false));
         let mut running = self.running();
@@ -140,11 +148,19 @@ impl Executor {
             .spawn(move || this.run_task(spec, thread_kill));
         match spawned {
             Ok(thread) => {
-                running.insert(task_id, Running { kill, thread: Some(thread) });
+                running.insert(
+                    task_id,
+                    Running {
+                        kill,
+                        thread: Some(thread),
+                    },
+                );
             }
             Err(err) => {
                 drop(running);
-                fail(TaskExit::LaunchFailed(format!("cannot start a thread for the task: {err}")));
+                fail(TaskExit::LaunchFailed(format!(
+                    "cannot start a thread for the task: {err}"
+                )));
             }
         }
     }
@@ -200,7 +216,13 @@ impl Executor {
             )));
         };
         let (exit, usage) = self.execute(&spec, kill, || {
-            send(TaskState::Running, Reason::Unspecified, String::new(), None, None);
+            send(
+                TaskState::Running,
+                Reason::Unspecified,
+                String::new(),
+                None,
+                None,
+            );
         });
         let (state, reason, message, code) = exit.report();
         debug!(%task_id, ?state, %message, "task ended");
@@ -209,15 +231,26 @@ impl Executor {
         send(state, reason, message, code, Some(usage));
     }
 
-    fn execute(&self, spec: &pb::TaskSpec, kill: Arc<AtomicBool>, on_running: impl FnOnce()) -> (TaskExit, pb::Usage) {
+    fn execute(
+        &self,
+        spec: &pb::TaskSpec,
+        kill: Arc<AtomicBool>,
+        on_running: impl FnOnce(),
+    ) -> (TaskExit, pb::Usage) {
         let inner = &self.inner;
         let Some(pb::task_spec::Kind::Wasm(wasm)) = &spec.kind else {
-            return (TaskExit::LaunchFailed("not a Wasm task".into()), pb::Usage::default());
+            return (
+                TaskExit::LaunchFailed("not a Wasm task".into()),
+                pb::Usage::default(),
+            );
         };
         if !wasm.module_sha256.is_empty() {
             let digest = hex(&Sha256::digest(&wasm.module));
             if !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
-                let msg = format!("module sha256 is {digest}, not the {} the spec names", wasm.module_sha256);
+                let msg = format!(
+                    "module sha256 is {digest}, not the {} the spec names",
+                    wasm.module_sha256
+                );
                 return (TaskExit::Invalid(msg), pb::Usage::default());
             }
         }
@@ -231,7 +264,11 @@ impl Executor {
             0 => inner.max_output_bytes,
             n => n.min(inner.max_output_bytes),
         };
-        let name = if spec.name.is_empty() { spec.task_id.as_str() } else { spec.name.as_str() };
+        let name = if spec.name.is_empty() {
+            spec.task_id.as_str()
+        } else {
+            spec.name.as_str()
+        };
         let mem = spec.resources.map(|r| r.mem_bytes).filter(|&m| m > 0);
         let task = WasmTask {
             name,
@@ -242,8 +279,18 @@ impl Executor {
             sandbox: &sandbox,
             max_memory_bytes: mem,
             timeout: (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms)),
-            stdout: OutputSink::new(&spec.task_id, pb::OutputStream::Stdout, cap, inner.events.clone()),
-            stderr: OutputSink::new(&spec.task_id, pb::OutputStream::Stderr, cap, inner.events.clone()),
+            stdout: OutputSink::new(
+                &spec.task_id,
+                pb::OutputStream::Stdout,
+                cap,
+                inner.events.clone(),
+            ),
+            stderr: OutputSink::new(
+                &spec.task_id,
+                pb::OutputStream::Stderr,
+                cap,
+                inner.events.clone(),
+            ),
             kill,
         };
         inner.runtime.run(task, on_running)
@@ -260,7 +307,13 @@ mod tests {
 
     #[test]
     fn task_ids() {
-        for (id, ok) in [("t-0123abcd", true), ("", false), ("../etc", false), ("a/b", false), ("t_1", true)] {
+        for (id, ok) in [
+            ("t-0123abcd", true),
+            ("", false),
+            ("../etc", false),
+            ("a/b", false),
+            ("t_1", true),
+        ] {
             assert_eq!(valid_task_id(id), ok, "{id:?}");
         }
     }

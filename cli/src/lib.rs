@@ -34,7 +34,10 @@ pub enum Command {
 }
 
 pub(crate) fn is_terminal(state: TaskState) -> bool {
-    matches!(state, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
+    matches!(
+        state,
+        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.

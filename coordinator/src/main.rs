@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("skiff-coordinator: {err:#}");
-            if err.downcast_ref::<skiff_coordinator::Error>().is_some_and(|e| matches!(e, skiff_coordinator::Error::InvalidArgument(_))) {
+            if err
+                .downcast_ref::<skiff_coordinator::Error>()
+                .is_some_and(|e| matches!(e, skiff_coordinator::Error::InvalidArgument(_)))
+            {
                 ExitCode::from(EXIT_BAD_CONFIG)
             } else {
                 ExitCode::FAILURE
@@ -54,14 +57,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config { listen: args.listen, advertise: args.advertise, ..Config::default() };
+    let config = Config {
+        listen: args.listen,
+        advertise: args.advertise,
+        ..Config::default()
+    };
     let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new())).await?;
     // Tests and scripts read this line to learn the port.
-    println!("skiff-coordinator listening on {}", coordinator.local_addr());
+    println!(
+        "skiff-coordinator listening on {}",
+        coordinator.local_addr()
+    );
 
     let shutdown = CancellationToken::new();
     let serve = tokio::spawn(coordinator.run(shutdown.clone()));
-    shutdown_signal().await.context("installing signal handlers")?;
+    shutdown_signal()
+        .await
+        .context("installing signal handlers")?;
     tracing::info!("shutting down");
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), serve).await {

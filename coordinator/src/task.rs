@@ -38,14 +38,17 @@ pub fn transition(from: TaskState, to: TaskState) -> Transition {
     if is_terminal(from) {
         return Transition::Invalid;
     }
-    let allowed = match (from, to) {
-        (Pending, Staging) => true,
-        (Pending, Killed | Failed) => true,
-        (Staging, Running) => true,
-        (Staging | Running, Finished | Failed | Killed | Lost) => true,
-        _ => false,
-    };
-    if allowed { Transition::Apply } else { Transition::Invalid }
+    let allowed = matches!(
+        (from, to),
+        (Pending, Staging | Killed | Failed)
+            | (Staging, Running)
+            | (Staging | Running, Finished | Failed | Killed | Lost)
+    );
+    if allowed {
+        Transition::Apply
+    } else {
+        Transition::Invalid
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use skiff_proto as pb;
-use wasmtime::{Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -71,7 +73,9 @@ pub struct WasmRuntime {
 
 impl std::fmt::Debug for WasmRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmRuntime").field("max_module_bytes", &self.max_module_bytes).finish_non_exhaustive()
+        f.debug_struct("WasmRuntime")
+            .field("max_module_bytes", &self.max_module_bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +102,13 @@ impl WasmRuntime {
                 })
                 .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
-        Ok(Self { engine, linker, max_module_bytes, stop, ticker: Some(ticker) })
+        Ok(Self {
+            engine,
+            linker,
+            max_module_bytes,
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     /// Compiles and runs one task to its end on the calling thread. `on_running` is called once
@@ -117,7 +127,12 @@ impl WasmRuntime {
         (exit, usage)
     }
 
-    fn run_inner(&self, task: WasmTask<'_>, on_running: impl FnOnce(), peak_memory: &mut u64) -> TaskExit {
+    fn run_inner(
+        &self,
+        task: WasmTask<'_>,
+        on_running: impl FnOnce(),
+        peak_memory: &mut u64,
+    ) -> TaskExit {
         if task.module.len() as u64 > self.max_module_bytes {
             return TaskExit::Invalid(format!(
                 "module is {} bytes, over the agent's limit of {} bytes",
@@ -131,7 +146,11 @@ impl WasmRuntime {
         };
         let pre = match self.linker.instantiate_pre(&module) {
             Ok(pre) => pre,
-            Err(err) => return TaskExit::Invalid(format!("module cannot be linked against WASI preview 1: {err}")),
+            Err(err) => {
+                return TaskExit::Invalid(format!(
+                    "module cannot be linked against WASI preview 1: {err}"
+                ));
+            }
         };
 
         let mut wasi = WasiCtxBuilder::new();
@@ -139,15 +158,26 @@ impl WasmRuntime {
         for (k, v) in task.env {
             wasi.env(k, v);
         }
-        wasi.stdin(MemoryInputPipe::new(task.stdin)).stdout(task.stdout).stderr(task.stderr);
+        wasi.stdin(MemoryInputPipe::new(task.stdin))
+            .stdout(task.stdout)
+            .stderr(task.stderr);
         if let Err(err) = wasi.preopened_dir(task.sandbox, "/", FsPerms::ReadWrite) {
-            return TaskExit::LaunchFailed(format!("cannot open the sandbox {}: {err}", task.sandbox.display()));
+            return TaskExit::LaunchFailed(format!(
+                "cannot open the sandbox {}: {err}",
+                task.sandbox.display()
+            ));
         }
         let mut limits = StoreLimitsBuilder::new();
         if let Some(max) = task.max_memory_bytes {
             limits = limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
         }
-        let mut store = Store::new(&self.engine, TaskCtx { wasi: wasi.build_p1(), limits: limits.build() });
+        let mut store = Store::new(
+            &self.engine,
+            TaskCtx {
+                wasi: wasi.build_p1(),
+                limits: limits.build(),
+            },
+        );
         store.limiter(|t| &mut t.limits);
 
         let deadline = task.timeout.map(|t| Instant::now() + t);
@@ -173,7 +203,9 @@ impl WasmRuntime {
         on_running();
         let result = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
             Ok(start) => start.call(&mut store, ()),
-            Err(err) => return TaskExit::Invalid(format!("module has no `_start` function: {err}")),
+            Err(err) => {
+                return TaskExit::Invalid(format!("module has no `_start` function: {err}"));
+            }
         };
         if let Some(memory) = instance.get_memory(&mut store, "memory") {
             // Linear memory never shrinks, so its final size is its peak.

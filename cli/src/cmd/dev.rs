@@ -38,15 +38,25 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
 
-    let config = skiff_coordinator::Config { listen: args.listen, ..Default::default() };
+    let config = skiff_coordinator::Config {
+        listen: args.listen,
+        ..Default::default()
+    };
     let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new()))
         .await
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
-    let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))
-        .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
+    let agent = Agent::new(skiff_agent::Config::new(
+        vec![addr.to_string()],
+        work_dir.clone(),
+    ))
+    .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
 
-    println!("skiff dev: coordinator listening on {addr}; agent {} working in {}", agent.agent_id(), work_dir.display());
+    println!(
+        "skiff dev: coordinator listening on {addr}; agent {} working in {}",
+        agent.agent_id(),
+        work_dir.display()
+    );
     println!("skiff dev: run tasks with `skiff run --coordinators {addr} FILE.wasm`; Ctrl-C stops");
 
     let shutdown = CancellationToken::new();

@@ -21,7 +21,12 @@ pub const MAX_STDIN_BYTES: u64 = 4 * 1024 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Coordinator addresses, comma-separated (any of them; followers point to the leader).
-    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "SKIFF_COORDINATORS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7070"
+    )]
     pub coordinators: Vec<String>,
     /// CPU cores reserved for the task (fractional: 0.25 is a quarter of a core).
     #[arg(long, default_value = "0.1", value_parser = units::parse_cpus)]
@@ -50,7 +55,8 @@ pub struct RunArgs {
 
 fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
     let bad = |msg: String| CliError::BadInput(msg);
-    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(bad(format!("{} is not a file", path.display())));
     }
@@ -62,9 +68,13 @@ fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
             MAX_MODULE_BYTES
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(bad(format!("{} is not a Wasm module (it does not start with the \\0asm magic)", path.display())));
+        return Err(bad(format!(
+            "{} is not a Wasm module (it does not start with the \\0asm magic)",
+            path.display()
+        )));
     }
     if bytes[4..8] != [1, 0, 0, 0] {
         return Err(bad(format!(
@@ -87,7 +97,9 @@ fn read_stdin() -> Result<Vec<u8>, CliError> {
         .read_to_end(&mut buf)
         .map_err(|e| CliError::BadInput(format!("cannot read stdin: {e}")))?;
     if buf.len() as u64 > MAX_STDIN_BYTES {
-        return Err(CliError::BadInput(format!("stdin is larger than the {MAX_STDIN_BYTES} byte limit for task input")));
+        return Err(CliError::BadInput(format!(
+            "stdin is larger than the {MAX_STDIN_BYTES} byte limit for task input"
+        )));
     }
     Ok(buf)
 }
@@ -103,13 +115,23 @@ pub fn reason_name(reason: Reason) -> &'static str {
 
 fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
     let name = args.name.clone().unwrap_or_else(|| {
-        args.file.file_name().map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned())
+        args.file
+            .file_name()
+            .map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned())
     });
-    let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
+    let sha = Sha256::digest(&module)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     pb::TaskSpec {
         task_id: String::new(),
         name,
-        resources: Some(pb::Resources { cpus: args.cpus, mem_bytes: args.mem, disk_bytes: 0, wasm_slots: 1 }),
+        resources: Some(pb::Resources {
+            cpus: args.cpus,
+            mem_bytes: args.mem,
+            disk_bytes: 0,
+            wasm_slots: 1,
+        }),
         limits: Some(pb::Limits {
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
             fuel: 0,
@@ -118,7 +140,10 @@ fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
         args: args.args.clone(),
         env: args.env.iter().cloned().collect(),
         stdin,
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha })),
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
+            module,
+            module_sha256: sha,
+        })),
     }
 }
 
@@ -144,9 +169,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     say(format!("task {task_id} submitted"));
 
     let mut events = client
-        .watch_task(pb::WatchTaskRequest { task_id: task_id.clone() })
+        .watch_task(pb::WatchTaskRequest {
+            task_id: task_id.clone(),
+        })
         .await
-        .map_err(|s| CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message())))?
+        .map_err(|s| {
+            CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message()))
+        })?
         .into_inner();
     let mut kill_sent = false;
     let mut last_state = TaskState::Unspecified;
@@ -170,11 +199,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                     state_name(last_state)
                 )));
             }
-            Err(s) => return Err(CliError::Unavailable(format!("lost the coordinator while watching {task_id}: {}", s.message()))),
+            Err(s) => {
+                return Err(CliError::Unavailable(format!(
+                    "lost the coordinator while watching {task_id}: {}",
+                    s.message()
+                )));
+            }
         };
         match event.event {
             Some(pb::task_event::Event::Output(out)) => {
-                let stream = pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
+                let stream =
+                    pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
                 if stream == pb::OutputStream::Stderr {
                     let mut err = std::io::stderr().lock();
                     let _ = err.write_all(&out.data);
@@ -185,7 +220,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                     let _ = o.flush();
                 }
                 if out.truncated {
-                    say(format!("task {task_id}: further {} output was truncated", if stream == pb::OutputStream::Stderr { "stderr" } else { "stdout" }));
+                    say(format!(
+                        "task {task_id}: further {} output was truncated",
+                        if stream == pb::OutputStream::Stderr {
+                            "stderr"
+                        } else {
+                            "stdout"
+                        }
+                    ));
                 }
             }
             Some(pb::task_event::Event::Status(status)) => {
@@ -195,7 +237,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 }
                 last_state = state;
                 if !crate::is_terminal(state) {
-                    let on = if status.agent_id.is_empty() { String::new() } else { format!(" on agent {}", status.agent_id) };
+                    let on = if status.agent_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on agent {}", status.agent_id)
+                    };
                     say(format!("task {task_id} {}{on}", state_name(state)));
                     continue;
                 }
@@ -219,7 +265,10 @@ fn finish(task_id: &str, status: &pb::TaskStatus, say: &impl Fn(String)) -> Exit
     );
     match (state, status.exit_code) {
         (TaskState::Finished | TaskState::Failed, Some(code)) if reason == Reason::Exited => {
-            say(format!("task {task_id} {} with exit code {code} ({usage_line})", state_name(state)));
+            say(format!(
+                "task {task_id} {} with exit code {code} ({usage_line})",
+                state_name(state)
+            ));
             exit::from_task_code(code)
         }
         _ => {
@@ -253,9 +302,15 @@ mod tests {
         };
         let cases = [
             (write("ok.wasm", b"\0asm\x01\0\0\0"), None),
-            (write("text.wasm", b"hello, I am text\n"), Some("is not a Wasm module")),
+            (
+                write("text.wasm", b"hello, I am text\n"),
+                Some("is not a Wasm module"),
+            ),
             (write("short.wasm", b"\0as"), Some("is not a Wasm module")),
-            (write("component.wasm", b"\0asm\x0d\0\x01\0"), Some("component")),
+            (
+                write("component.wasm", b"\0asm\x0d\0\x01\0"),
+                Some("component"),
+            ),
             (dir.path().join("missing.wasm"), Some("cannot read")),
             (dir.path().to_path_buf(), Some("is not a file")),
         ];
