@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::host;
-use crate::runtime::wasm::WasmRuntime;
+use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;
 
 /// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
@@ -70,7 +70,10 @@ impl Agent {
         let sandboxes = config.work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(Error::io("create", &sandboxes))?;
         let agent_id = load_or_create_agent_id(&config.work_dir)?;
-        let runtime = WasmRuntime::new(config.max_module_bytes)?;
+        let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
+        wasm.max_module_bytes = config.max_module_bytes;
+        wasm.instance_slots = config.wasm_slots;
+        let runtime = WasmRuntime::new(wasm)?;
         let (tx, events) = mpsc::unbounded_channel();
         let executor = Executor::new(
             agent_id.clone(),
@@ -78,7 +81,7 @@ impl Agent {
             sandboxes,
             config.max_output_bytes,
             tx,
-        );
+        )?;
         Ok(Self {
             config,
             agent_id,
@@ -92,6 +95,11 @@ impl Agent {
 
     pub fn agent_id(&self) -> &str {
         &self.agent_id
+    }
+
+    /// The executor, for in-process use (benchmarks, tests).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
     }
 
     /// Keeps a session with the coordinators until `shutdown`, then kills and waits for its tasks.
@@ -211,6 +219,7 @@ impl Agent {
                             pb::agent_message::Msg::Status(status)
                         }
                         TaskEvent::Output(output) => pb::agent_message::Msg::Output(output),
+                        TaskEvent::Usage(usage) => pb::agent_message::Msg::Usage(usage),
                     };
                     if *registered && out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));

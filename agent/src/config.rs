@@ -12,7 +12,7 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Attributes offered with this agent's resources (e.g. `zone=a`).
     pub attributes: HashMap<String, String>,
-    /// Concurrent Wasm instances offered.
+    /// Concurrent Wasm instances offered (and pooling-allocator slots reserved).
     pub wasm_slots: u32,
     /// Bytes of stdout and of stderr kept per task unless the task asks for less.
     pub max_output_bytes: u64,
@@ -29,7 +29,7 @@ impl Config {
             coordinators,
             work_dir,
             attributes: HashMap::new(),
-            wasm_slots: 10_000,
+            wasm_slots: 1000,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,
             reconnect_min: Duration::from_millis(50),

@@ -1,32 +1,30 @@
-//! Runs tasks off the control plane: one dedicated OS thread per running Wasm task.
+//! Runs tasks off the control plane, on the agent's Wasm executor: a tokio runtime of its own
+//! (one worker thread per core) on which every Wasm guest is a future.
 //!
-//! The agent's tokio runtime only sends and receives messages; compilation and guest code run on
-//! these threads, so a hostile or spinning guest cannot delay heartbeats. Each task reports
-//! RUNNING once its instance exists, then exactly one terminal status, through the agent's event
-//! channel (output chunks are sent on the same channel, so they arrive before the terminal status).
+//! The agent's control-plane runtime only sends and receives messages; compilation (on the Wasm
+//! executor's blocking pool) and guest code run here, so a hostile or spinning guest cannot delay
+//! heartbeats. Each task reports RUNNING once its instance exists, its usage every
+//! `usage_interval` while it runs, then exactly one terminal status, all through the agent's event
+//! channel (output chunks travel the same channel, so they arrive before the terminal status).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
 use skiff_proto as pb;
 use skiff_proto::{Reason, TaskState};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::error::{Error, Result};
 use crate::runtime::output::OutputSink;
+use crate::runtime::wasm::cache::sha256_hex;
+use crate::runtime::wasm::limits::Meter;
 use crate::runtime::wasm::{WasmRuntime, WasmTask};
 use crate::task::{TaskEvent, TaskExit};
-
-#[derive(Debug)]
-struct Running {
-    kill: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
 
 /// Starts, kills and tracks the agent's tasks.
 #[derive(Debug, Clone)]
@@ -37,11 +35,24 @@ pub struct Executor {
 #[derive(Debug)]
 struct Inner {
     agent_id: String,
-    runtime: WasmRuntime,
+    wasm: Arc<WasmRuntime>,
     sandboxes: PathBuf,
     max_output_bytes: u64,
+    usage_interval: Duration,
     events: mpsc::UnboundedSender<TaskEvent>,
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    tracker: TaskTracker,
+    /// Dropped (shut down in the background) with the executor.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A status update with a fresh update id and timestamp.
@@ -62,44 +73,54 @@ pub fn status_update(
         exit_code,
         usage,
         agent_id: agent_id.to_owned(),
-        timestamp_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        timestamp_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         update_id: uuid::Uuid::new_v4().to_string(),
     }
 }
 
 /// Task ids name sandbox directories: only a safe alphabet is accepted.
 fn valid_task_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Executor {
     pub fn new(
         agent_id: String,
-        runtime: WasmRuntime,
+        wasm: WasmRuntime,
         sandboxes: PathBuf,
         max_output_bytes: u64,
         events: mpsc::UnboundedSender<TaskEvent>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("skiff-wasm")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Engine(format!("cannot start the Wasm executor: {e}")))?;
+        let handle = runtime.handle().clone();
+        Ok(Self {
             inner: Arc::new(Inner {
                 agent_id,
-                runtime,
+                wasm: Arc::new(wasm),
                 sandboxes,
                 max_output_bytes,
+                usage_interval: Duration::from_secs(1),
                 events,
                 running: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                runtime: Mutex::new(Some(runtime)),
+                handle,
             }),
-        }
+        })
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn wasm(&self) -> &WasmRuntime {
+        &self.inner.wasm
     }
 
     pub fn is_running(&self, task_id: &str) -> bool {
@@ -110,195 +131,136 @@ impl Executor {
         self.running().len()
     }
 
+    fn send_status(&self, task_id: &str, exit: &TaskExit, usage: Option<pb::Usage>) {
+        let (state, reason, message, code) = exit.report();
+        let status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
+        let _ = self.inner.events.send(TaskEvent::Status(status));
+    }
+
     /// Starts a task; its statuses arrive on the event channel.
     pub fn launch(&self, spec: pb::TaskSpec) {
         let task_id = spec.task_id.clone();
-        let inner = &self.inner;
-        let fail = |exit: TaskExit| {
-            let (state, reason, message, code) = exit.report();
-            let _ = inner.events.send(TaskEvent::Status(status_update(
-                &task_id,
-                &inner.agent_id,
-                state,
-                reason,
-                message,
-                code,
-                None,
-            )));
-        };
         if !valid_task_id(&task_id) {
-            return fail(TaskExit::Invalid(format!("invalid task id {task_id:?}")));
+            return self.send_status(&task_id, &TaskExit::Invalid(format!("invalid task id {task_id:?}")), None);
         }
-        if !matches!(spec.kind, Some(pb::task_spec::Kind::Wasm(_))) {
-            return fail(TaskExit::LaunchFailed(
-                "this agent runs Wasm tasks only; native tasks are not supported yet".into(),
-            ));
-        }
-        let kill = Arc::new(AtomicBool::new(false));
-        let mut running = self.running();
-        if running.contains_key(&task_id) {
-            debug!(%task_id, "duplicate launch ignored");
-            return;
+        let task = match self.prepare(spec) {
+            Ok(task) => task,
+            Err(exit) => return self.send_status(&task_id, &exit, None),
+        };
+        {
+            let mut running = self.running();
+            if running.contains_key(&task_id) {
+                debug!(%task_id, "duplicate launch ignored");
+                return;
+            }
+            running.insert(task_id.clone(), task.kill.clone());
         }
         let this = self.clone();
-        let thread_kill = kill.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("task-{task_id}"))
-            .stack_size(8 * 1024 * 1024)
-            .spawn(move || this.run_task(spec, thread_kill));
-        match spawned {
-            Ok(thread) => {
-                running.insert(
-                    task_id,
-                    Running {
-                        kill,
-                        thread: Some(thread),
-                    },
-                );
-            }
-            Err(err) => {
-                drop(running);
-                fail(TaskExit::LaunchFailed(format!(
-                    "cannot start a thread for the task: {err}"
-                )));
-            }
-        }
+        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task).await }, &self.inner.handle);
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
     pub fn kill(&self, task_id: &str) -> bool {
         match self.running().get(task_id) {
-            Some(r) => {
-                r.kill.store(true, Ordering::Relaxed);
+            Some(kill) => {
+                kill.cancel();
                 true
             }
             None => false,
         }
     }
 
-    /// Kills every task and waits (up to `grace`) for their threads to end.
+    /// Kills every task and waits (up to `grace`) for them to report.
     pub async fn shutdown(&self, grace: Duration) {
-        let threads: Vec<JoinHandle<()>> = {
-            let mut running = self.running();
-            running
-                .values_mut()
-                .filter_map(|r| {
-                    r.kill.store(true, Ordering::Relaxed);
-                    r.thread.take()
-                })
-                .collect()
-        };
-        if threads.is_empty() {
-            return;
+        for kill in self.running().values() {
+            kill.cancel();
         }
-        let join = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-        });
-        if tokio::time::timeout(grace, join).await.is_err() {
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
             warn!("tasks did not stop within {grace:?}");
         }
     }
 
-    fn run_task(&self, spec: pb::TaskSpec, kill: Arc<AtomicBool>) {
+    fn prepare(&self, spec: pb::TaskSpec) -> Result<WasmTask, TaskExit> {
         let inner = &self.inner;
-        let task_id = spec.task_id.clone();
-        let send = |state, reason, message, code, usage| {
-            let _ = inner.events.send(TaskEvent::Status(status_update(
-                &task_id,
-                &inner.agent_id,
-                state,
-                reason,
-                message,
-                code,
-                usage,
-            )));
-        };
-        let (exit, usage) = self.execute(&spec, kill, || {
-            send(
-                TaskState::Running,
-                Reason::Unspecified,
-                String::new(),
-                None,
-                None,
-            );
-        });
-        let (state, reason, message, code) = exit.report();
-        debug!(%task_id, ?state, %message, "task ended");
-        // Unregister before the terminal status goes out, so nothing sees it both ended and running.
-        self.running().remove(&task_id);
-        send(state, reason, message, code, Some(usage));
-    }
-
-    fn execute(
-        &self,
-        spec: &pb::TaskSpec,
-        kill: Arc<AtomicBool>,
-        on_running: impl FnOnce(),
-    ) -> (TaskExit, pb::Usage) {
-        let inner = &self.inner;
-        let Some(pb::task_spec::Kind::Wasm(wasm)) = &spec.kind else {
-            return (
-                TaskExit::LaunchFailed("not a Wasm task".into()),
-                pb::Usage::default(),
-            );
-        };
-        if !wasm.module_sha256.is_empty() {
-            let digest = hex(&Sha256::digest(&wasm.module));
-            if !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
-                let msg = format!(
-                    "module sha256 is {digest}, not the {} the spec names",
-                    wasm.module_sha256
-                );
-                return (TaskExit::Invalid(msg), pb::Usage::default());
+        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind } = spec;
+        let wasm = match kind {
+            Some(pb::task_spec::Kind::Wasm(w)) => w,
+            Some(pb::task_spec::Kind::Native(_)) => {
+                return Err(TaskExit::LaunchFailed("this agent does not run native tasks yet".into()));
             }
+            None => return Err(TaskExit::Invalid("the task has no Wasm module".into())),
+        };
+        let digest = sha256_hex(&wasm.module);
+        if !wasm.module_sha256.is_empty() && !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
+            return Err(TaskExit::Invalid(format!(
+                "module sha256 is {digest}, not the {} the spec names",
+                wasm.module_sha256
+            )));
         }
-        let sandbox = inner.sandboxes.join(&spec.task_id);
-        if let Err(err) = std::fs::create_dir_all(&sandbox) {
-            let msg = format!("cannot create the sandbox {}: {err}", sandbox.display());
-            return (TaskExit::LaunchFailed(msg), pb::Usage::default());
-        }
-        let limits = spec.limits.unwrap_or_default();
+        let sandbox = inner.sandboxes.join(&task_id);
+        std::fs::create_dir_all(&sandbox).map_err(|err| {
+            TaskExit::LaunchFailed(format!("cannot create the sandbox {}: {err}", sandbox.display()))
+        })?;
+        let limits = limits.unwrap_or_default();
+        let resources = resources.unwrap_or_default();
         let cap = match limits.max_output_bytes {
             0 => inner.max_output_bytes,
             n => n.min(inner.max_output_bytes),
         };
-        let name = if spec.name.is_empty() {
-            spec.task_id.as_str()
-        } else {
-            spec.name.as_str()
+        let memory_limit_bytes = match resources.mem_bytes {
+            0 => inner.wasm.config().max_memory_bytes,
+            n => n,
         };
-        let mem = spec.resources.map(|r| r.mem_bytes).filter(|&m| m > 0);
-        let task = WasmTask {
-            name,
-            module: &wasm.module,
-            args: &spec.args,
-            env: &spec.env,
-            stdin: spec.stdin.clone(),
-            sandbox: &sandbox,
-            max_memory_bytes: mem,
+        Ok(WasmTask {
+            name: if name.is_empty() { task_id.clone() } else { name },
+            module: Arc::new(wasm.module),
+            module_sha256: digest,
+            args,
+            env,
+            stdin,
+            sandbox,
+            memory_limit_bytes,
+            cpus: resources.cpus,
             timeout: (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms)),
-            stdout: OutputSink::new(
-                &spec.task_id,
-                pb::OutputStream::Stdout,
-                cap,
-                inner.events.clone(),
-            ),
-            stderr: OutputSink::new(
-                &spec.task_id,
-                pb::OutputStream::Stderr,
-                cap,
-                inner.events.clone(),
-            ),
-            kill,
-        };
-        inner.runtime.run(task, on_running)
+            fuel: (limits.fuel > 0).then_some(limits.fuel),
+            stdout: OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone()),
+            stderr: OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone()),
+            kill: CancellationToken::new(),
+            meter: Arc::new(Meter::default()),
+        })
     }
-}
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    async fn run_task(&self, task_id: String, task: WasmTask) {
+        let inner = &self.inner;
+        let meter = task.meter.clone();
+        let started = std::time::Instant::now();
+        let on_running = || {
+            let status = status_update(&task_id, &inner.agent_id, TaskState::Running, Reason::Unspecified, String::new(), None, None);
+            let _ = inner.events.send(TaskEvent::Status(status));
+        };
+        let run = inner.wasm.run(task, on_running);
+        tokio::pin!(run);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + inner.usage_interval, inner.usage_interval);
+        let (exit, usage) = loop {
+            tokio::select! {
+                done = &mut run => break done,
+                _ = ticker.tick() => {
+                    let usage = pb::Usage {
+                        cpu_time_us: meter.cpu_time().as_micros() as u64,
+                        wall_time_us: started.elapsed().as_micros() as u64,
+                        peak_memory_bytes: meter.peak_memory(),
+                        ..Default::default()
+                    };
+                    let _ = inner.events.send(TaskEvent::Usage(pb::TaskUsage { task_id: task_id.clone(), usage: Some(usage) }));
+                }
+            }
+        };
+        debug!(%task_id, ?exit, "task ended");
+        // Unregister before the terminal status goes out, so nothing sees it both ended and running.
+        self.running().remove(&task_id);
+        self.send_status(&task_id, &exit, Some(usage));
+    }
 }
 
 #[cfg(test)]

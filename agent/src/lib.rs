@@ -1,14 +1,15 @@
 //! The Skiff agent: one per host. It registers the host's resources with the leading coordinator
-//! and runs the tasks it is given: Wasm modules in wasmtime (WASI preview 1), each on its own
-//! thread, never on the runtime that serves the control plane.
+//! and runs the tasks it is given: Wasm modules in wasmtime (WASI preview 1), as futures on an
+//! executor of their own, never on the runtime that serves the control plane.
 //!
 //! Layout:
 //! - [`config`]: the agent's settings;
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
-//! - [`executor`]: starts and kills tasks on dedicated threads and reports their statuses;
+//! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
 //! - [`host`]: what this host offers (CPUs, memory, disk);
+//! - [`sys`]: the only platform-specific and `unsafe` code;
 //! - [`error`]: the error type.
 
 pub mod agent;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod executor;
 pub mod host;
 pub mod runtime;
+pub mod sys;
 pub mod task;
 
 pub use agent::Agent;

@@ -80,6 +80,7 @@ impl TaskExit {
 pub enum TaskEvent {
     Status(pb::TaskStatus),
     Output(pb::TaskOutput),
+    Usage(pb::TaskUsage),
 }
 
 #[cfg(test)]

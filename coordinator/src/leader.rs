@@ -361,6 +361,12 @@ impl Leader {
             Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
             Msg::Heartbeat(_) => {}
             Msg::Status(status) => self.status_update(agent_id, status).await,
+            Msg::Usage(report) => {
+                // Live usage is kept in memory only; the terminal status carries the final figures.
+                if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
+                    status.usage = report.usage;
+                }
+            }
             Msg::Output(output) => {
                 if let Some(task) = self.tasks.get_mut(&output.task_id) {
                     task.publish(pb::TaskEvent {

@@ -1,6 +1,6 @@
 //! Task runtimes: how a task's code is executed on this host.
 //!
-//! - [`wasm`]: wasmtime with WASI preview 1;
+//! - [`wasm`]: wasmtime with WASI preview 1, limits, meters and the compiled-module cache;
 //! - [`output`]: bounded, streamed stdout/stderr of a task.
 
 pub mod output;

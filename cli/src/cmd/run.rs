@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Wall-clock limit: 500ms, 30s, 5m, ...
     #[arg(long, value_parser = units::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Deterministic budget of Wasm fuel (about one unit per instruction); the task fails with
+    /// OUT_OF_FUEL when it is used up.
+    #[arg(long)]
+    pub fuel: Option<u64>,
     /// Environment variable for the task, KEY=VALUE (repeatable). Tasks see no other variables.
     #[arg(long = "env", value_parser = units::parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -134,7 +138,7 @@ fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
         }),
         limits: Some(pb::Limits {
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
-            fuel: 0,
+            fuel: args.fuel.unwrap_or(0),
             max_output_bytes: 0,
         }),
         args: args.args.clone(),
@@ -252,17 +256,28 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Reports the terminal status and picks the exit code.
-fn finish(task_id: &str, status: &pb::TaskStatus, say: &impl Fn(String)) -> ExitCode {
-    let state = status.state();
-    let reason = status.reason();
-    let usage = status.usage.unwrap_or_default();
-    let usage_line = format!(
+/// "cpu 0.004s, wall 0.080s, peak memory 1088 KiB, fuel 1200, module compiled"
+pub fn usage_line(usage: &pb::Usage) -> String {
+    let mut line = format!(
         "cpu {:.3}s, wall {:.3}s, peak memory {} KiB",
         usage.cpu_time_us as f64 / 1e6,
         usage.wall_time_us as f64 / 1e6,
         usage.peak_memory_bytes / 1024
     );
+    if usage.fuel_consumed > 0 {
+        line.push_str(&format!(", fuel {}", usage.fuel_consumed));
+    }
+    if !usage.module_cache.is_empty() {
+        line.push_str(&format!(", module {}", usage.module_cache));
+    }
+    line
+}
+
+/// Reports the terminal status and picks the exit code.
+fn finish(task_id: &str, status: &pb::TaskStatus, say: &impl Fn(String)) -> ExitCode {
+    let state = status.state();
+    let reason = status.reason();
+    let usage_line = usage_line(&status.usage.clone().unwrap_or_default());
     match (state, status.exit_code) {
         (TaskState::Finished | TaskState::Failed, Some(code)) if reason == Reason::Exited => {
             say(format!(
