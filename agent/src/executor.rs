@@ -49,7 +49,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             rt.shutdown_background();
         }
     }
@@ -73,14 +78,20 @@ pub fn status_update(
         exit_code,
         usage,
         agent_id: agent_id.to_owned(),
-        timestamp_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        timestamp_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         update_id: uuid::Uuid::new_v4().to_string(),
     }
 }
 
 /// Task ids name sandbox directories: only a safe alphabet is accepted.
 fn valid_task_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Executor {
@@ -133,7 +144,15 @@ impl Executor {
 
     fn send_status(&self, task_id: &str, exit: &TaskExit, usage: Option<pb::Usage>) {
         let (state, reason, message, code) = exit.report();
-        let status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
+        let status = status_update(
+            task_id,
+            &self.inner.agent_id,
+            state,
+            reason,
+            message,
+            code,
+            usage,
+        );
         let _ = self.inner.events.send(TaskEvent::Status(status));
     }
 
@@ -141,7 +160,11 @@ impl Executor {
     pub fn launch(&self, spec: pb::TaskSpec) {
         let task_id = spec.task_id.clone();
         if !valid_task_id(&task_id) {
-            return self.send_status(&task_id, &TaskExit::Invalid(format!("invalid task id {task_id:?}")), None);
+            return self.send_status(
+                &task_id,
+                &TaskExit::Invalid(format!("invalid task id {task_id:?}")),
+                None,
+            );
         }
         let task = match self.prepare(spec) {
             Ok(task) => task,
@@ -156,7 +179,10 @@ impl Executor {
             running.insert(task_id.clone(), task.kill.clone());
         }
         let this = self.clone();
-        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task).await }, &self.inner.handle);
+        self.inner.tracker.spawn_on(
+            async move { this.run_task(task_id, task).await },
+            &self.inner.handle,
+        );
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
@@ -176,18 +202,32 @@ impl Executor {
             kill.cancel();
         }
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("tasks did not stop within {grace:?}");
         }
     }
 
     fn prepare(&self, spec: pb::TaskSpec) -> Result<WasmTask, TaskExit> {
         let inner = &self.inner;
-        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind } = spec;
+        let pb::TaskSpec {
+            task_id,
+            name,
+            resources,
+            limits,
+            args,
+            env,
+            stdin,
+            kind,
+        } = spec;
         let wasm = match kind {
             Some(pb::task_spec::Kind::Wasm(w)) => w,
             Some(pb::task_spec::Kind::Native(_)) => {
-                return Err(TaskExit::LaunchFailed("this agent does not run native tasks yet".into()));
+                return Err(TaskExit::LaunchFailed(
+                    "this agent does not run native tasks yet".into(),
+                ));
             }
             None => return Err(TaskExit::Invalid("the task has no Wasm module".into())),
         };
@@ -200,7 +240,10 @@ impl Executor {
         }
         let sandbox = inner.sandboxes.join(&task_id);
         std::fs::create_dir_all(&sandbox).map_err(|err| {
-            TaskExit::LaunchFailed(format!("cannot create the sandbox {}: {err}", sandbox.display()))
+            TaskExit::LaunchFailed(format!(
+                "cannot create the sandbox {}: {err}",
+                sandbox.display()
+            ))
         })?;
         let limits = limits.unwrap_or_default();
         let resources = resources.unwrap_or_default();
@@ -213,7 +256,11 @@ impl Executor {
             n => n,
         };
         Ok(WasmTask {
-            name: if name.is_empty() { task_id.clone() } else { name },
+            name: if name.is_empty() {
+                task_id.clone()
+            } else {
+                name
+            },
             module: Arc::new(wasm.module),
             module_sha256: digest,
             args,
@@ -224,8 +271,18 @@ impl Executor {
             cpus: resources.cpus,
             timeout: (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms)),
             fuel: (limits.fuel > 0).then_some(limits.fuel),
-            stdout: OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone()),
-            stderr: OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone()),
+            stdout: OutputSink::new(
+                &task_id,
+                pb::OutputStream::Stdout,
+                cap,
+                inner.events.clone(),
+            ),
+            stderr: OutputSink::new(
+                &task_id,
+                pb::OutputStream::Stderr,
+                cap,
+                inner.events.clone(),
+            ),
             kill: CancellationToken::new(),
             meter: Arc::new(Meter::default()),
         })
@@ -236,12 +293,23 @@ impl Executor {
         let meter = task.meter.clone();
         let started = std::time::Instant::now();
         let on_running = || {
-            let status = status_update(&task_id, &inner.agent_id, TaskState::Running, Reason::Unspecified, String::new(), None, None);
+            let status = status_update(
+                &task_id,
+                &inner.agent_id,
+                TaskState::Running,
+                Reason::Unspecified,
+                String::new(),
+                None,
+                None,
+            );
             let _ = inner.events.send(TaskEvent::Status(status));
         };
         let run = inner.wasm.run(task, on_running);
         tokio::pin!(run);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + inner.usage_interval, inner.usage_interval);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + inner.usage_interval,
+            inner.usage_interval,
+        );
         let (exit, usage) = loop {
             tokio::select! {
                 done = &mut run => break done,

@@ -363,7 +363,11 @@ impl Leader {
             Msg::Status(status) => self.status_update(agent_id, status).await,
             Msg::Usage(report) => {
                 // Live usage is kept in memory only; the terminal status carries the final figures.
-                if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
+                if let Some(status) = self
+                    .tasks
+                    .get_mut(&report.task_id)
+                    .and_then(|t| t.record.status.as_mut())
+                {
                     status.usage = report.usage;
                 }
             }

@@ -97,6 +97,32 @@ pub fn error(message: &str) {
     log(Level::Error, message);
 }
 
+/// Formats a progress line the way [`progress`] writes it.
+pub fn format_progress(done: u64, total: u64) -> String {
+    let percent = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    format!("[PROGRESS] {done}/{total} ({percent:.0}%)\n")
+}
+
+/// Reports progress (`done` of `total` units) on stderr, where `skiff run` and `skiff logs` show
+/// it. Cheap enough to call often; a task that reports progress is easy to tell from a stuck one.
+pub fn progress(done: u64, total: u64) {
+    let _ = io::stderr().write_all(format_progress(done, total).as_bytes());
+}
+
+/// Reads a file of the task's sandbox (its `/`), e.g. an input file placed there for it.
+pub fn read_file(path: &str) -> io::Result<Vec<u8>> {
+    std::fs::read(path)
+}
+
+/// Writes a file into the task's sandbox, e.g. a result to collect when the task ends.
+pub fn write_file(path: &str, contents: &[u8]) -> io::Result<()> {
+    std::fs::write(path, contents)
+}
+
 /// Ends the task with an exit code (0 = success); `skiff run` exits with the same code.
 pub fn exit(code: i32) -> ! {
     let _ = io::stdout().flush();
@@ -111,5 +137,7 @@ mod tests {
     fn log_format() {
         assert_eq!(format_log(Level::Info, "hi"), "[INFO] hi\n");
         assert_eq!(format_log(Level::Error, "x"), "[ERROR] x\n");
+        assert_eq!(format_progress(3, 12), "[PROGRESS] 3/12 (25%)\n");
+        assert_eq!(format_progress(0, 0), "[PROGRESS] 0/0 (100%)\n");
     }
 }

@@ -19,7 +19,9 @@ use crate::sys::thread_cpu_time;
 
 /// The guest tried to grow its memory past its limit.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit: the guest asked for {desired} bytes of linear memory, over its limit of {limit} bytes")]
+#[error(
+    "memory limit: the guest asked for {desired} bytes of linear memory, over its limit of {limit} bytes"
+)]
 pub struct MemoryLimitExceeded {
     pub desired: usize,
     pub limit: usize,
@@ -39,7 +41,11 @@ impl Meter {
     pub fn cpu_time(&self) -> Duration {
         let done = self.cpu_ns.load(Ordering::Relaxed);
         let start = self.poll_start_ns.load(Ordering::Relaxed);
-        let running = if start == 0 { 0 } else { (thread_cpu_time().as_nanos() as u64).saturating_sub(start) };
+        let running = if start == 0 {
+            0
+        } else {
+            (thread_cpu_time().as_nanos() as u64).saturating_sub(start)
+        };
         Duration::from_nanos(done + running)
     }
 
@@ -60,13 +66,18 @@ pub struct Metered<F> {
 
 impl<F> std::fmt::Debug for Metered<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metered").field("meter", &self.meter).finish_non_exhaustive()
+        f.debug_struct("Metered")
+            .field("meter", &self.meter)
+            .finish_non_exhaustive()
     }
 }
 
 impl<F> Metered<F> {
     pub fn new(inner: F, meter: Arc<Meter>) -> Self {
-        Self { inner: Box::pin(inner), meter }
+        Self {
+            inner: Box::pin(inner),
+            meter,
+        }
     }
 }
 
@@ -79,7 +90,9 @@ impl<F: Future> Future for Metered<F> {
         let out = self.inner.as_mut().poll(cx);
         let end = thread_cpu_time().as_nanos() as u64;
         self.meter.poll_start_ns.store(0, Ordering::Relaxed);
-        self.meter.cpu_ns.fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        self.meter
+            .cpu_ns
+            .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
         out
     }
 }
@@ -93,17 +106,30 @@ pub struct TaskLimiter {
 }
 
 impl ResourceLimiter for TaskLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             // Trap now, with a reason of its own, rather than hand the guest a failed grow that it
             // would turn into a generic abort.
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { desired, limit: self.memory_limit }));
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                desired,
+                limit: self.memory_limit,
+            }));
         }
         self.meter.note_memory(desired);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_elements_limit)
     }
 }
@@ -138,31 +164,52 @@ mod tests {
     #[test]
     fn cpu_budget() {
         let t0 = Instant::now();
-        let budget = CpuBudget { cpus: 0.25, burst: Duration::from_millis(10), started: t0 };
+        let budget = CpuBudget {
+            cpus: 0.25,
+            burst: Duration::from_millis(10),
+            started: t0,
+        };
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
         let cases = [
             // (wall, used, pause)
-            (s(1), ms(200), None),                   // under 250 + 10 ms
-            (s(1), ms(260), None),                   // exactly at the budget
-            (s(1), ms(360), Some(ms(400))),          // 100 ms over at a quarter core: 400 ms
+            (s(1), ms(200), None),          // under 250 + 10 ms
+            (s(1), ms(260), None),          // exactly at the budget
+            (s(1), ms(360), Some(ms(400))), // 100 ms over at a quarter core: 400 ms
             (s(4), ms(1010), None),
-            (s(0), ms(5), None),                     // within the burst
+            (s(0), ms(5), None), // within the burst
         ];
         for (wall, used, want) in cases {
-            assert_eq!(budget.throttle(used, t0 + wall), want, "wall {wall:?} used {used:?}");
+            assert_eq!(
+                budget.throttle(used, t0 + wall),
+                want,
+                "wall {wall:?} used {used:?}"
+            );
         }
-        let full = CpuBudget { cpus: 1.0, ..budget };
-        assert_eq!(full.throttle(s(10), t0 + s(1)), None, "a whole core is never throttled");
+        let full = CpuBudget {
+            cpus: 1.0,
+            ..budget
+        };
+        assert_eq!(
+            full.throttle(s(10), t0 + s(1)),
+            None,
+            "a whole core is never throttled"
+        );
     }
 
     #[test]
     fn memory_limiter_traps_with_its_own_error() {
         let meter = Arc::new(Meter::default());
-        let mut limiter = TaskLimiter { memory_limit: 1 << 20, table_elements_limit: 10, meter: meter.clone() };
+        let mut limiter = TaskLimiter {
+            memory_limit: 1 << 20,
+            table_elements_limit: 10,
+            meter: meter.clone(),
+        };
         assert!(limiter.memory_growing(0, 65536, None).unwrap());
         let err = limiter.memory_growing(65536, 2 << 20, None).unwrap_err();
-        let exceeded = err.downcast_ref::<MemoryLimitExceeded>().expect("typed error");
+        let exceeded = err
+            .downcast_ref::<MemoryLimitExceeded>()
+            .expect("typed error");
         assert_eq!((exceeded.desired, exceeded.limit), (2 << 20, 1 << 20));
         assert_eq!(meter.peak_memory(), 65536);
         assert!(limiter.table_growing(0, 10, None).unwrap());
@@ -180,6 +227,9 @@ mod tests {
         };
         futures::executor::block_on(Metered::new(spin, meter.clone()));
         let used = meter.cpu_time();
-        assert!(used >= Duration::from_millis(20) && used < Duration::from_millis(200), "{used:?}");
+        assert!(
+            used >= Duration::from_millis(20) && used < Duration::from_millis(200),
+            "{used:?}"
+        );
     }
 }

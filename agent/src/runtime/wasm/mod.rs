@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use skiff_proto as pb;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -75,7 +76,9 @@ pub struct TaskCtx {
 
 impl std::fmt::Debug for TaskCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskCtx").field("limiter", &self.limiter).finish_non_exhaustive()
+        f.debug_struct("TaskCtx")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,13 +143,18 @@ impl EngineSet {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&c).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t: &mut TaskCtx| &mut t.wasi).map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t: &mut TaskCtx| &mut t.wasi)
+            .map_err(engine_err)?;
         let cache = ModuleCache::new(engine.clone(), &config.cache_dir).map_err(|e| Error::Io {
             action: "create the module cache",
             path: config.cache_dir.clone(),
             source: e,
         })?;
-        Ok(Self { engine, linker: Arc::new(linker), cache: Arc::new(cache) })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache: Arc::new(cache),
+        })
     }
 }
 
@@ -161,7 +169,9 @@ pub struct WasmRuntime {
 
 impl std::fmt::Debug for WasmRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmRuntime").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("WasmRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,7 +195,13 @@ impl WasmRuntime {
                 })
                 .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
-        Ok(Self { config, plain, metered, stop, ticker: Some(ticker) })
+        Ok(Self {
+            config,
+            plain,
+            metered,
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     pub fn config(&self) -> &WasmConfig {
@@ -213,17 +229,27 @@ impl WasmRuntime {
 
     /// Runs one task to its end. `on_running` is called once the instance exists, before `_start`.
     pub async fn run(&self, task: WasmTask, on_running: impl FnOnce()) -> (TaskExit, pb::Usage) {
-        let started = Instant::now();
         let meter = task.meter.clone();
         let mut fuel_consumed = 0;
         let mut cache = None;
-        let exit = self.run_inner(task, on_running, &mut fuel_consumed, &mut cache).await;
+        let mut started = None;
+        let exit = self
+            .run_inner(
+                task,
+                on_running,
+                &mut fuel_consumed,
+                &mut cache,
+                &mut started,
+            )
+            .await;
         let usage = pb::Usage {
             cpu_time_us: meter.cpu_time().as_micros() as u64,
-            wall_time_us: started.elapsed().as_micros() as u64,
+            wall_time_us: started.map_or(0, |s: Instant| s.elapsed().as_micros() as u64),
             peak_memory_bytes: meter.peak_memory(),
             fuel_consumed,
-            module_cache: cache.map(|c: CacheOutcome| c.as_str().to_owned()).unwrap_or_default(),
+            module_cache: cache
+                .map(|c: CacheOutcome| c.as_str().to_owned())
+                .unwrap_or_default(),
         };
         (exit, usage)
     }
@@ -234,12 +260,21 @@ impl WasmRuntime {
         on_running: impl FnOnce(),
         fuel_consumed: &mut u64,
         cache: &mut Option<CacheOutcome>,
+        started: &mut Option<Instant>,
     ) -> TaskExit {
         if let Some(exit) = self.check(&task) {
             return exit;
         }
-        let set = if task.fuel.is_some() { &self.metered } else { &self.plain };
-        let (pre, outcome) = match set.cache.get(&set.linker, &task.module_sha256, task.module.clone()).await {
+        let set = if task.fuel.is_some() {
+            &self.metered
+        } else {
+            &self.plain
+        };
+        let (pre, outcome) = match set
+            .cache
+            .get(&set.linker, &task.module_sha256, task.module.clone())
+            .await
+        {
             Ok(found) => found,
             Err(exit) => return exit,
         };
@@ -250,16 +285,27 @@ impl WasmRuntime {
         for (k, v) in &task.env {
             wasi.env(k, v);
         }
-        wasi.stdin(MemoryInputPipe::new(task.stdin)).stdout(task.stdout).stderr(task.stderr);
+        wasi.stdin(MemoryInputPipe::new(task.stdin))
+            .stdout(task.stdout)
+            .stderr(task.stderr);
         if let Err(err) = wasi.preopened_dir(&task.sandbox, "/", FsPerms::ReadWrite) {
-            return TaskExit::LaunchFailed(format!("cannot open the sandbox {}: {err}", task.sandbox.display()));
+            return TaskExit::LaunchFailed(format!(
+                "cannot open the sandbox {}: {err}",
+                task.sandbox.display()
+            ));
         }
         let limiter = TaskLimiter {
             memory_limit: usize::try_from(task.memory_limit_bytes).unwrap_or(usize::MAX),
             table_elements_limit: 100_000,
             meter: task.meter.clone(),
         };
-        let mut store = Store::new(&set.engine, TaskCtx { wasi: wasi.build_p1(), limiter });
+        let mut store = Store::new(
+            &set.engine,
+            TaskCtx {
+                wasi: wasi.build_p1(),
+                limiter,
+            },
+        );
         store.limiter(|t| &mut t.limiter);
         if let Some(fuel) = task.fuel
             && let Err(err) = store.set_fuel(fuel)
@@ -267,7 +313,14 @@ impl WasmRuntime {
             return TaskExit::LaunchFailed(format!("cannot set fuel: {err}"));
         }
 
-        let budget = CpuBudget { cpus: task.cpus, burst: self.config.cpu_burst, started: Instant::now() };
+        // Wall time, the CPU share and the timeout all count from here: compiling is the agent's time.
+        let now = Instant::now();
+        *started = Some(now);
+        let budget = CpuBudget {
+            cpus: task.cpus,
+            burst: self.config.cpu_burst,
+            started: now,
+        };
         let meter = task.meter.clone();
         let kill = task.kill.clone();
         store.set_epoch_deadline(1);
@@ -284,9 +337,9 @@ impl WasmRuntime {
         let guest = async {
             let instance = pre.instantiate_async(&mut store).await?;
             on_running();
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|e| {
-                wasmtime::Error::new(NoStart(format!("{e:#}")))
-            })?;
+            let start = instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .map_err(|e| wasmtime::Error::new(NoStart(format!("{e:#}"))))?;
             start.call_async(&mut store, ()).await
         };
         let deadline = task.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -314,7 +367,9 @@ impl WasmRuntime {
             )));
         }
         if task.module.len() < 8 || &task.module[..4] != b"\0asm" {
-            return Some(TaskExit::Invalid("not a Wasm module: it does not start with the \\0asm magic".into()));
+            return Some(TaskExit::Invalid(
+                "not a Wasm module: it does not start with the \\0asm magic".into(),
+            ));
         }
         if task.module[4..8] != [1, 0, 0, 0] {
             return Some(TaskExit::Invalid(
@@ -351,6 +406,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A short name for a trap, as users search for it.
+fn trap_name(trap: Trap) -> &'static str {
+    match trap {
+        Trap::StackOverflow => "stack overflow",
+        Trap::MemoryOutOfBounds => "out-of-bounds memory access",
+        Trap::HeapMisaligned => "misaligned memory access",
+        Trap::TableOutOfBounds => "out-of-bounds table access",
+        Trap::IndirectCallToNull => "indirect call to null",
+        Trap::BadSignature => "indirect call signature mismatch",
+        Trap::IntegerOverflow => "integer overflow",
+        Trap::IntegerDivisionByZero => "integer divide by zero",
+        Trap::BadConversionToInteger => "invalid conversion to integer",
+        Trap::UnreachableCodeReached => "unreachable",
+        Trap::Interrupt => "interrupt",
+        Trap::OutOfFuel => "out of fuel",
+        _ => "trap",
+    }
+}
+
 /// Turns a guest's error into how the task ended.
 fn classify(err: &wasmtime::Error) -> TaskExit {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
@@ -368,7 +442,7 @@ fn classify(err: &wasmtime::Error) -> TaskExit {
     if let Some(trap) = err.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => TaskExit::OutOfFuel,
-            trap => TaskExit::Trapped(trap.to_string()),
+            trap => TaskExit::Trapped(format!("{}: {trap}", trap_name(*trap))),
         };
     }
     TaskExit::Trapped(format!("{err:#}"))
