@@ -11,10 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_protos(&protos, &["proto"])
-        .map_err(|err| format!("compiling the .proto files failed (is `protoc` installed? apt-get install protobuf-compiler): {err}"))?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_protos(&protos, &["proto"]).map_err(
+        |err| {
+            format!(
+                "compiling the .proto files failed (is `protoc` installed? apt-get install protobuf-compiler): {err}"
+            )
+        },
+    )?;
     Ok(())
 }

@@ -75,13 +75,7 @@ impl Agent {
         wasm.instance_slots = config.wasm_slots;
         let runtime = WasmRuntime::new(wasm)?;
         let (tx, events) = mpsc::unbounded_channel();
-        let executor = Executor::new(
-            agent_id.clone(),
-            runtime,
-            sandboxes,
-            config.max_output_bytes,
-            tx,
-        )?;
+        let executor = Executor::new(agent_id.clone(), runtime, sandboxes, config.max_output_bytes, tx)?;
         Ok(Self {
             config,
             agent_id,
@@ -144,10 +138,7 @@ impl Agent {
             msg: Some(pb::agent_message::Msg::Register(pb::Register {
                 agent_id: self.agent_id.clone(),
                 hostname: host::hostname(),
-                resources: Some(host::detect_resources(
-                    &self.config.work_dir,
-                    self.config.wasm_slots,
-                )),
+                resources: Some(host::detect_resources(&self.config.work_dir, self.config.wasm_slots)),
                 attributes: self.config.attributes.clone(),
                 tasks: self.tasks.values().cloned().collect(),
                 highest_epoch: self.highest_epoch,
@@ -159,10 +150,7 @@ impl Agent {
     async fn session(&mut self, addr: &str, shutdown: &CancellationToken) -> (SessionEnd, bool) {
         let mut registered = false;
         let end = self.session_inner(addr, shutdown, &mut registered).await;
-        (
-            end.unwrap_or_else(|e| SessionEnd::Closed(e.to_string())),
-            registered,
-        )
+        (end.unwrap_or_else(|e| SessionEnd::Closed(e.to_string())), registered)
     }
 
     async fn session_inner(
@@ -172,10 +160,7 @@ impl Agent {
         registered: &mut bool,
     ) -> Result<SessionEnd> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::BadAddress {
-                address: addr.to_owned(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| Error::BadAddress { address: addr.to_owned(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
@@ -249,11 +234,7 @@ impl Agent {
             return Some(SessionEnd::Redirect(r.leader_address));
         }
         if msg.epoch < self.highest_epoch {
-            warn!(
-                epoch = msg.epoch,
-                highest = self.highest_epoch,
-                "refusing a command from an older leader epoch"
-            );
+            warn!(epoch = msg.epoch, highest = self.highest_epoch, "refusing a command from an older leader epoch");
             return None;
         }
         self.highest_epoch = msg.epoch;
@@ -265,9 +246,7 @@ impl Agent {
                 *heartbeat = tokio::time::interval(interval);
                 // Whatever was not acknowledged before goes again, in order.
                 for status in self.unacked.clone() {
-                    let m = pb::AgentMessage {
-                        msg: Some(pb::agent_message::Msg::Status(status)),
-                    };
+                    let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) };
                     if out.send(m).await.is_err() {
                         return Some(SessionEnd::Closed("outbound stream closed".into()));
                     }
@@ -278,8 +257,7 @@ impl Agent {
                     warn!("launch without a spec ignored");
                     return None;
                 };
-                if self.tasks.contains_key(&spec.task_id) || self.executor.is_running(&spec.task_id)
-                {
+                if self.tasks.contains_key(&spec.task_id) || self.executor.is_running(&spec.task_id) {
                     debug!(task_id = %spec.task_id, "duplicate launch ignored");
                     return None;
                 }
@@ -294,8 +272,7 @@ impl Agent {
             In::Ack(ack) => {
                 self.unacked.retain(|s| s.update_id != ack.update_id);
                 let done = self.tasks.get(&ack.task_id).is_some_and(|s| {
-                    s.update_id == ack.update_id
-                        && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
+                    s.update_id == ack.update_id && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
                 });
                 if done {
                     self.tasks.remove(&ack.task_id);

@@ -24,6 +24,7 @@ use crate::runtime::output::OutputSink;
 use crate::runtime::wasm::cache::sha256_hex;
 use crate::runtime::wasm::limits::Meter;
 use crate::runtime::wasm::{WasmRuntime, WasmTask};
+use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
 
 /// Starts, kills and tracks the agent's tasks.
@@ -36,7 +37,7 @@ pub struct Executor {
 struct Inner {
     agent_id: String,
     wasm: Arc<WasmRuntime>,
-    sandboxes: PathBuf,
+    sandboxes: Sandboxes,
     max_output_bytes: u64,
     usage_interval: Duration,
     events: mpsc::UnboundedSender<TaskEvent>,
@@ -49,12 +50,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(rt) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
             rt.shutdown_background();
         }
     }
@@ -78,20 +74,24 @@ pub fn status_update(
         exit_code,
         usage,
         agent_id: agent_id.to_owned(),
-        timestamp_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        update_id: uuid::Uuid::new_v4().to_string(),
+        timestamp_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        update_id: next_update_id(),
     }
+}
+
+/// A unique update id: a random prefix drawn once per process, then a sequence number (cheaper
+/// than a fresh UUID per update, and just as unique across restarts).
+fn next_update_id() -> String {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", *PREFIX, SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Task ids name sandbox directories: only a safe alphabet is accepted.
 fn valid_task_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Executor {
@@ -110,6 +110,7 @@ impl Executor {
             .build()
             .map_err(|e| Error::Engine(format!("cannot start the Wasm executor: {e}")))?;
         let handle = runtime.handle().clone();
+        let sandboxes = Sandboxes::new(&sandboxes).map_err(Error::io("prepare the sandboxes in", &sandboxes))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 agent_id,
@@ -144,15 +145,7 @@ impl Executor {
 
     fn send_status(&self, task_id: &str, exit: &TaskExit, usage: Option<pb::Usage>) {
         let (state, reason, message, code) = exit.report();
-        let status = status_update(
-            task_id,
-            &self.inner.agent_id,
-            state,
-            reason,
-            message,
-            code,
-            usage,
-        );
+        let status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
         let _ = self.inner.events.send(TaskEvent::Status(status));
     }
 
@@ -160,29 +153,26 @@ impl Executor {
     pub fn launch(&self, spec: pb::TaskSpec) {
         let task_id = spec.task_id.clone();
         if !valid_task_id(&task_id) {
-            return self.send_status(
-                &task_id,
-                &TaskExit::Invalid(format!("invalid task id {task_id:?}")),
-                None,
-            );
+            return self.send_status(&task_id, &TaskExit::Invalid(format!("invalid task id {task_id:?}")), None);
         }
-        let task = match self.prepare(spec) {
-            Ok(task) => task,
-            Err(exit) => return self.send_status(&task_id, &exit, None),
-        };
+        let kill = CancellationToken::new();
         {
             let mut running = self.running();
             if running.contains_key(&task_id) {
                 debug!(%task_id, "duplicate launch ignored");
                 return;
             }
-            running.insert(task_id.clone(), task.kill.clone());
+            running.insert(task_id.clone(), kill.clone());
         }
+        let task = match self.prepare(spec, kill) {
+            Ok(task) => task,
+            Err(exit) => {
+                self.running().remove(&task_id);
+                return self.send_status(&task_id, &exit, None);
+            }
+        };
         let this = self.clone();
-        self.inner.tracker.spawn_on(
-            async move { this.run_task(task_id, task).await },
-            &self.inner.handle,
-        );
+        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task).await }, &self.inner.handle);
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
@@ -202,32 +192,18 @@ impl Executor {
             kill.cancel();
         }
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
             warn!("tasks did not stop within {grace:?}");
         }
     }
 
-    fn prepare(&self, spec: pb::TaskSpec) -> Result<WasmTask, TaskExit> {
+    fn prepare(&self, spec: pb::TaskSpec, kill: CancellationToken) -> Result<WasmTask, TaskExit> {
         let inner = &self.inner;
-        let pb::TaskSpec {
-            task_id,
-            name,
-            resources,
-            limits,
-            args,
-            env,
-            stdin,
-            kind,
-        } = spec;
+        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind } = spec;
         let wasm = match kind {
             Some(pb::task_spec::Kind::Wasm(w)) => w,
             Some(pb::task_spec::Kind::Native(_)) => {
-                return Err(TaskExit::LaunchFailed(
-                    "this agent does not run native tasks yet".into(),
-                ));
+                return Err(TaskExit::LaunchFailed("this agent does not run native tasks yet".into()));
             }
             None => return Err(TaskExit::Invalid("the task has no Wasm module".into())),
         };
@@ -238,12 +214,8 @@ impl Executor {
                 wasm.module_sha256
             )));
         }
-        let sandbox = inner.sandboxes.join(&task_id);
-        std::fs::create_dir_all(&sandbox).map_err(|err| {
-            TaskExit::LaunchFailed(format!(
-                "cannot create the sandbox {}: {err}",
-                sandbox.display()
-            ))
+        let sandbox = inner.sandboxes.acquire().map_err(|err| {
+            TaskExit::LaunchFailed(format!("cannot create a sandbox in {}: {err}", inner.sandboxes.root().display()))
         })?;
         let limits = limits.unwrap_or_default();
         let resources = resources.unwrap_or_default();
@@ -256,11 +228,7 @@ impl Executor {
             n => n,
         };
         Ok(WasmTask {
-            name: if name.is_empty() {
-                task_id.clone()
-            } else {
-                name
-            },
+            name: if name.is_empty() { task_id.clone() } else { name },
             module: Arc::new(wasm.module),
             module_sha256: digest,
             args,
@@ -271,19 +239,9 @@ impl Executor {
             cpus: resources.cpus,
             timeout: (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms)),
             fuel: (limits.fuel > 0).then_some(limits.fuel),
-            stdout: OutputSink::new(
-                &task_id,
-                pb::OutputStream::Stdout,
-                cap,
-                inner.events.clone(),
-            ),
-            stderr: OutputSink::new(
-                &task_id,
-                pb::OutputStream::Stderr,
-                cap,
-                inner.events.clone(),
-            ),
-            kill: CancellationToken::new(),
+            stdout: OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone()),
+            stderr: OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone()),
+            kill,
             meter: Arc::new(Meter::default()),
         })
     }
@@ -291,6 +249,7 @@ impl Executor {
     async fn run_task(&self, task_id: String, task: WasmTask) {
         let inner = &self.inner;
         let meter = task.meter.clone();
+        let sandbox = task.sandbox.clone();
         let started = std::time::Instant::now();
         let on_running = || {
             let status = status_update(
@@ -306,10 +265,8 @@ impl Executor {
         };
         let run = inner.wasm.run(task, on_running);
         tokio::pin!(run);
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + inner.usage_interval,
-            inner.usage_interval,
-        );
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + inner.usage_interval, inner.usage_interval);
         let (exit, usage) = loop {
             tokio::select! {
                 done = &mut run => break done,
@@ -325,6 +282,9 @@ impl Executor {
             }
         };
         debug!(%task_id, ?exit, "task ended");
+        if let Some(kept) = inner.sandboxes.release(sandbox, &task_id) {
+            debug!(%task_id, sandbox = %kept.display(), "sandbox kept: the task left files in it");
+        }
         // Unregister before the terminal status goes out, so nothing sees it both ended and running.
         self.running().remove(&task_id);
         self.send_status(&task_id, &exit, Some(usage));
@@ -337,13 +297,7 @@ mod tests {
 
     #[test]
     fn task_ids() {
-        for (id, ok) in [
-            ("t-0123abcd", true),
-            ("", false),
-            ("../etc", false),
-            ("a/b", false),
-            ("t_1", true),
-        ] {
+        for (id, ok) in [("t-0123abcd", true), ("", false), ("../etc", false), ("a/b", false), ("t_1", true)] {
             assert_eq!(valid_task_id(id), ok, "{id:?}");
         }
     }

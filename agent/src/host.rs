@@ -7,19 +7,10 @@ use skiff_proto as pb;
 /// Resources detected on this host (CPUs available to this process, total memory, free disk of `work_dir`).
 pub fn detect_resources(work_dir: &Path, wasm_slots: u32) -> pb::Resources {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let mem_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| parse_meminfo_total(&s))
-        .unwrap_or(0);
-    let disk_bytes = nix::sys::statvfs::statvfs(work_dir)
-        .map(|s| s.blocks_available() * s.fragment_size())
-        .unwrap_or(0);
-    pb::Resources {
-        cpus,
-        mem_bytes,
-        disk_bytes,
-        wasm_slots,
-    }
+    let mem_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| parse_meminfo_total(&s)).unwrap_or(0);
+    let disk_bytes =
+        nix::sys::statvfs::statvfs(work_dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+    pb::Resources { cpus, mem_bytes, disk_bytes, wasm_slots }
 }
 
 /// `MemTotal` of /proc/meminfo in bytes.
@@ -34,10 +25,7 @@ fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
 }
 
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]
@@ -47,10 +35,7 @@ mod tests {
     #[test]
     fn meminfo() {
         let cases = [
-            (
-                "MemTotal:       24565092 kB\nMemFree: 1 kB\n",
-                Some(24_565_092 * 1024),
-            ),
+            ("MemTotal:       24565092 kB\nMemFree: 1 kB\n", Some(24_565_092 * 1024)),
             ("MemFree: 1 kB\n", None),
             ("MemTotal: lots kB\n", None),
         ];

@@ -7,6 +7,7 @@
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
+//! - [`sandbox`]: the pooled host directories tasks see as `/`;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
 //! - [`host`]: what this host offers (CPUs, memory, disk);
 //! - [`sys`]: the only platform-specific and `unsafe` code;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod executor;
 pub mod host;
 pub mod runtime;
+pub mod sandbox;
 pub mod sys;
 pub mod task;
 

@@ -14,12 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "skiff-agent", version)]
 struct Args {
     /// Coordinator addresses, comma-separated; any of them will do (followers redirect to the leader).
-    #[arg(
-        long,
-        env = "SKIFF_COORDINATORS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7070"
-    )]
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
     coordinators: Vec<String>,
     /// Directory for the agent's id and its tasks' sandboxes.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
@@ -42,18 +37,13 @@ const EXIT_BAD_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
-        eprintln!(
-            "skiff-agent: cannot create the work directory {}: {err}",
-            config.work_dir.display()
-        );
+        eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
     let agent = match Agent::new(config) {
@@ -83,9 +73,7 @@ async fn run(agent: Agent) -> anyhow::Result<()> {
     println!("skiff-agent {} started", agent.agent_id());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(agent.run(shutdown.clone()));
-    shutdown_signal()
-        .await
-        .context("installing signal handlers")?;
+    shutdown_signal().await.context("installing signal handlers")?;
     tracing::info!("shutting down");
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), task).await {

@@ -28,49 +28,17 @@ impl TaskExit {
     /// The terminal state, reason, message and exit code this outcome is reported as.
     pub fn report(&self) -> (TaskState, Reason, String, Option<i32>) {
         match self {
-            TaskExit::Exited(0) => (
-                TaskState::Finished,
-                Reason::Exited,
-                "exited with code 0".into(),
-                Some(0),
-            ),
-            TaskExit::Exited(code) => (
-                TaskState::Failed,
-                Reason::Exited,
-                format!("exited with code {code}"),
-                Some(*code),
-            ),
-            TaskExit::Trapped(trap) => (
-                TaskState::Failed,
-                Reason::Trap,
-                format!("trap: {trap}"),
-                None,
-            ),
-            TaskExit::MemoryLimit(msg) => {
-                (TaskState::Failed, Reason::MemoryLimit, msg.clone(), None)
+            TaskExit::Exited(0) => (TaskState::Finished, Reason::Exited, "exited with code 0".into(), Some(0)),
+            TaskExit::Exited(code) => {
+                (TaskState::Failed, Reason::Exited, format!("exited with code {code}"), Some(*code))
             }
-            TaskExit::TimedOut => (
-                TaskState::Failed,
-                Reason::TimeLimit,
-                "ran past its timeout".into(),
-                None,
-            ),
-            TaskExit::OutOfFuel => (
-                TaskState::Failed,
-                Reason::OutOfFuel,
-                "used up its fuel".into(),
-                None,
-            ),
-            TaskExit::Killed => (
-                TaskState::Killed,
-                Reason::Killed,
-                "killed on request".into(),
-                None,
-            ),
+            TaskExit::Trapped(trap) => (TaskState::Failed, Reason::Trap, format!("trap: {trap}"), None),
+            TaskExit::MemoryLimit(msg) => (TaskState::Failed, Reason::MemoryLimit, msg.clone(), None),
+            TaskExit::TimedOut => (TaskState::Failed, Reason::TimeLimit, "ran past its timeout".into(), None),
+            TaskExit::OutOfFuel => (TaskState::Failed, Reason::OutOfFuel, "used up its fuel".into(), None),
+            TaskExit::Killed => (TaskState::Killed, Reason::Killed, "killed on request".into(), None),
             TaskExit::Invalid(msg) => (TaskState::Failed, Reason::InvalidTask, msg.clone(), None),
-            TaskExit::LaunchFailed(msg) => {
-                (TaskState::Failed, Reason::LaunchFailed, msg.clone(), None)
-            }
+            TaskExit::LaunchFailed(msg) => (TaskState::Failed, Reason::LaunchFailed, msg.clone(), None),
         }
     }
 }
@@ -90,60 +58,20 @@ mod tests {
     #[test]
     fn reports() {
         let cases = [
-            (
-                TaskExit::Exited(0),
-                TaskState::Finished,
-                Reason::Exited,
-                Some(0),
-            ),
-            (
-                TaskExit::Exited(3),
-                TaskState::Failed,
-                Reason::Exited,
-                Some(3),
-            ),
-            (
-                TaskExit::Trapped("unreachable".into()),
-                TaskState::Failed,
-                Reason::Trap,
-                None,
-            ),
-            (
-                TaskExit::MemoryLimit("grow".into()),
-                TaskState::Failed,
-                Reason::MemoryLimit,
-                None,
-            ),
-            (
-                TaskExit::TimedOut,
-                TaskState::Failed,
-                Reason::TimeLimit,
-                None,
-            ),
-            (
-                TaskExit::OutOfFuel,
-                TaskState::Failed,
-                Reason::OutOfFuel,
-                None,
-            ),
+            (TaskExit::Exited(0), TaskState::Finished, Reason::Exited, Some(0)),
+            (TaskExit::Exited(3), TaskState::Failed, Reason::Exited, Some(3)),
+            (TaskExit::Trapped("unreachable".into()), TaskState::Failed, Reason::Trap, None),
+            (TaskExit::MemoryLimit("grow".into()), TaskState::Failed, Reason::MemoryLimit, None),
+            (TaskExit::TimedOut, TaskState::Failed, Reason::TimeLimit, None),
+            (TaskExit::OutOfFuel, TaskState::Failed, Reason::OutOfFuel, None),
             (TaskExit::Killed, TaskState::Killed, Reason::Killed, None),
-            (
-                TaskExit::Invalid("not wasm".into()),
-                TaskState::Failed,
-                Reason::InvalidTask,
-                None,
-            ),
+            (TaskExit::Invalid("not wasm".into()), TaskState::Failed, Reason::InvalidTask, None),
         ];
         for (exit, state, reason, code) in cases {
             let (s, r, msg, c) = exit.report();
             assert_eq!((s, r, c), (state, reason, code), "{exit:?}");
             assert!(!msg.is_empty());
         }
-        assert!(
-            TaskExit::Trapped("wasm `unreachable` instruction executed".into())
-                .report()
-                .2
-                .contains("unreachable")
-        );
+        assert!(TaskExit::Trapped("wasm `unreachable` instruction executed".into()).report().2.contains("unreachable"));
     }
 }

@@ -14,15 +14,9 @@ use skiff_proto::{Reason, TaskState};
 use tokio::sync::mpsc;
 
 fn guest(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../examples/guests/target/wasm32-wasi/release/{name}.wasm"
-    ));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "guest {} missing ({e}): run scripts/build-guests",
-            path.display()
-        )
-    })
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../examples/guests/target/wasm32-wasi/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {} missing ({e}): run scripts/build-guests", path.display()))
 }
 
 fn wat(text: &str) -> Vec<u8> {
@@ -49,15 +43,8 @@ struct Outcome {
 fn spec(module: Vec<u8>) -> pb::TaskSpec {
     pb::TaskSpec {
         name: "test".into(),
-        resources: Some(pb::Resources {
-            cpus: 1.0,
-            mem_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
-            module,
-            module_sha256: String::new(),
-        })),
+        resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 64 << 20, ..Default::default() }),
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: String::new() })),
         ..Default::default()
     }
 }
@@ -69,20 +56,9 @@ impl Harness {
         config.max_module_bytes = 8 << 20;
         let runtime = WasmRuntime::new(config).expect("runtime");
         let (tx, events) = mpsc::unbounded_channel();
-        let executor = Executor::new(
-            "a-test".into(),
-            runtime,
-            work_dir.join("sandboxes"),
-            1 << 20,
-            tx,
-        )
-        .expect("executor");
-        Harness {
-            executor,
-            events,
-            work_dir: work_dir.to_path_buf(),
-            next: 0,
-        }
+        let executor =
+            Executor::new("a-test".into(), runtime, work_dir.join("sandboxes"), 1 << 20, tx).expect("executor");
+        Harness { executor, events, work_dir: work_dir.to_path_buf(), next: 0 }
     }
 
     fn launch(&mut self, mut spec: pb::TaskSpec) -> String {
@@ -134,13 +110,8 @@ impl Harness {
     async fn wait_running(&mut self, task_id: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .expect("RUNNING in time")
-            {
-                Some(TaskEvent::Status(s))
-                    if s.task_id == task_id && s.state() == TaskState::Running =>
-                {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await.expect("RUNNING in time") {
+                Some(TaskEvent::Status(s)) if s.task_id == task_id && s.state() == TaskState::Running => {
                     return;
                 }
                 Some(TaskEvent::Status(s)) if s.task_id == task_id => {
@@ -158,12 +129,7 @@ fn usage(o: &Outcome) -> pb::Usage {
 }
 
 fn assert_reason(o: &Outcome, state: TaskState, reason: Reason) {
-    assert_eq!(
-        (o.status.state(), o.status.reason()),
-        (state, reason),
-        "{:?}",
-        o.status
-    );
+    assert_eq!((o.status.state(), o.status.reason()), (state, reason), "{:?}", o.status);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +140,7 @@ async fn memory_hog_hits_memory_limit() {
     s.resources.as_mut().unwrap().mem_bytes = 16 << 20;
     let o = h.run(s).await;
     assert_reason(&o, TaskState::Failed, Reason::MemoryLimit);
-    assert!(
-        o.status.message.contains("limit of 16777216 bytes"),
-        "{}",
-        o.status.message
-    );
+    assert!(o.status.message.contains("limit of 16777216 bytes"), "{}", o.status.message);
     let peak = usage(&o).peak_memory_bytes;
     assert!(peak <= 16 << 20 && peak > 8 << 20, "peak {peak}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("holding 10 MiB"));
@@ -195,17 +157,8 @@ async fn cpu_share_holds_a_busy_guest_to_a_quarter_core() {
     assert_reason(&o, TaskState::Finished, Reason::Exited);
     let u = usage(&o);
     let share = u.cpu_time_us as f64 / u.wall_time_us as f64;
-    assert!(
-        (0.15..=0.35).contains(&share),
-        "share {share:.3} (cpu {} us, wall {} us)",
-        u.cpu_time_us,
-        u.wall_time_us
-    );
-    assert!(
-        o.usage_reports >= 2,
-        "usage reported while running: {}",
-        o.usage_reports
-    );
+    assert!((0.15..=0.35).contains(&share), "share {share:.3} (cpu {} us, wall {} us)", u.cpu_time_us, u.wall_time_us);
+    assert!(o.usage_reports >= 2, "usage reported while running: {}", o.usage_reports);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,19 +166,13 @@ async fn timeout_ends_an_infinite_loop_with_time_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Harness::new(dir.path());
     let mut s = spec(guest("spin"));
-    s.limits = Some(pb::Limits {
-        timeout_ms: 500,
-        ..Default::default()
-    });
+    s.limits = Some(pb::Limits { timeout_ms: 500, ..Default::default() });
     let o = h.run(s).await;
     let took = o.running_at.expect("it ran").elapsed();
     assert_reason(&o, TaskState::Failed, Reason::TimeLimit);
     let wall = Duration::from_micros(usage(&o).wall_time_us);
     for d in [took, wall] {
-        assert!(
-            d >= Duration::from_millis(400) && d <= Duration::from_millis(600),
-            "{d:?} not within 500 ms ± 20%"
-        );
+        assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(600), "{d:?} not within 500 ms ± 20%");
     }
 }
 
@@ -249,10 +196,7 @@ async fn fuel_budget_runs_out() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Harness::new(dir.path());
     let mut s = spec(guest("spin"));
-    s.limits = Some(pb::Limits {
-        fuel: 2_000_000,
-        ..Default::default()
-    });
+    s.limits = Some(pb::Limits { fuel: 2_000_000, ..Default::default() });
     let o = h.run(s).await;
     assert_reason(&o, TaskState::Failed, Reason::OutOfFuel);
     assert_eq!(usage(&o).fuel_consumed, 2_000_000);
@@ -261,12 +205,8 @@ async fn fuel_budget_runs_out() {
     let counted = |h: &mut Harness| {
         let mut s = spec(guest("primes"));
         s.args = vec!["2000".into()];
-        s.limits = Some(pb::Limits {
-            fuel: 1_000_000_000,
-            ..Default::default()
-        });
-        let id = h.launch(s);
-        id
+        s.limits = Some(pb::Limits { fuel: 1_000_000_000, ..Default::default() });
+        h.launch(s)
     };
     let a = counted(&mut h);
     let oa = h.wait(&a, Duration::from_secs(30)).await;
@@ -282,14 +222,8 @@ async fn traps_are_named_and_proc_exit_is_an_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Harness::new(dir.path());
     let cases = [
-        (
-            r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
-            "unreachable",
-        ),
-        (
-            r#"(module (memory (export "memory") 1) (func $f (export "_start") call $f))"#,
-            "stack overflow",
-        ),
+        (r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#, "unreachable"),
+        (r#"(module (memory (export "memory") 1) (func $f (export "_start") call $f))"#, "stack overflow"),
         (
             r#"(module (memory (export "memory") 1) (func (export "_start") (drop (i32.div_u (i32.const 1) (i32.const 0)))))"#,
             "integer divide by zero",
@@ -298,11 +232,7 @@ async fn traps_are_named_and_proc_exit_is_an_exit_code() {
     for (text, trap) in cases {
         let o = h.run(spec(wat(text))).await;
         assert_reason(&o, TaskState::Failed, Reason::Trap);
-        assert!(
-            o.status.message.contains(trap),
-            "{trap}: {}",
-            o.status.message
-        );
+        assert!(o.status.message.contains(trap), "{trap}: {}", o.status.message);
     }
     let exit7 = r#"(module
         (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
@@ -324,16 +254,11 @@ async fn the_sandbox_is_the_only_filesystem_and_env_comes_from_the_spec() {
     assert_reason(&o, TaskState::Finished, Reason::Exited);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("write /result.txt: ok"), "{out}");
-    for escape in [
-        "read /etc/passwd: denied",
-        "read ../../etc/passwd: denied",
-        "read /../../../etc/hostname: denied",
-    ] {
+    for escape in ["read /etc/passwd: denied", "read ../../etc/passwd: denied", "read /../../../etc/hostname: denied"] {
         assert!(out.contains(escape), "{escape} in {out}");
     }
     assert!(out.contains("env: ONLY_THIS\n"), "{out}");
-    let written =
-        std::fs::read_to_string(h.work_dir.join("sandboxes").join(&id).join("result.txt")).unwrap();
+    let written = std::fs::read_to_string(h.work_dir.join("sandboxes").join(&id).join("result.txt")).unwrap();
     assert_eq!(written, "written by the sandbox guest\n");
 }
 
@@ -343,10 +268,7 @@ async fn output_past_its_bound_is_truncated_and_flagged() {
     let mut h = Harness::new(dir.path());
     let mut s = spec(guest("memhog"));
     s.args = vec!["40".into()]; // 40 lines of "holding N MiB"
-    s.limits = Some(pb::Limits {
-        max_output_bytes: 100,
-        ..Default::default()
-    });
+    s.limits = Some(pb::Limits { max_output_bytes: 100, ..Default::default() });
     let o = h.run(s).await;
     assert_reason(&o, TaskState::Finished, Reason::Exited);
     assert_eq!(o.stdout.len(), 100);
@@ -363,25 +285,15 @@ async fn bad_modules_are_rejected_with_a_reason_and_the_agent_keeps_serving() {
     oversize.resize(9 << 20, 0);
     let cases: [(Vec<u8>, &str); 5] = [
         (malformed, "invalid Wasm module"),
-        (
-            b"#!/bin/sh\necho I am a text file\n".to_vec(),
-            "does not start with the \\0asm magic",
-        ),
+        (b"#!/bin/sh\necho I am a text file\n".to_vec(), "does not start with the \\0asm magic"),
         (oversize, "over this agent's limit"),
         (b"\0asm\x0d\0\x01\0rest".to_vec(), "not a core Wasm module"),
-        (
-            wat(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#),
-            "cannot be linked",
-        ),
+        (wat(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#), "cannot be linked"),
     ];
     for (module, reason) in cases {
         let o = h.run(spec(module)).await;
         assert_reason(&o, TaskState::Failed, Reason::InvalidTask);
-        assert!(
-            o.status.message.contains(reason),
-            "{reason}: {}",
-            o.status.message
-        );
+        assert!(o.status.message.contains(reason), "{reason}: {}", o.status.message);
     }
     let o = h.run(spec(guest("hello"))).await;
     assert_reason(&o, TaskState::Finished, Reason::Exited);
@@ -440,21 +352,14 @@ async fn a_slow_compile_does_not_stall_other_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Harness::new(dir.path());
     // A module with one enormous function: slow to compile.
-    let body: String = (0..400_000)
-        .map(|i| format!("(drop (i32.add (local.get 0) (i32.const {i})))"))
-        .collect();
-    let big = wat(&format!(
-        r#"(module (memory (export "memory") 1) (func (export "_start") (local i32) {body}))"#
-    ));
+    let body: String = (0..400_000).map(|i| format!("(drop (i32.add (local.get 0) (i32.const {i})))")).collect();
+    let big = wat(&format!(r#"(module (memory (export "memory") 1) (func (export "_start") (local i32) {body}))"#));
     let slow = h.launch(spec(big));
     let fast = h.launch(spec(guest("hello")));
     let o = h.wait(&fast, Duration::from_secs(30)).await;
     assert_reason(&o, TaskState::Finished, Reason::Exited);
     // The hello task finished while the big one was still compiling.
-    assert!(
-        h.executor.is_running(&slow),
-        "the slow compile should still be running"
-    );
+    assert!(h.executor.is_running(&slow), "the slow compile should still be running");
     let o = h.wait(&slow, Duration::from_secs(120)).await;
     assert_reason(&o, TaskState::Finished, Reason::Exited);
 }

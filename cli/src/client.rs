@@ -17,13 +17,8 @@ async fn dial(addr: &str) -> Result<Operator, String> {
         .map_err(|e| format!("{addr}: invalid address: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
-    Ok(Operator::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let channel = endpoint.connect().await.map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
+    Ok(Operator::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// An error with its chain of causes ("transport error: tcp connect error: Connection refused").
@@ -70,8 +65,5 @@ pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> 
             Err(status) => errors.push(format!("{addr}: {}", status.message())),
         }
     }
-    Err(CliError::Unavailable(format!(
-        "no coordinator reachable ({})",
-        errors.join("; ")
-    )))
+    Err(CliError::Unavailable(format!("no coordinator reachable ({})", errors.join("; "))))
 }

@@ -1,7 +1,7 @@
 //! The `skiff` command line: run tasks on a fleet, and run a single-node fleet for development.
 //!
 //! Layout:
-//! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`);
+//! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`, `logs`);
 //! - [`client`]: dialing the leading coordinator;
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` from the command line;
 //! - [`exit`]: exit codes and the CLI's error type.
@@ -31,13 +31,12 @@ pub enum Command {
     Dev(cmd::dev::DevArgs),
     /// Kill a task.
     Kill(cmd::kill::KillArgs),
+    /// Print a task's output (stdout and stderr), kept by the coordinator.
+    Logs(cmd::logs::LogsArgs),
 }
 
 pub(crate) fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost
-    )
+    matches!(state, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
 }
 
 /// Resolves on SIGINT or SIGTERM.

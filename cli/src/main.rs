@@ -11,22 +11,14 @@ fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return match err.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(exit::BAD_INPUT),
             };
         }
     };
-    let filter = if matches!(cli.command, Command::Dev(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let filter = if matches!(cli.command, Command::Dev(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -41,6 +33,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(args).await,
             Command::Dev(args) => cmd::dev::run(args).await,
             Command::Kill(args) => cmd::kill::run(args).await,
+            Command::Logs(args) => cmd::logs::run(args).await,
         }
     });
     match result {

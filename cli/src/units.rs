@@ -4,18 +4,12 @@
 /// `M` = 1024², `G` = 1024³, `T` = 1024⁴ (case-insensitive); no unit means bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     if number.is_empty() {
-        return Err(format!(
-            "invalid size {text:?}: expected a number with an optional unit, like 64M or 2GiB"
-        ));
+        return Err(format!("invalid size {text:?}: expected a number with an optional unit, like 64M or 2GiB"));
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: {number:?} is not a number"))?;
+    let value: f64 = number.parse().map_err(|_| format!("invalid size {text:?}: {number:?} is not a number"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -23,9 +17,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
         other => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (use K, M, G or T)"
-            ));
+            return Err(format!("invalid size {text:?}: unknown unit {other:?} (use K, M, G or T)"));
         }
     };
     let bytes = value * (1u64 << shift) as f64;
@@ -45,9 +37,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub fn parse_cpus(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!(
-            "invalid cpus {text:?}: expected a positive number like 0.25 or 2"
-        )),
+        _ => Err(format!("invalid cpus {text:?}: expected a positive number like 0.25 or 2")),
     }
 }
 
@@ -97,11 +87,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("invalid duration \"soon\"")
-        );
+        assert!(parse_duration("soon").unwrap_err().contains("invalid duration \"soon\""));
         assert!(parse_duration("10").is_err(), "a unit is required");
     }
 

@@ -22,10 +22,7 @@ impl Default for Config {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             advertise: None,
-            leader: LeaderConfig {
-                heartbeat_interval: Duration::from_secs(1),
-                ..LeaderConfig::default()
-            },
+            leader: LeaderConfig { heartbeat_interval: Duration::from_secs(1), ..LeaderConfig::default() },
         }
     }
 }

@@ -26,9 +26,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::TaskNotFound(_) => tonic::Status::not_found(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            Error::AgentNotConnected { .. } | Error::ShuttingDown => {
-                tonic::Status::unavailable(msg)
-            }
+            Error::AgentNotConnected { .. } | Error::ShuttingDown => tonic::Status::unavailable(msg),
             Error::Registry(RegistryError::Conflict { .. }) => tonic::Status::aborted(msg),
             Error::Registry(RegistryError::Fenced) => tonic::Status::failed_precondition(msg),
             Error::Registry(RegistryError::Unavailable(_)) => tonic::Status::unavailable(msg),
@@ -45,41 +43,16 @@ mod tests {
     #[test]
     fn status_codes() {
         let cases = [
-            (
-                Error::TaskNotFound("t-1".into()),
-                Code::NotFound,
-                "task t-1 not found",
-            ),
-            (
-                Error::InvalidArgument("no module".into()),
-                Code::InvalidArgument,
-                "invalid request: no module",
-            ),
-            (
-                Error::ShuttingDown,
-                Code::Unavailable,
-                "the coordinator is shutting down",
-            ),
-            (
-                Error::Registry(RegistryError::Fenced),
-                Code::FailedPrecondition,
-                "registry write fenced off",
-            ),
-            (
-                Error::Registry(RegistryError::Conflict {
-                    key: "tasks/t".into(),
-                }),
-                Code::Aborted,
-                "tasks/t",
-            ),
+            (Error::TaskNotFound("t-1".into()), Code::NotFound, "task t-1 not found"),
+            (Error::InvalidArgument("no module".into()), Code::InvalidArgument, "invalid request: no module"),
+            (Error::ShuttingDown, Code::Unavailable, "the coordinator is shutting down"),
+            (Error::Registry(RegistryError::Fenced), Code::FailedPrecondition, "registry write fenced off"),
+            (Error::Registry(RegistryError::Conflict { key: "tasks/t".into() }), Code::Aborted, "tasks/t"),
         ];
         for (err, code, text) in cases {
             let status = tonic::Status::from(err);
             assert_eq!(status.code(), code);
-            assert!(
-                status.message().contains(text),
-                "{status:?} should mention {text:?}"
-            );
+            assert!(status.message().contains(text), "{status:?} should mention {text:?}");
         }
     }
 }

@@ -15,13 +15,8 @@ pub const FRAMEWORK_ID: &str = "skiff-jobs";
 /// The framework's answer to one offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Accept {
-        offer_id: String,
-        launches: Vec<String>,
-    },
-    Decline {
-        offer_id: String,
-    },
+    Accept { offer_id: String, launches: Vec<String> },
+    Decline { offer_id: String },
 }
 
 #[derive(Debug, Default)]
@@ -66,24 +61,18 @@ impl JobFramework {
             .map(|offer| {
                 let mut left = offer.resources;
                 let mut launches = Vec::new();
-                self.pending
-                    .retain(|(id, need)| match left.checked_sub(need) {
-                        Some(rest) => {
-                            left = rest;
-                            launches.push(id.clone());
-                            false
-                        }
-                        None => true,
-                    });
+                self.pending.retain(|(id, need)| match left.checked_sub(need) {
+                    Some(rest) => {
+                        left = rest;
+                        launches.push(id.clone());
+                        false
+                    }
+                    None => true,
+                });
                 if launches.is_empty() {
-                    Decision::Decline {
-                        offer_id: offer.id.clone(),
-                    }
+                    Decision::Decline { offer_id: offer.id.clone() }
                 } else {
-                    Decision::Accept {
-                        offer_id: offer.id.clone(),
-                        launches,
-                    }
+                    Decision::Accept { offer_id: offer.id.clone(), launches }
                 }
             })
             .collect()
@@ -95,21 +84,11 @@ mod tests {
     use super::*;
 
     fn r(millicpus: u64, mem_bytes: u64) -> Resources {
-        Resources {
-            millicpus,
-            mem_bytes,
-            disk_bytes: 0,
-            wasm_slots: 0,
-        }
+        Resources { millicpus, mem_bytes, disk_bytes: 0, wasm_slots: 0 }
     }
 
     fn offer(id: &str, resources: Resources) -> Offer {
-        Offer {
-            id: id.into(),
-            agent_id: format!("agent-of-{id}"),
-            framework_id: FRAMEWORK_ID.into(),
-            resources,
-        }
+        Offer { id: id.into(), agent_id: format!("agent-of-{id}"), framework_id: FRAMEWORK_ID.into(), resources }
     }
 
     #[test]
@@ -120,26 +99,14 @@ mod tests {
         fw.enqueue("small2".into(), r(500, 10));
         fw.enqueue("huge".into(), r(4000, 10));
 
-        let decisions = fw.on_offers(&[
-            offer("o1", r(1000, 100)),
-            offer("o2", r(2000, 100)),
-            offer("o3", r(500, 5)),
-        ]);
+        let decisions = fw.on_offers(&[offer("o1", r(1000, 100)), offer("o2", r(2000, 100)), offer("o3", r(500, 5))]);
         assert_eq!(
             decisions,
             vec![
                 // big does not fit o1, so the two small ones take it.
-                Decision::Accept {
-                    offer_id: "o1".into(),
-                    launches: vec!["small1".into(), "small2".into()]
-                },
-                Decision::Accept {
-                    offer_id: "o2".into(),
-                    launches: vec!["big".into()]
-                },
-                Decision::Decline {
-                    offer_id: "o3".into()
-                },
+                Decision::Accept { offer_id: "o1".into(), launches: vec!["small1".into(), "small2".into()] },
+                Decision::Accept { offer_id: "o2".into(), launches: vec!["big".into()] },
+                Decision::Decline { offer_id: "o3".into() },
             ]
         );
         assert_eq!(fw.pending(), 1, "huge fits nowhere and stays queued");

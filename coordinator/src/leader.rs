@@ -40,39 +40,14 @@ pub struct Watch {
 /// Requests to the leader.
 #[derive(Debug)]
 pub enum Command {
-    AgentConnect {
-        register: pb::Register,
-        tx: AgentSender,
-        reply: oneshot::Sender<Result<u64>>,
-    },
-    AgentMessage {
-        agent_id: String,
-        session: u64,
-        msg: pb::agent_message::Msg,
-    },
-    AgentDisconnect {
-        agent_id: String,
-        session: u64,
-    },
-    Submit {
-        spec: pb::TaskSpec,
-        reply: oneshot::Sender<Result<String>>,
-    },
-    Watch {
-        task_id: String,
-        reply: oneshot::Sender<Result<Watch>>,
-    },
-    Kill {
-        task_id: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    GetTask {
-        task_id: String,
-        reply: oneshot::Sender<Result<pb::GetTaskResponse>>,
-    },
-    ListAgents {
-        reply: oneshot::Sender<Vec<pb::AgentInfo>>,
-    },
+    AgentConnect { register: pb::Register, tx: AgentSender, reply: oneshot::Sender<Result<u64>> },
+    AgentMessage { agent_id: String, session: u64, msg: pb::agent_message::Msg },
+    AgentDisconnect { agent_id: String, session: u64 },
+    Submit { spec: pb::TaskSpec, reply: oneshot::Sender<Result<String>> },
+    Watch { task_id: String, reply: oneshot::Sender<Result<Watch>> },
+    Kill { task_id: String, reply: oneshot::Sender<Result<()>> },
+    GetTask { task_id: String, reply: oneshot::Sender<Result<pb::GetTaskResponse>> },
+    ListAgents { reply: oneshot::Sender<Vec<pb::AgentInfo>> },
 }
 
 /// Cheap, cloneable access to the leader.
@@ -113,11 +88,7 @@ pub struct LeaderConfig {
 
 impl Default for LeaderConfig {
     fn default() -> Self {
-        Self {
-            epoch: 1,
-            heartbeat_interval: Duration::from_secs(1),
-            retained_terminal_tasks: 4096,
-        }
+        Self { epoch: 1, heartbeat_interval: Duration::from_secs(1), retained_terminal_tasks: 4096 }
     }
 }
 
@@ -141,17 +112,11 @@ struct TaskEntry {
 
 impl TaskEntry {
     fn state(&self) -> TaskState {
-        self.record
-            .status
-            .as_ref()
-            .map_or(TaskState::Unspecified, |s| s.state())
+        self.record.status.as_ref().map_or(TaskState::Unspecified, |s| s.state())
     }
 
     fn agent_id(&self) -> &str {
-        self.record
-            .status
-            .as_ref()
-            .map_or("", |s| s.agent_id.as_str())
+        self.record.status.as_ref().map_or("", |s| s.agent_id.as_str())
     }
 
     fn publish(&mut self, event: pb::TaskEvent) {
@@ -175,9 +140,7 @@ pub struct Leader {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn new_task_id() -> String {
@@ -188,10 +151,7 @@ fn new_task_id() -> String {
 impl Leader {
     pub fn new(config: LeaderConfig, registry: Arc<dyn Registry>) -> (Self, LeaderHandle) {
         let (tx, rx) = mpsc::channel(4096);
-        let handle = LeaderHandle {
-            tx,
-            epoch: config.epoch,
-        };
+        let handle = LeaderHandle { tx, epoch: config.epoch };
         let leader = Leader {
             config,
             registry,
@@ -232,18 +192,10 @@ impl Leader {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::AgentConnect {
-                register,
-                tx,
-                reply,
-            } => {
+            Command::AgentConnect { register, tx, reply } => {
                 let _ = reply.send(self.agent_connect(register, tx).await);
             }
-            Command::AgentMessage {
-                agent_id,
-                session,
-                msg,
-            } => self.agent_message(&agent_id, session, msg).await,
+            Command::AgentMessage { agent_id, session, msg } => self.agent_message(&agent_id, session, msg).await,
             Command::AgentDisconnect { agent_id, session } => {
                 self.agent_disconnect(&agent_id, session);
             }
@@ -269,11 +221,7 @@ impl Leader {
         let Some(tx) = self.agents.get(agent_id).and_then(|a| a.tx.as_ref()) else {
             return false;
         };
-        tx.send(Ok(pb::CoordinatorMessage {
-            epoch: self.config.epoch,
-            msg: Some(msg),
-        }))
-        .is_ok()
+        tx.send(Ok(pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) })).is_ok()
     }
 
     async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
@@ -287,9 +235,7 @@ impl Leader {
             resources: Some(total.into()),
             attributes: register.attributes.clone(),
         };
-        self.registry
-            .commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec()))
-            .await?;
+        self.registry.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
 
         self.next_session += 1;
         let session = self.next_session;
@@ -302,13 +248,7 @@ impl Leader {
         self.offers.upsert_agent(&id, total);
         self.agents.insert(
             id.clone(),
-            AgentEntry {
-                session,
-                hostname: register.hostname,
-                attributes: register.attributes,
-                total,
-                tx: Some(tx),
-            },
+            AgentEntry { session, hostname: register.hostname, attributes: register.attributes, total, tx: Some(tx) },
         );
         info!(agent_id = %id, hostname = %self.agents[&id].hostname, ?total, "agent registered");
         self.send_to_agent(
@@ -320,18 +260,10 @@ impl Leader {
         );
         // Tasks the agent runs that this leader does not know of are killed (no task runs unaccounted).
         for status in register.tasks {
-            let known = self
-                .tasks
-                .get(&status.task_id)
-                .is_some_and(|t| t.agent_id() == id);
+            let known = self.tasks.get(&status.task_id).is_some_and(|t| t.agent_id() == id);
             if !known && !task::is_terminal(status.state()) {
                 warn!(agent_id = %id, task_id = %status.task_id, "agent runs an unknown task; killing it");
-                self.send_to_agent(
-                    &id,
-                    Out::Kill(pb::KillTask {
-                        task_id: status.task_id,
-                    }),
-                );
+                self.send_to_agent(&id, Out::Kill(pb::KillTask { task_id: status.task_id }));
             }
         }
         Ok(session)
@@ -349,11 +281,7 @@ impl Leader {
 
     async fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
         use pb::agent_message::Msg;
-        if self
-            .agents
-            .get(agent_id)
-            .is_none_or(|a| a.session != session)
-        {
+        if self.agents.get(agent_id).is_none_or(|a| a.session != session) {
             debug!(agent_id, "message from a replaced agent stream dropped");
             return;
         }
@@ -363,39 +291,25 @@ impl Leader {
             Msg::Status(status) => self.status_update(agent_id, status).await,
             Msg::Usage(report) => {
                 // Live usage is kept in memory only; the terminal status carries the final figures.
-                if let Some(status) = self
-                    .tasks
-                    .get_mut(&report.task_id)
-                    .and_then(|t| t.record.status.as_mut())
-                {
+                if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
                     status.usage = report.usage;
                 }
             }
             Msg::Output(output) => {
                 if let Some(task) = self.tasks.get_mut(&output.task_id) {
-                    task.publish(pb::TaskEvent {
-                        event: Some(pb::task_event::Event::Output(output)),
-                    });
+                    task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
                 }
             }
         }
     }
 
     async fn status_update(&mut self, agent_id: &str, mut status: pb::TaskStatus) {
-        let ack = Out::Ack(pb::AckStatus {
-            task_id: status.task_id.clone(),
-            update_id: status.update_id.clone(),
-        });
+        let ack = Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() });
         status.agent_id = agent_id.to_owned();
         let Some(entry) = self.tasks.get(&status.task_id) else {
             warn!(agent_id, task_id = %status.task_id, "status for an unknown task");
             if !task::is_terminal(status.state()) {
-                self.send_to_agent(
-                    agent_id,
-                    Out::Kill(pb::KillTask {
-                        task_id: status.task_id.clone(),
-                    }),
-                );
+                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
             }
             self.send_to_agent(agent_id, ack);
             return;
@@ -419,34 +333,22 @@ impl Leader {
     /// Persists a new status of a known task, then publishes it; terminal statuses release resources.
     async fn set_status(&mut self, status: pb::TaskStatus) -> Result<()> {
         let task_id = status.task_id.clone();
-        let entry = self
-            .tasks
-            .get(&task_id)
-            .ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
+        let entry = self.tasks.get(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
         let mut record = entry.record.clone();
         record.status = Some(status.clone());
         let key = keys::task(&task_id);
         let revision = self
             .registry
-            .commit(
-                Txn::new()
-                    .if_mod_revision(&key, entry.mod_revision)
-                    .put(key, record.encode_to_vec()),
-            )
+            .commit(Txn::new().if_mod_revision(&key, entry.mod_revision).put(key, record.encode_to_vec()))
             .await?;
 
-        let entry = self
-            .tasks
-            .get_mut(&task_id)
-            .ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
+        let entry = self.tasks.get_mut(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
         let previous_agent = entry.agent_id().to_owned();
         entry.record = record;
         entry.mod_revision = revision;
         debug!(%task_id, state = ?status.state(), "task status");
         let terminal = task::is_terminal(status.state());
-        entry.publish(pb::TaskEvent {
-            event: Some(pb::task_event::Event::Status(status)),
-        });
+        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
         if terminal {
             entry.watchers.clear();
             let resources = entry.resources;
@@ -479,30 +381,14 @@ impl Leader {
             timestamp_ms: now_ms(),
             ..Default::default()
         };
-        let record = pb::TaskRecord {
-            spec: Some(spec),
-            status: Some(status.clone()),
-            framework_id: jobs::FRAMEWORK_ID.into(),
-        };
+        let record =
+            pb::TaskRecord { spec: Some(spec), status: Some(status.clone()), framework_id: jobs::FRAMEWORK_ID.into() };
         let key = keys::task(&task_id);
-        let revision = self
-            .registry
-            .commit(
-                Txn::new()
-                    .if_mod_revision(&key, 0)
-                    .put(key, record.encode_to_vec()),
-            )
-            .await?;
-        let mut entry = TaskEntry {
-            record,
-            resources,
-            mod_revision: revision,
-            events: Vec::new(),
-            watchers: Vec::new(),
-        };
-        entry.publish(pb::TaskEvent {
-            event: Some(pb::task_event::Event::Status(status)),
-        });
+        let revision =
+            self.registry.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
+        let mut entry =
+            TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
+        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
         self.tasks.insert(task_id.clone(), entry);
         self.jobs.enqueue(task_id.clone(), resources);
         info!(%task_id, "task submitted");
@@ -510,30 +396,18 @@ impl Leader {
     }
 
     fn watch(&mut self, task_id: &str) -> Result<Watch> {
-        let entry = self
-            .tasks
-            .get_mut(task_id)
-            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let entry = self.tasks.get_mut(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         let history = entry.events.clone();
         if task::is_terminal(entry.state()) {
-            return Ok(Watch {
-                history,
-                live: None,
-            });
+            return Ok(Watch { history, live: None });
         }
         let (tx, rx) = mpsc::unbounded_channel();
         entry.watchers.push(tx);
-        Ok(Watch {
-            history,
-            live: Some(rx),
-        })
+        Ok(Watch { history, live: Some(rx) })
     }
 
     async fn kill(&mut self, task_id: &str) -> Result<()> {
-        let entry = self
-            .tasks
-            .get(task_id)
-            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let entry = self.tasks.get(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         match entry.state() {
             TaskState::Pending => {
                 self.jobs.remove(task_id);
@@ -550,36 +424,22 @@ impl Leader {
             state if task::is_terminal(state) => Ok(()),
             _ => {
                 let agent_id = entry.agent_id().to_owned();
-                if self.send_to_agent(
-                    &agent_id,
-                    Out::Kill(pb::KillTask {
-                        task_id: task_id.to_owned(),
-                    }),
-                ) {
+                if self.send_to_agent(&agent_id, Out::Kill(pb::KillTask { task_id: task_id.to_owned() })) {
                     Ok(())
                 } else {
-                    Err(Error::AgentNotConnected {
-                        agent_id,
-                        task_id: task_id.to_owned(),
-                    })
+                    Err(Error::AgentNotConnected { agent_id, task_id: task_id.to_owned() })
                 }
             }
         }
     }
 
     fn get_task(&self, task_id: &str) -> Result<pb::GetTaskResponse> {
-        let entry = self
-            .tasks
-            .get(task_id)
-            .ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
+        let entry = self.tasks.get(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         let mut spec = entry.record.spec.clone();
         if let Some(pb::task_spec::Kind::Wasm(wasm)) = spec.as_mut().and_then(|s| s.kind.as_mut()) {
             wasm.module.clear();
         }
-        Ok(pb::GetTaskResponse {
-            spec,
-            status: entry.record.status.clone(),
-        })
+        Ok(pb::GetTaskResponse { spec, status: entry.record.status.clone() })
     }
 
     fn list_agents(&self) -> Vec<pb::AgentInfo> {
@@ -587,11 +447,7 @@ impl Leader {
             .agents
             .iter()
             .map(|(id, a)| {
-                let used = self
-                    .offers
-                    .usage(id)
-                    .map(|(_, used)| used)
-                    .unwrap_or_default();
+                let used = self.offers.usage(id).map(|(_, used)| used).unwrap_or_default();
                 pb::AgentInfo {
                     agent_id: id.clone(),
                     hostname: a.hostname.clone(),
@@ -615,17 +471,11 @@ impl Leader {
             .map(|(id, _)| id)
             .filter(|id| self.agents.get(id).is_some_and(|a| a.tx.is_some()))
             .collect();
-        let offers: Vec<_> = connected
-            .iter()
-            .filter_map(|id| self.offers.offer(id, jobs::FRAMEWORK_ID))
-            .collect();
+        let offers: Vec<_> = connected.iter().filter_map(|id| self.offers.offer(id, jobs::FRAMEWORK_ID)).collect();
         if offers.is_empty() {
             return;
         }
-        let agent_of: HashMap<String, String> = offers
-            .iter()
-            .map(|o| (o.id.clone(), o.agent_id.clone()))
-            .collect();
+        let agent_of: HashMap<String, String> = offers.iter().map(|o| (o.id.clone(), o.agent_id.clone())).collect();
         for decision in self.jobs.on_offers(&offers) {
             match decision {
                 Decision::Decline { offer_id } => self.offers.decline(&[offer_id]),
@@ -634,11 +484,7 @@ impl Leader {
                         .iter()
                         .filter_map(|id| self.tasks.get(id).map(|t| (id.clone(), t.resources)))
                         .collect();
-                    match self.offers.accept(
-                        jobs::FRAMEWORK_ID,
-                        std::slice::from_ref(&offer_id),
-                        &wanted,
-                    ) {
+                    match self.offers.accept(jobs::FRAMEWORK_ID, std::slice::from_ref(&offer_id), &wanted) {
                         Ok(accepted) => {
                             for (task_id, _) in wanted {
                                 self.launch(&task_id, &accepted.agent_id).await;
@@ -721,11 +567,7 @@ mod tests {
 
     fn spec(kind: Option<pb::task_spec::Kind>, cpus: f64, mem_bytes: u64) -> pb::TaskSpec {
         pb::TaskSpec {
-            resources: Some(pb::Resources {
-                cpus,
-                mem_bytes,
-                ..Default::default()
-            }),
+            resources: Some(pb::Resources { cpus, mem_bytes, ..Default::default() }),
             kind,
             ..Default::default()
         }
@@ -733,12 +575,8 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let wasm = |m: &[u8]| {
-            Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
-                module: m.to_vec(),
-                ..Default::default()
-            }))
-        };
+        let wasm =
+            |m: &[u8]| Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module: m.to_vec(), ..Default::default() }));
         let cases = [
             (spec(wasm(b"\0asm"), 0.5, 1), None),
             (spec(None, 0.5, 1), Some("neither")),
@@ -750,10 +588,7 @@ mod tests {
         for (spec, want) in cases {
             match (validate_spec(&spec), want) {
                 (Ok(()), None) => {}
-                (Err(err), Some(text)) => assert!(
-                    err.to_string().contains(text),
-                    "{err} should mention {text}"
-                ),
+                (Err(err), Some(text)) => assert!(err.to_string().contains(text), "{err} should mention {text}"),
                 (got, want) => panic!("got {got:?}, want error containing {want:?}"),
             }
         }

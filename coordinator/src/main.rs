@@ -28,9 +28,7 @@ const EXIT_BAD_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -57,23 +55,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config {
-        listen: args.listen,
-        advertise: args.advertise,
-        ..Config::default()
-    };
+    let config = Config { listen: args.listen, advertise: args.advertise, ..Config::default() };
     let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new())).await?;
     // Tests and scripts read this line to learn the port.
-    println!(
-        "skiff-coordinator listening on {}",
-        coordinator.local_addr()
-    );
+    println!("skiff-coordinator listening on {}", coordinator.local_addr());
 
     let shutdown = CancellationToken::new();
     let serve = tokio::spawn(coordinator.run(shutdown.clone()));
-    shutdown_signal()
-        .await
-        .context("installing signal handlers")?;
+    shutdown_signal().await.context("installing signal handlers")?;
     tracing::info!("shutting down");
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), serve).await {

@@ -24,23 +24,13 @@ pub enum OfferError {
     #[error("offer {0} is unknown (expired, rescinded or already used)")]
     UnknownOffer(String),
     #[error("offer {offer_id} was made to framework {owner}, not {framework_id}")]
-    NotYours {
-        offer_id: String,
-        owner: String,
-        framework_id: String,
-    },
+    NotYours { offer_id: String, owner: String, framework_id: String },
     #[error("offers {0} and {1} are for different agents; one accept uses offers of one agent")]
     MixedAgents(String, String),
     #[error("an accept must name at least one offer")]
     NoOffers,
-    #[error(
-        "task {task_id} does not fit: it needs {need:?} but only {left:?} of the offer is left"
-    )]
-    DoesNotFit {
-        task_id: String,
-        need: Resources,
-        left: Resources,
-    },
+    #[error("task {task_id} does not fit: it needs {need:?} but only {left:?} of the offer is left")]
+    DoesNotFit { task_id: String, need: Resources, left: Resources },
     #[error("agent {0} is unknown")]
     UnknownAgent(String),
 }
@@ -83,23 +73,13 @@ impl OfferBook {
     /// Removes an agent and rescinds its outstanding offers, which are returned.
     pub fn remove_agent(&mut self, agent_id: &str) -> Vec<Offer> {
         self.agents.remove(agent_id);
-        let ids: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == agent_id)
-            .map(|o| o.id.clone())
-            .collect();
+        let ids: Vec<String> = self.offers.values().filter(|o| o.agent_id == agent_id).map(|o| o.id.clone()).collect();
         ids.iter().filter_map(|id| self.offers.remove(id)).collect()
     }
 
     /// Rescinds the outstanding offers on an agent (it disconnected); its reservations stay.
     pub fn rescind_agent(&mut self, agent_id: &str) -> Vec<Offer> {
-        let ids: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == agent_id)
-            .map(|o| o.id.clone())
-            .collect();
+        let ids: Vec<String> = self.offers.values().filter(|o| o.agent_id == agent_id).map(|o| o.id.clone()).collect();
         self.decline(&ids);
         ids.into_iter()
             .map(|id| Offer {
@@ -114,11 +94,7 @@ impl OfferBook {
     /// Resources of `agent_id` that are neither used nor on offer.
     pub fn available(&self, agent_id: &str) -> Option<Resources> {
         let slot = self.agents.get(agent_id)?;
-        Some(
-            slot.total
-                .saturating_sub(&slot.used)
-                .saturating_sub(&slot.offered),
-        )
+        Some(slot.total.saturating_sub(&slot.used).saturating_sub(&slot.offered))
     }
 
     /// (total, used) of an agent.
@@ -165,10 +141,7 @@ impl OfferBook {
         let mut agent_id: Option<&str> = None;
         let mut offered = Resources::default();
         for id in offer_ids {
-            let offer = self
-                .offers
-                .get(id)
-                .ok_or_else(|| OfferError::UnknownOffer(id.clone()))?;
+            let offer = self.offers.get(id).ok_or_else(|| OfferError::UnknownOffer(id.clone()))?;
             if offer.framework_id != framework_id {
                 return Err(OfferError::NotYours {
                     offer_id: id.clone(),
@@ -187,29 +160,20 @@ impl OfferBook {
         let agent_id = agent_id.unwrap_or_default().to_owned();
         let mut left = offered;
         for (task_id, need) in launches {
-            left = left
-                .checked_sub(need)
-                .ok_or_else(|| OfferError::DoesNotFit {
-                    task_id: task_id.clone(),
-                    need: *need,
-                    left,
-                })?;
+            left = left.checked_sub(need).ok_or_else(|| OfferError::DoesNotFit {
+                task_id: task_id.clone(),
+                need: *need,
+                left,
+            })?;
         }
-        let slot = self
-            .agents
-            .get_mut(&agent_id)
-            .ok_or_else(|| OfferError::UnknownAgent(agent_id.clone()))?;
+        let slot = self.agents.get_mut(&agent_id).ok_or_else(|| OfferError::UnknownAgent(agent_id.clone()))?;
         let used = offered.saturating_sub(&left);
         slot.offered = slot.offered.saturating_sub(&offered);
         slot.used = slot.used.saturating_add(&used);
         for id in offer_ids {
             self.offers.remove(id);
         }
-        Ok(Accepted {
-            agent_id,
-            used,
-            returned: left,
-        })
+        Ok(Accepted { agent_id, used, returned: left })
     }
 
     /// Declines offers: their resources go back to the pool. Unknown ids are ignored.
@@ -248,12 +212,7 @@ mod tests {
     use super::*;
 
     fn r(millicpus: u64, mem_bytes: u64) -> Resources {
-        Resources {
-            millicpus,
-            mem_bytes,
-            disk_bytes: 0,
-            wasm_slots: 0,
-        }
+        Resources { millicpus, mem_bytes, disk_bytes: 0, wasm_slots: 0 }
     }
 
     fn book() -> OfferBook {
@@ -268,28 +227,13 @@ mod tests {
         let mut book = book();
         let offer = book.offer("a1", "fw").expect("a1 has resources");
         assert_eq!(offer.resources, r(2000, 1000));
-        assert_eq!(
-            book.available("a1"),
-            Some(r(0, 0)),
-            "offered resources are not offered twice"
-        );
+        assert_eq!(book.available("a1"), Some(r(0, 0)), "offered resources are not offered twice");
         assert!(book.offer("a1", "fw").is_none());
 
         let accepted = book
-            .accept(
-                "fw",
-                std::slice::from_ref(&offer.id),
-                &[("t1".into(), r(500, 100)), ("t2".into(), r(500, 100))],
-            )
+            .accept("fw", std::slice::from_ref(&offer.id), &[("t1".into(), r(500, 100)), ("t2".into(), r(500, 100))])
             .expect("fits");
-        assert_eq!(
-            accepted,
-            Accepted {
-                agent_id: "a1".into(),
-                used: r(1000, 200),
-                returned: r(1000, 800)
-            }
-        );
+        assert_eq!(accepted, Accepted { agent_id: "a1".into(), used: r(1000, 200), returned: r(1000, 800) });
         assert_eq!(book.available("a1"), Some(r(1000, 800)));
         assert_eq!(book.outstanding(), 0);
 
@@ -306,37 +250,19 @@ mod tests {
         type Case<'a> = (&'a str, Vec<String>, Vec<(String, Resources)>, OfferError);
         let cases: Vec<Case> = vec![
             ("fw", vec![], vec![], OfferError::NoOffers),
-            (
-                "fw",
-                vec!["offer-99".into()],
-                vec![],
-                OfferError::UnknownOffer("offer-99".into()),
-            ),
+            ("fw", vec!["offer-99".into()], vec![], OfferError::UnknownOffer("offer-99".into())),
             (
                 "other",
                 vec![o1.id.clone()],
                 vec![],
-                OfferError::NotYours {
-                    offer_id: o1.id.clone(),
-                    owner: "fw".into(),
-                    framework_id: "other".into(),
-                },
+                OfferError::NotYours { offer_id: o1.id.clone(), owner: "fw".into(), framework_id: "other".into() },
             ),
-            (
-                "fw",
-                vec![o1.id.clone(), o2.id.clone()],
-                vec![],
-                OfferError::MixedAgents(o1.id.clone(), o2.id.clone()),
-            ),
+            ("fw", vec![o1.id.clone(), o2.id.clone()], vec![], OfferError::MixedAgents(o1.id.clone(), o2.id.clone())),
             (
                 "fw",
                 vec![o2.id.clone()],
                 vec![("big".into(), r(600, 10)), ("bigger".into(), r(600, 10))],
-                OfferError::DoesNotFit {
-                    task_id: "bigger".into(),
-                    need: r(600, 10),
-                    left: r(400, 490),
-                },
+                OfferError::DoesNotFit { task_id: "bigger".into(), need: r(600, 10), left: r(400, 490) },
             ),
         ];
         for (fw, ids, launches, want) in cases {
@@ -354,10 +280,7 @@ mod tests {
         let o2 = book.offer("a2", "fw").unwrap();
         let rescinded = book.remove_agent("a2");
         assert_eq!(rescinded, vec![o2.clone()]);
-        assert_eq!(
-            book.accept("fw", std::slice::from_ref(&o2.id), &[]),
-            Err(OfferError::UnknownOffer(o2.id))
-        );
+        assert_eq!(book.accept("fw", std::slice::from_ref(&o2.id), &[]), Err(OfferError::UnknownOffer(o2.id)));
         assert_eq!(book.agents_with_available().len(), 1);
     }
 }

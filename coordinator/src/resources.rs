@@ -58,11 +58,7 @@ impl Resources {
 
 impl From<&pb::Resources> for Resources {
     fn from(r: &pb::Resources) -> Self {
-        let cpus = if r.cpus.is_finite() && r.cpus > 0.0 {
-            r.cpus
-        } else {
-            0.0
-        };
+        let cpus = if r.cpus.is_finite() && r.cpus > 0.0 { r.cpus } else { 0.0 };
         Resources {
             millicpus: (cpus * 1000.0).round() as u64,
             mem_bytes: r.mem_bytes,
@@ -88,12 +84,7 @@ mod tests {
     use super::*;
 
     fn r(millicpus: u64, mem_bytes: u64, wasm_slots: u32) -> Resources {
-        Resources {
-            millicpus,
-            mem_bytes,
-            disk_bytes: 0,
-            wasm_slots,
-        }
+        Resources { millicpus, mem_bytes, disk_bytes: 0, wasm_slots }
     }
 
     #[test]
@@ -114,28 +105,13 @@ mod tests {
 
     #[test]
     fn fractional_cpus_are_exact() {
-        let quarter = Resources::from(&pb::Resources {
-            cpus: 0.25,
-            ..Default::default()
-        });
-        let mut total = Resources {
-            millicpus: 1000,
-            ..Default::default()
-        };
+        let quarter = Resources::from(&pb::Resources { cpus: 0.25, ..Default::default() });
+        let mut total = Resources { millicpus: 1000, ..Default::default() };
         for _ in 0..4 {
-            total = total
-                .checked_sub(&quarter)
-                .expect("four quarters fit in one core");
+            total = total.checked_sub(&quarter).expect("four quarters fit in one core");
         }
         assert_eq!(total.millicpus, 0);
-        assert_eq!(
-            Resources::from(&pb::Resources {
-                cpus: f64::NAN,
-                ..Default::default()
-            })
-            .millicpus,
-            0
-        );
+        assert_eq!(Resources::from(&pb::Resources { cpus: f64::NAN, ..Default::default() }).millicpus, 0);
         assert_eq!(pb::Resources::from(quarter).cpus, 0.25);
     }
 }

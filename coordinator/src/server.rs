@@ -27,30 +27,20 @@ pub struct Coordinator {
 impl Coordinator {
     /// Binds the listen address (so callers learn the port before serving).
     pub async fn bind(config: Config, registry: Arc<dyn Registry>) -> Result<Self> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|err| {
-            Error::InvalidArgument(format!("cannot listen on {}: {err}", config.listen))
-        })?;
-        Ok(Self {
-            config,
-            registry,
-            listener,
-        })
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| Error::InvalidArgument(format!("cannot listen on {}: {err}", config.listen)))?;
+        Ok(Self { config, registry, listener })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then stops the leader and waits for every stream task.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let addr = self.local_addr();
-        let advertise = self
-            .config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| addr.to_string());
+        let advertise = self.config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let (leader, handle) = Leader::new(self.config.leader.clone(), self.registry);
         let tracker = TaskTracker::new();
         let leader_token = shutdown.child_token();
@@ -73,20 +63,15 @@ impl Coordinator {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(
-            handle, advertise,
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(handle, advertise))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         info!(%addr, "coordinator serving");
         let served = tonic::transport::Server::builder()
             .add_service(agents)
             .add_service(operators)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                shutdown.cancelled(),
-            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.cancelled())
             .await;
         leader_token.cancel();
         tracker.close();

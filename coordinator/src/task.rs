@@ -12,10 +12,7 @@ use skiff_proto::TaskState;
 
 /// Whether `state` is terminal.
 pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost
-    )
+    matches!(state, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
 }
 
 /// What to do with a reported state given the current one.
@@ -44,11 +41,7 @@ pub fn transition(from: TaskState, to: TaskState) -> Transition {
             | (Staging, Running)
             | (Staging | Running, Finished | Failed | Killed | Lost)
     );
-    if allowed {
-        Transition::Apply
-    } else {
-        Transition::Invalid
-    }
+    if allowed { Transition::Apply } else { Transition::Invalid }
 }
 
 #[cfg(test)]

@@ -99,11 +99,7 @@ pub fn error(message: &str) {
 
 /// Formats a progress line the way [`progress`] writes it.
 pub fn format_progress(done: u64, total: u64) -> String {
-    let percent = if total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / total as f64
-    };
+    let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
     format!("[PROGRESS] {done}/{total} ({percent:.0}%)\n")
 }
 

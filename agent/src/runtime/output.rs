@@ -121,11 +121,7 @@ impl Pollable for OutputSink {
 }
 
 impl tokio::io::AsyncWrite for OutputSink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -155,9 +151,6 @@ mod tests {
         while let Ok(TaskEvent::Output(o)) = rx.try_recv() {
             chunks.push((o.data, o.truncated));
         }
-        assert_eq!(
-            chunks,
-            vec![(b"hello ".to_vec(), false), (b"worl".to_vec(), true)]
-        );
+        assert_eq!(chunks, vec![(b"hello ".to_vec(), false), (b"worl".to_vec(), true)]);
     }
 }

@@ -38,19 +38,13 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
 
-    let config = skiff_coordinator::Config {
-        listen: args.listen,
-        ..Default::default()
-    };
+    let config = skiff_coordinator::Config { listen: args.listen, ..Default::default() };
     let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new()))
         .await
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
-    let agent = Agent::new(skiff_agent::Config::new(
-        vec![addr.to_string()],
-        work_dir.clone(),
-    ))
-    .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
+    let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))
+        .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
 
     println!(
         "skiff dev: coordinator listening on {addr}; agent {} working in {}",

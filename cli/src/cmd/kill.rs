@@ -9,12 +9,7 @@ use crate::exit::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct KillArgs {
-    #[arg(
-        long,
-        env = "SKIFF_COORDINATORS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7070"
-    )]
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
     pub coordinators: Vec<String>,
     /// The task to kill.
     pub task_id: String,
@@ -22,17 +17,10 @@ pub struct KillArgs {
 
 pub async fn run(args: KillArgs) -> Result<ExitCode, CliError> {
     let mut client = client::connect_leader(&args.coordinators).await?;
-    client
-        .kill_task(pb::KillTaskRequest {
-            task_id: args.task_id.clone(),
-        })
-        .await
-        .map_err(|s| match s.code() {
-            tonic::Code::NotFound | tonic::Code::InvalidArgument => {
-                CliError::BadInput(s.message().to_owned())
-            }
-            _ => CliError::Unavailable(s.message().to_owned()),
-        })?;
+    client.kill_task(pb::KillTaskRequest { task_id: args.task_id.clone() }).await.map_err(|s| match s.code() {
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => CliError::BadInput(s.message().to_owned()),
+        _ => CliError::Unavailable(s.message().to_owned()),
+    })?;
     eprintln!("[skiff] kill sent to task {}", args.task_id);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,4 +2,5 @@
 
 pub mod dev;
 pub mod kill;
+pub mod logs;
 pub mod run;

@@ -21,12 +21,7 @@ pub const MAX_STDIN_BYTES: u64 = 4 * 1024 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Coordinator addresses, comma-separated (any of them; followers point to the leader).
-    #[arg(
-        long,
-        env = "SKIFF_COORDINATORS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7070"
-    )]
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
     pub coordinators: Vec<String>,
     /// CPU cores reserved for the task (fractional: 0.25 is a quarter of a core).
     #[arg(long, default_value = "0.1", value_parser = units::parse_cpus)]
@@ -59,8 +54,7 @@ pub struct RunArgs {
 
 fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
     let bad = |msg: String| CliError::BadInput(msg);
-    let meta =
-        std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(bad(format!("{} is not a file", path.display())));
     }
@@ -72,13 +66,9 @@ fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
             MAX_MODULE_BYTES
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(bad(format!(
-            "{} is not a Wasm module (it does not start with the \\0asm magic)",
-            path.display()
-        )));
+        return Err(bad(format!("{} is not a Wasm module (it does not start with the \\0asm magic)", path.display())));
     }
     if bytes[4..8] != [1, 0, 0, 0] {
         return Err(bad(format!(
@@ -118,24 +108,15 @@ pub fn reason_name(reason: Reason) -> &'static str {
 }
 
 fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
-    let name = args.name.clone().unwrap_or_else(|| {
-        args.file
-            .file_name()
-            .map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned())
-    });
-    let sha = Sha256::digest(&module)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| args.file.file_name().map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned()));
+    let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
     pb::TaskSpec {
         task_id: String::new(),
         name,
-        resources: Some(pb::Resources {
-            cpus: args.cpus,
-            mem_bytes: args.mem,
-            disk_bytes: 0,
-            wasm_slots: 1,
-        }),
+        resources: Some(pb::Resources { cpus: args.cpus, mem_bytes: args.mem, disk_bytes: 0, wasm_slots: 1 }),
         limits: Some(pb::Limits {
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
             fuel: args.fuel.unwrap_or(0),
@@ -144,10 +125,7 @@ fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
         args: args.args.clone(),
         env: args.env.iter().cloned().collect(),
         stdin,
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
-            module,
-            module_sha256: sha,
-        })),
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha })),
     }
 }
 
@@ -173,13 +151,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     say(format!("task {task_id} submitted"));
 
     let mut events = client
-        .watch_task(pb::WatchTaskRequest {
-            task_id: task_id.clone(),
-        })
+        .watch_task(pb::WatchTaskRequest { task_id: task_id.clone(), history_only: false })
         .await
-        .map_err(|s| {
-            CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message()))
-        })?
+        .map_err(|s| CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message())))?
         .into_inner();
     let mut kill_sent = false;
     let mut last_state = TaskState::Unspecified;
@@ -212,8 +186,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         };
         match event.event {
             Some(pb::task_event::Event::Output(out)) => {
-                let stream =
-                    pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
+                let stream = pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
                 if stream == pb::OutputStream::Stderr {
                     let mut err = std::io::stderr().lock();
                     let _ = err.write_all(&out.data);
@@ -226,11 +199,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 if out.truncated {
                     say(format!(
                         "task {task_id}: further {} output was truncated",
-                        if stream == pb::OutputStream::Stderr {
-                            "stderr"
-                        } else {
-                            "stdout"
-                        }
+                        if stream == pb::OutputStream::Stderr { "stderr" } else { "stdout" }
                     ));
                 }
             }
@@ -280,10 +249,7 @@ fn finish(task_id: &str, status: &pb::TaskStatus, say: &impl Fn(String)) -> Exit
     let usage_line = usage_line(&status.usage.clone().unwrap_or_default());
     match (state, status.exit_code) {
         (TaskState::Finished | TaskState::Failed, Some(code)) if reason == Reason::Exited => {
-            say(format!(
-                "task {task_id} {} with exit code {code} ({usage_line})",
-                state_name(state)
-            ));
+            say(format!("task {task_id} {} with exit code {code} ({usage_line})", state_name(state)));
             exit::from_task_code(code)
         }
         _ => {
@@ -317,15 +283,9 @@ mod tests {
         };
         let cases = [
             (write("ok.wasm", b"\0asm\x01\0\0\0"), None),
-            (
-                write("text.wasm", b"hello, I am text\n"),
-                Some("is not a Wasm module"),
-            ),
+            (write("text.wasm", b"hello, I am text\n"), Some("is not a Wasm module")),
             (write("short.wasm", b"\0as"), Some("is not a Wasm module")),
-            (
-                write("component.wasm", b"\0asm\x0d\0\x01\0"),
-                Some("component"),
-            ),
+            (write("component.wasm", b"\0asm\x0d\0\x01\0"), Some("component")),
             (dir.path().join("missing.wasm"), Some("cannot read")),
             (dir.path().to_path_buf(), Some("is not a file")),
         ];

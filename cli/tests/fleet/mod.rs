@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Directory of the binaries cargo built for this test run.
 pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_skiff"))
-        .parent()
-        .expect("binary has a directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_BIN_EXE_skiff")).parent().expect("binary has a directory").to_path_buf()
 }
 
 /// Path of a workspace binary; they are all built by `cargo build --workspace` (scripts/test does it).
@@ -32,16 +29,9 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn guest(name: &str) -> PathBuf {
     let dir = std::env::var_os("SKIFF_GUESTS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/guests/target/wasm32-wasi/release")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/guests/target/wasm32-wasi/release"));
     let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "guest {} is missing: run scripts/build-guests first",
-        path.display()
-    );
+    assert!(path.exists(), "guest {} is missing: run scripts/build-guests first", path.display());
     path
 }
 
@@ -79,16 +69,12 @@ impl Drop for Proc {
 /// Spawns `cmd` and waits until its stdout prints a line containing `marker`; returns the process
 /// and that line.
 pub fn spawn_until(mut cmd: Command, name: &str, marker: &str, within: Duration) -> (Proc, String) {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .stdin(Stdio::null());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
     // Daemon logs go to the test's stderr; keep them to what matters unless asked for more.
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     let marker = marker.to_owned();
@@ -100,13 +86,9 @@ pub fn spawn_until(mut cmd: Command, name: &str, marker: &str, within: Duration)
             }
         }
     });
-    let proc = Proc {
-        child,
-        name: name.to_owned(),
-    };
-    let line = rx
-        .recv_timeout(within)
-        .unwrap_or_else(|_| panic!("{name} did not print its ready line within {within:?}"));
+    let proc = Proc { child, name: name.to_owned() };
+    let line =
+        rx.recv_timeout(within).unwrap_or_else(|_| panic!("{name} did not print its ready line within {within:?}"));
     (proc, line)
 }
 
@@ -122,29 +104,14 @@ impl Fleet {
     pub fn start() -> Fleet {
         let mut cmd = Command::new(bin("skiff-coordinator"));
         cmd.args(["--listen", "127.0.0.1:0"]);
-        let (coordinator, line) = spawn_until(
-            cmd,
-            "skiff-coordinator",
-            "listening on",
-            Duration::from_secs(10),
-        );
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .expect("address at the end of the line")
-            .to_owned();
+        let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
+        let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
 
         let work_dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &addr, "--work-dir"])
-            .arg(work_dir.path());
+        cmd.args(["--coordinators", &addr, "--work-dir"]).arg(work_dir.path());
         let (agent, _) = spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10));
-        Fleet {
-            coordinator,
-            agent,
-            addr,
-            work_dir,
-        }
+        Fleet { coordinator, agent, addr, work_dir }
     }
 
     /// `skiff run --coordinators ADDR <args>` with empty stdin.
@@ -168,11 +135,7 @@ pub fn skiff_run(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
 pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> Output {
     use std::io::Write;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("spawn");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("piped stdin");
@@ -186,10 +149,7 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> 
     match rx.recv_timeout(within) {
         Ok(out) => out.expect("wait"),
         Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             panic!("{cmd:?} did not finish within {within:?}");
         }
     }

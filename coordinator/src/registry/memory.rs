@@ -61,13 +61,7 @@ impl Registry for MemoryRegistry {
         for op in txn.ops {
             match op {
                 Op::Put { key, value } => {
-                    inner.data.insert(
-                        key,
-                        Versioned {
-                            value,
-                            mod_revision: revision,
-                        },
-                    );
+                    inner.data.insert(key, Versioned { value, mod_revision: revision });
                 }
                 Op::Delete { key } => {
                     inner.data.remove(&key);
@@ -85,48 +79,25 @@ mod tests {
     #[tokio::test]
     async fn compare_and_swap() {
         let reg = MemoryRegistry::new();
-        let rev1 = reg
-            .commit(Txn::new().if_mod_revision("a", 0).put("a", "1"))
-            .await
-            .unwrap();
+        let rev1 = reg.commit(Txn::new().if_mod_revision("a", 0).put("a", "1")).await.unwrap();
         assert_eq!(reg.get("a").await.unwrap().unwrap().mod_revision, rev1);
 
         // Creating it again fails: it exists now.
-        let err = reg
-            .commit(Txn::new().if_mod_revision("a", 0).put("a", "x"))
-            .await
-            .unwrap_err();
+        let err = reg.commit(Txn::new().if_mod_revision("a", 0).put("a", "x")).await.unwrap_err();
         assert_eq!(err, RegistryError::Conflict { key: "a".into() });
         assert_eq!(&reg.get("a").await.unwrap().unwrap().value[..], b"1");
 
         // An update at the right revision succeeds and is atomic with the other ops.
         let rev2 = reg
-            .commit(
-                Txn::new()
-                    .if_mod_revision("a", rev1)
-                    .put("a", "2")
-                    .put("b/1", "x")
-                    .put("b/2", "y"),
-            )
+            .commit(Txn::new().if_mod_revision("a", rev1).put("a", "2").put("b/1", "x").put("b/2", "y"))
             .await
             .unwrap();
         assert!(rev2 > rev1);
         let range = reg.range("b/").await.unwrap();
-        assert_eq!(
-            range.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["b/1", "b/2"]
-        );
+        assert_eq!(range.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b/1", "b/2"]);
 
         // A stale revision fails and writes none of its ops.
-        let err = reg
-            .commit(
-                Txn::new()
-                    .if_mod_revision("a", rev1)
-                    .put("a", "3")
-                    .delete("b/1"),
-            )
-            .await
-            .unwrap_err();
+        let err = reg.commit(Txn::new().if_mod_revision("a", rev1).put("a", "3").delete("b/1")).await.unwrap_err();
         assert!(matches!(err, RegistryError::Conflict { .. }));
         assert_eq!(reg.range("b/").await.unwrap().len(), 2);
 

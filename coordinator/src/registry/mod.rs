@@ -46,10 +46,7 @@ impl Txn {
     }
 
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.ops.push(Op::Put {
-            key: key.into(),
-            value: value.into(),
-        });
+        self.ops.push(Op::Put { key: key.into(), value: value.into() });
         self
     }
 
@@ -59,10 +56,7 @@ impl Txn {
     }
 
     pub fn if_mod_revision(mut self, key: impl Into<String>, revision: i64) -> Self {
-        self.compares.push(Compare::ModRevision {
-            key: key.into(),
-            revision,
-        });
+        self.compares.push(Compare::ModRevision { key: key.into(), revision });
         self
     }
 }

@@ -20,11 +20,7 @@ pub struct AgentApi {
 
 impl AgentApi {
     pub fn new(leader: LeaderHandle, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
-        Self {
-            leader,
-            tracker,
-            shutdown,
-        }
+        Self { leader, tracker, shutdown }
     }
 }
 
@@ -38,27 +34,16 @@ impl pb::agent_service_server::AgentService for AgentApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = request.into_inner();
         let register = match inbound.next().await {
-            Some(Ok(pb::AgentMessage {
-                msg: Some(pb::agent_message::Msg::Register(r)),
-            })) => r,
+            Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(r)) })) => r,
             Some(Ok(_)) => {
-                return Err(Status::invalid_argument(
-                    "the first message on the stream must be register",
-                ));
+                return Err(Status::invalid_argument("the first message on the stream must be register"));
             }
             Some(Err(status)) => return Err(status),
             None => return Err(Status::invalid_argument("stream closed before register")),
         };
         let agent_id = register.agent_id.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let session = self
-            .leader
-            .ask(|reply| Command::AgentConnect {
-                register,
-                tx,
-                reply,
-            })
-            .await??;
+        let session = self.leader.ask(|reply| Command::AgentConnect { register, tx, reply }).await??;
 
         // Forward what the agent sends until its stream ends, then tell the leader it is gone.
         let leader = self.leader.clone();
@@ -71,11 +56,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 };
                 match next {
                     Some(Ok(pb::AgentMessage { msg: Some(msg) })) => {
-                        let cmd = Command::AgentMessage {
-                            agent_id: agent_id.clone(),
-                            session,
-                            msg,
-                        };
+                        let cmd = Command::AgentMessage { agent_id: agent_id.clone(), session, msg };
                         if leader.send(cmd).await.is_err() {
                             break;
                         }
@@ -88,9 +69,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                     None => break,
                 }
             }
-            let _ = leader
-                .send(Command::AgentDisconnect { agent_id, session })
-                .await;
+            let _ = leader.send(Command::AgentDisconnect { agent_id, session }).await;
         });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }

@@ -27,14 +27,8 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
-        let task_id = self
-            .leader
-            .ask(|reply| Command::Submit { spec, reply })
-            .await??;
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
+        let task_id = self.leader.ask(|reply| Command::Submit { spec, reply }).await??;
         Ok(Response::new(pb::SubmitTaskResponse { task_id }))
     }
 
@@ -42,50 +36,32 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        let task_id = request.into_inner().task_id;
-        let watch = self
-            .leader
-            .ask(|reply| Command::Watch { task_id, reply })
-            .await??;
+        let pb::WatchTaskRequest { task_id, history_only } = request.into_inner();
+        let watch = self.leader.ask(|reply| Command::Watch { task_id, reply }).await??;
         let history = stream::iter(watch.history);
         let events = match watch.live {
-            Some(live) => history.chain(UnboundedReceiverStream::new(live)).boxed(),
-            None => history.boxed(),
+            Some(live) if !history_only => history.chain(UnboundedReceiverStream::new(live)).boxed(),
+            _ => history.boxed(),
         };
         Ok(Response::new(events.map(Ok).boxed()))
     }
 
-    async fn kill_task(
-        &self,
-        request: Request<pb::KillTaskRequest>,
-    ) -> Result<Response<pb::KillTaskResponse>, Status> {
+    async fn kill_task(&self, request: Request<pb::KillTaskRequest>) -> Result<Response<pb::KillTaskResponse>, Status> {
         let task_id = request.into_inner().task_id;
-        self.leader
-            .ask(|reply| Command::Kill { task_id, reply })
-            .await??;
+        self.leader.ask(|reply| Command::Kill { task_id, reply }).await??;
         Ok(Response::new(pb::KillTaskResponse {}))
     }
 
-    async fn get_task(
-        &self,
-        request: Request<pb::GetTaskRequest>,
-    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
         let task_id = request.into_inner().task_id;
-        Ok(Response::new(
-            self.leader
-                .ask(|reply| Command::GetTask { task_id, reply })
-                .await??,
-        ))
+        Ok(Response::new(self.leader.ask(|reply| Command::GetTask { task_id, reply }).await??))
     }
 
     async fn list_agents(
         &self,
         _request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self
-            .leader
-            .ask(|reply| Command::ListAgents { reply })
-            .await?;
+        let agents = self.leader.ask(|reply| Command::ListAgents { reply }).await?;
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 

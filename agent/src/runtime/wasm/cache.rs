@@ -62,18 +62,12 @@ pub struct ModuleCache<T: 'static> {
 
 impl<T: Send> std::fmt::Debug for ModuleCache<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModuleCache")
-            .field("dir", &self.dir)
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("ModuleCache").field("dir", &self.dir).field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The directory for artifacts of engines compatible with `engine`.
@@ -113,11 +107,7 @@ impl<T: Send + 'static> ModuleCache<T> {
     /// sha256 of the modules compiled and ready in memory.
     pub fn cached_modules(&self) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> = entries
-            .iter()
-            .filter(|(_, s)| s.initialized())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut v: Vec<String> = entries.iter().filter(|(_, s)| s.initialized()).map(|(k, _)| k.clone()).collect();
         v.sort();
         v
     }
@@ -174,19 +164,14 @@ impl<T: Send + 'static> ModuleCache<T> {
                 (module, CacheOutcome::Compiled)
             }
         };
-        let pre = linker.instantiate_pre(&module).map_err(|e| {
-            TaskExit::Invalid(format!(
-                "module cannot be linked against WASI preview 1: {e:#}"
-            ))
-        })?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| TaskExit::Invalid(format!("module cannot be linked against WASI preview 1: {e:#}")))?;
         Ok((pre, outcome))
     }
 
     fn paths(&self, sha: &str) -> (PathBuf, PathBuf) {
-        (
-            self.dir.join(format!("{sha}.cwasm")),
-            self.dir.join(format!("{sha}.sum")),
-        )
+        (self.dir.join(format!("{sha}.cwasm")), self.dir.join(format!("{sha}.sum")))
     }
 
     fn load(&self, sha: &str) -> Option<Module> {

@@ -19,9 +19,7 @@ use crate::sys::thread_cpu_time;
 
 /// The guest tried to grow its memory past its limit.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "memory limit: the guest asked for {desired} bytes of linear memory, over its limit of {limit} bytes"
-)]
+#[error("memory limit: the guest asked for {desired} bytes of linear memory, over its limit of {limit} bytes")]
 pub struct MemoryLimitExceeded {
     pub desired: usize,
     pub limit: usize,
@@ -41,11 +39,7 @@ impl Meter {
     pub fn cpu_time(&self) -> Duration {
         let done = self.cpu_ns.load(Ordering::Relaxed);
         let start = self.poll_start_ns.load(Ordering::Relaxed);
-        let running = if start == 0 {
-            0
-        } else {
-            (thread_cpu_time().as_nanos() as u64).saturating_sub(start)
-        };
+        let running = if start == 0 { 0 } else { (thread_cpu_time().as_nanos() as u64).saturating_sub(start) };
         Duration::from_nanos(done + running)
     }
 
@@ -66,18 +60,13 @@ pub struct Metered<F> {
 
 impl<F> std::fmt::Debug for Metered<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metered")
-            .field("meter", &self.meter)
-            .finish_non_exhaustive()
+        f.debug_struct("Metered").field("meter", &self.meter).finish_non_exhaustive()
     }
 }
 
 impl<F> Metered<F> {
     pub fn new(inner: F, meter: Arc<Meter>) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            meter,
-        }
+        Self { inner: Box::pin(inner), meter }
     }
 }
 
@@ -90,9 +79,7 @@ impl<F: Future> Future for Metered<F> {
         let out = self.inner.as_mut().poll(cx);
         let end = thread_cpu_time().as_nanos() as u64;
         self.meter.poll_start_ns.store(0, Ordering::Relaxed);
-        self.meter
-            .cpu_ns
-            .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        self.meter.cpu_ns.fetch_add(end.saturating_sub(start), Ordering::Relaxed);
         out
     }
 }
@@ -106,30 +93,17 @@ pub struct TaskLimiter {
 }
 
 impl ResourceLimiter for TaskLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             // Trap now, with a reason of its own, rather than hand the guest a failed grow that it
             // would turn into a generic abort.
-            return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                desired,
-                limit: self.memory_limit,
-            }));
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { desired, limit: self.memory_limit }));
         }
         self.meter.note_memory(desired);
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_elements_limit)
     }
 }
@@ -164,11 +138,7 @@ mod tests {
     #[test]
     fn cpu_budget() {
         let t0 = Instant::now();
-        let budget = CpuBudget {
-            cpus: 0.25,
-            burst: Duration::from_millis(10),
-            started: t0,
-        };
+        let budget = CpuBudget { cpus: 0.25, burst: Duration::from_millis(10), started: t0 };
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
         let cases = [
@@ -180,36 +150,19 @@ mod tests {
             (s(0), ms(5), None), // within the burst
         ];
         for (wall, used, want) in cases {
-            assert_eq!(
-                budget.throttle(used, t0 + wall),
-                want,
-                "wall {wall:?} used {used:?}"
-            );
+            assert_eq!(budget.throttle(used, t0 + wall), want, "wall {wall:?} used {used:?}");
         }
-        let full = CpuBudget {
-            cpus: 1.0,
-            ..budget
-        };
-        assert_eq!(
-            full.throttle(s(10), t0 + s(1)),
-            None,
-            "a whole core is never throttled"
-        );
+        let full = CpuBudget { cpus: 1.0, ..budget };
+        assert_eq!(full.throttle(s(10), t0 + s(1)), None, "a whole core is never throttled");
     }
 
     #[test]
     fn memory_limiter_traps_with_its_own_error() {
         let meter = Arc::new(Meter::default());
-        let mut limiter = TaskLimiter {
-            memory_limit: 1 << 20,
-            table_elements_limit: 10,
-            meter: meter.clone(),
-        };
+        let mut limiter = TaskLimiter { memory_limit: 1 << 20, table_elements_limit: 10, meter: meter.clone() };
         assert!(limiter.memory_growing(0, 65536, None).unwrap());
         let err = limiter.memory_growing(65536, 2 << 20, None).unwrap_err();
-        let exceeded = err
-            .downcast_ref::<MemoryLimitExceeded>()
-            .expect("typed error");
+        let exceeded = err.downcast_ref::<MemoryLimitExceeded>().expect("typed error");
         assert_eq!((exceeded.desired, exceeded.limit), (2 << 20, 1 << 20));
         assert_eq!(meter.peak_memory(), 65536);
         assert!(limiter.table_growing(0, 10, None).unwrap());
@@ -227,9 +180,6 @@ mod tests {
         };
         futures::executor::block_on(Metered::new(spin, meter.clone()));
         let used = meter.cpu_time();
-        assert!(
-            used >= Duration::from_millis(20) && used < Duration::from_millis(200),
-            "{used:?}"
-        );
+        assert!(used >= Duration::from_millis(20) && used < Duration::from_millis(200), "{used:?}");
     }
 }

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use skiff_proto as pb;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -76,9 +75,7 @@ pub struct TaskCtx {
 
 impl std::fmt::Debug for TaskCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskCtx")
-            .field("limiter", &self.limiter)
-            .finish_non_exhaustive()
+        f.debug_struct("TaskCtx").field("limiter", &self.limiter).finish_non_exhaustive()
     }
 }
 
@@ -143,18 +140,13 @@ impl EngineSet {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&c).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t: &mut TaskCtx| &mut t.wasi)
-            .map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t: &mut TaskCtx| &mut t.wasi).map_err(engine_err)?;
         let cache = ModuleCache::new(engine.clone(), &config.cache_dir).map_err(|e| Error::Io {
             action: "create the module cache",
             path: config.cache_dir.clone(),
             source: e,
         })?;
-        Ok(Self {
-            engine,
-            linker: Arc::new(linker),
-            cache: Arc::new(cache),
-        })
+        Ok(Self { engine, linker: Arc::new(linker), cache: Arc::new(cache) })
     }
 }
 
@@ -169,9 +161,7 @@ pub struct WasmRuntime {
 
 impl std::fmt::Debug for WasmRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmRuntime")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("WasmRuntime").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -195,13 +185,7 @@ impl WasmRuntime {
                 })
                 .map_err(|e| Error::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
-        Ok(Self {
-            config,
-            plain,
-            metered,
-            stop,
-            ticker: Some(ticker),
-        })
+        Ok(Self { config, plain, metered, stop, ticker: Some(ticker) })
     }
 
     pub fn config(&self) -> &WasmConfig {
@@ -233,23 +217,13 @@ impl WasmRuntime {
         let mut fuel_consumed = 0;
         let mut cache = None;
         let mut started = None;
-        let exit = self
-            .run_inner(
-                task,
-                on_running,
-                &mut fuel_consumed,
-                &mut cache,
-                &mut started,
-            )
-            .await;
+        let exit = self.run_inner(task, on_running, &mut fuel_consumed, &mut cache, &mut started).await;
         let usage = pb::Usage {
             cpu_time_us: meter.cpu_time().as_micros() as u64,
             wall_time_us: started.map_or(0, |s: Instant| s.elapsed().as_micros() as u64),
             peak_memory_bytes: meter.peak_memory(),
             fuel_consumed,
-            module_cache: cache
-                .map(|c: CacheOutcome| c.as_str().to_owned())
-                .unwrap_or_default(),
+            module_cache: cache.map(|c: CacheOutcome| c.as_str().to_owned()).unwrap_or_default(),
         };
         (exit, usage)
     }
@@ -265,16 +239,8 @@ impl WasmRuntime {
         if let Some(exit) = self.check(&task) {
             return exit;
         }
-        let set = if task.fuel.is_some() {
-            &self.metered
-        } else {
-            &self.plain
-        };
-        let (pre, outcome) = match set
-            .cache
-            .get(&set.linker, &task.module_sha256, task.module.clone())
-            .await
-        {
+        let set = if task.fuel.is_some() { &self.metered } else { &self.plain };
+        let (pre, outcome) = match set.cache.get(&set.linker, &task.module_sha256, task.module.clone()).await {
             Ok(found) => found,
             Err(exit) => return exit,
         };
@@ -285,27 +251,16 @@ impl WasmRuntime {
         for (k, v) in &task.env {
             wasi.env(k, v);
         }
-        wasi.stdin(MemoryInputPipe::new(task.stdin))
-            .stdout(task.stdout)
-            .stderr(task.stderr);
+        wasi.stdin(MemoryInputPipe::new(task.stdin)).stdout(task.stdout).stderr(task.stderr);
         if let Err(err) = wasi.preopened_dir(&task.sandbox, "/", FsPerms::ReadWrite) {
-            return TaskExit::LaunchFailed(format!(
-                "cannot open the sandbox {}: {err}",
-                task.sandbox.display()
-            ));
+            return TaskExit::LaunchFailed(format!("cannot open the sandbox {}: {err}", task.sandbox.display()));
         }
         let limiter = TaskLimiter {
             memory_limit: usize::try_from(task.memory_limit_bytes).unwrap_or(usize::MAX),
             table_elements_limit: 100_000,
             meter: task.meter.clone(),
         };
-        let mut store = Store::new(
-            &set.engine,
-            TaskCtx {
-                wasi: wasi.build_p1(),
-                limiter,
-            },
-        );
+        let mut store = Store::new(&set.engine, TaskCtx { wasi: wasi.build_p1(), limiter });
         store.limiter(|t| &mut t.limiter);
         if let Some(fuel) = task.fuel
             && let Err(err) = store.set_fuel(fuel)
@@ -316,11 +271,7 @@ impl WasmRuntime {
         // Wall time, the CPU share and the timeout all count from here: compiling is the agent's time.
         let now = Instant::now();
         *started = Some(now);
-        let budget = CpuBudget {
-            cpus: task.cpus,
-            burst: self.config.cpu_burst,
-            started: now,
-        };
+        let budget = CpuBudget { cpus: task.cpus, burst: self.config.cpu_burst, started: now };
         let meter = task.meter.clone();
         let kill = task.kill.clone();
         store.set_epoch_deadline(1);
@@ -367,9 +318,7 @@ impl WasmRuntime {
             )));
         }
         if task.module.len() < 8 || &task.module[..4] != b"\0asm" {
-            return Some(TaskExit::Invalid(
-                "not a Wasm module: it does not start with the \\0asm magic".into(),
-            ));
+            return Some(TaskExit::Invalid("not a Wasm module: it does not start with the \\0asm magic".into()));
         }
         if task.module[4..8] != [1, 0, 0, 0] {
             return Some(TaskExit::Invalid(

@@ -1,0 +1,50 @@
+//! `skiff logs TASK_ID`: a task's stdout and stderr, as the coordinator kept them.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use skiff_proto as pb;
+
+use crate::client;
+use crate::exit::CliError;
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
+    pub coordinators: Vec<String>,
+    /// Keep following the task's output until it ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The task whose output to print.
+    pub task_id: String,
+}
+
+pub async fn run(args: LogsArgs) -> Result<ExitCode, CliError> {
+    let mut client = client::connect_leader(&args.coordinators).await?;
+    let request = pb::WatchTaskRequest { task_id: args.task_id.clone(), history_only: !args.follow };
+    let mut events = client
+        .watch_task(request)
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => CliError::BadInput(s.message().to_owned()),
+            _ => CliError::Unavailable(s.message().to_owned()),
+        })?
+        .into_inner();
+    let mut truncated = false;
+    while let Some(event) =
+        events.message().await.map_err(|s| CliError::Unavailable(format!("lost the coordinator: {}", s.message())))?
+    {
+        if let Some(pb::task_event::Event::Output(out)) = event.event {
+            truncated |= out.truncated;
+            if out.stream == pb::OutputStream::Stderr as i32 {
+                let _ = std::io::stderr().write_all(&out.data);
+            } else {
+                let _ = std::io::stdout().write_all(&out.data);
+            }
+        }
+    }
+    if truncated {
+        eprintln!("[skiff] output of task {} was truncated at the agent's bound", args.task_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
