@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::host;
+use crate::cgroup::CgroupManager;
+use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
 use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;
 
@@ -62,6 +64,24 @@ fn load_or_create_agent_id(work_dir: &Path) -> Result<String> {
     }
 }
 
+/// The native runtime of this agent, or why it cannot have one.
+fn native_runtime(config: &Config, agent_id: &str) -> std::result::Result<NativeRuntime, String> {
+    let run_as = match &config.run_tasks_as {
+        None if config.allow_root_tasks => RunAs::Agent,
+        None => return Err("no user to run native tasks as (and root tasks are not allowed)".into()),
+        Some(user) => RunAs::user(user)?,
+    };
+    let as_root = match run_as {
+        RunAs::Agent => nix::unistd::geteuid().is_root(),
+        RunAs::User { uid, .. } => uid == 0,
+    };
+    if as_root && !config.allow_root_tasks {
+        return Err("running native tasks as root needs --allow-root-tasks".into());
+    }
+    let cgroups = CgroupManager::new(&config.cgroup_root, agent_id).map_err(|e| e.to_string())?;
+    NativeRuntime::new(cgroups, NativeConfig { run_as, ..NativeConfig::default() }).map_err(|e| e.to_string())
+}
+
 impl Agent {
     pub fn new(config: Config) -> Result<Self> {
         if config.coordinators.is_empty() {
@@ -75,7 +95,11 @@ impl Agent {
         wasm.instance_slots = config.wasm_slots;
         let runtime = WasmRuntime::new(wasm)?;
         let (tx, events) = mpsc::unbounded_channel();
-        let executor = Executor::new(agent_id.clone(), runtime, sandboxes, config.max_output_bytes, tx)?;
+        let native = native_runtime(&config, &agent_id);
+        if let Err(why) = &native {
+            warn!(%why, "native tasks are disabled on this agent");
+        }
+        let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?;
         Ok(Self {
             config,
             agent_id,

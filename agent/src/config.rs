@@ -18,6 +18,12 @@ pub struct Config {
     pub max_output_bytes: u64,
     /// Largest Wasm module accepted.
     pub max_module_bytes: u64,
+    /// Root of the cgroup filesystem (native tasks).
+    pub cgroup_root: PathBuf,
+    /// User native tasks run as (`None` with `allow_root_tasks`: the agent's own user).
+    pub run_tasks_as: Option<String>,
+    /// Whether native tasks may run as the agent's user (root).
+    pub allow_root_tasks: bool,
     /// Reconnect backoff bounds.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -32,6 +38,9 @@ impl Config {
             wasm_slots: 1000,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            run_tasks_as: Some("nobody".into()),
+            allow_root_tasks: false,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
         }

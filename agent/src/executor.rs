@@ -20,12 +20,20 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
+use crate::runtime::native::{NativeRuntime, NativeTask};
 use crate::runtime::output::OutputSink;
 use crate::runtime::wasm::cache::sha256_hex;
 use crate::runtime::wasm::limits::Meter;
 use crate::runtime::wasm::{WasmRuntime, WasmTask};
 use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
+
+/// A task ready to run.
+#[derive(Debug)]
+enum Prepared {
+    Wasm(WasmTask),
+    Native(NativeTask),
+}
 
 /// Starts, kills and tracks the agent's tasks.
 #[derive(Debug, Clone)]
@@ -37,6 +45,8 @@ pub struct Executor {
 struct Inner {
     agent_id: String,
     wasm: Arc<WasmRuntime>,
+    /// The native runtime, or why this agent has none (no usable cgroups, not root).
+    native: std::result::Result<NativeRuntime, String>,
     sandboxes: Sandboxes,
     max_output_bytes: u64,
     usage_interval: Duration,
@@ -98,6 +108,7 @@ impl Executor {
     pub fn new(
         agent_id: String,
         wasm: WasmRuntime,
+        native: std::result::Result<NativeRuntime, String>,
         sandboxes: PathBuf,
         max_output_bytes: u64,
         events: mpsc::UnboundedSender<TaskEvent>,
@@ -115,6 +126,7 @@ impl Executor {
             inner: Arc::new(Inner {
                 agent_id,
                 wasm: Arc::new(wasm),
+                native,
                 sandboxes,
                 max_output_bytes,
                 usage_interval: Duration::from_secs(1),
@@ -197,15 +209,46 @@ impl Executor {
         }
     }
 
-    fn prepare(&self, spec: pb::TaskSpec, kill: CancellationToken) -> Result<WasmTask, TaskExit> {
+    fn prepare(&self, spec: pb::TaskSpec, kill: CancellationToken) -> Result<Prepared, TaskExit> {
         let inner = &self.inner;
         let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind } = spec;
+        let limits = limits.unwrap_or_default();
+        let resources = resources.unwrap_or_default();
+        let cap = match limits.max_output_bytes {
+            0 => inner.max_output_bytes,
+            n => n.min(inner.max_output_bytes),
+        };
+        let timeout = (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms));
+        let stdout = OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone());
+        let stderr = OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone());
+        let sandbox = || {
+            inner.sandboxes.acquire().map_err(|err| {
+                TaskExit::LaunchFailed(format!("cannot create a sandbox in {}: {err}", inner.sandboxes.root().display()))
+            })
+        };
         let wasm = match kind {
             Some(pb::task_spec::Kind::Wasm(w)) => w,
-            Some(pb::task_spec::Kind::Native(_)) => {
-                return Err(TaskExit::LaunchFailed("this agent does not run native tasks yet".into()));
+            Some(pb::task_spec::Kind::Native(native)) => {
+                if let Err(why) = &inner.native {
+                    return Err(TaskExit::LaunchFailed(format!("this agent cannot run native tasks: {why}")));
+                }
+                return Ok(Prepared::Native(NativeTask {
+                    task_id,
+                    command: native.command,
+                    args,
+                    env,
+                    stdin,
+                    sandbox: sandbox()?,
+                    memory_bytes: resources.mem_bytes,
+                    cpus: resources.cpus,
+                    timeout,
+                    stdout,
+                    stderr,
+                    kill,
+                    events: inner.events.clone(),
+                }));
             }
-            None => return Err(TaskExit::Invalid("the task has no Wasm module".into())),
+            None => return Err(TaskExit::Invalid("the task has neither a Wasm module nor a command".into())),
         };
         let digest = sha256_hex(&wasm.module);
         if !wasm.module_sha256.is_empty() && !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
@@ -214,71 +257,45 @@ impl Executor {
                 wasm.module_sha256
             )));
         }
-        let sandbox = inner.sandboxes.acquire().map_err(|err| {
-            TaskExit::LaunchFailed(format!("cannot create a sandbox in {}: {err}", inner.sandboxes.root().display()))
-        })?;
-        let limits = limits.unwrap_or_default();
-        let resources = resources.unwrap_or_default();
-        let cap = match limits.max_output_bytes {
-            0 => inner.max_output_bytes,
-            n => n.min(inner.max_output_bytes),
-        };
         let memory_limit_bytes = match resources.mem_bytes {
             0 => inner.wasm.config().max_memory_bytes,
             n => n,
         };
-        Ok(WasmTask {
+        Ok(Prepared::Wasm(WasmTask {
             name: if name.is_empty() { task_id.clone() } else { name },
             module: Arc::new(wasm.module),
             module_sha256: digest,
             args,
             env,
             stdin,
-            sandbox,
+            sandbox: sandbox()?,
             memory_limit_bytes,
             cpus: resources.cpus,
-            timeout: (limits.timeout_ms > 0).then(|| Duration::from_millis(limits.timeout_ms)),
+            timeout,
             fuel: (limits.fuel > 0).then_some(limits.fuel),
-            stdout: OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone()),
-            stderr: OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone()),
+            stdout,
+            stderr,
             kill,
             meter: Arc::new(Meter::default()),
-        })
+        }))
     }
 
-    async fn run_task(&self, task_id: String, task: WasmTask) {
+    async fn run_task(&self, task_id: String, task: Prepared) {
         let inner = &self.inner;
-        let meter = task.meter.clone();
-        let sandbox = task.sandbox.clone();
-        let started = std::time::Instant::now();
-        let on_running = || {
-            let status = status_update(
-                &task_id,
-                &inner.agent_id,
-                TaskState::Running,
-                Reason::Unspecified,
-                String::new(),
-                None,
-                None,
-            );
-            let _ = inner.events.send(TaskEvent::Status(status));
-        };
-        let run = inner.wasm.run(task, on_running);
-        tokio::pin!(run);
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + inner.usage_interval, inner.usage_interval);
-        let (exit, usage) = loop {
-            tokio::select! {
-                done = &mut run => break done,
-                _ = ticker.tick() => {
-                    let usage = pb::Usage {
-                        cpu_time_us: meter.cpu_time().as_micros() as u64,
-                        wall_time_us: started.elapsed().as_micros() as u64,
-                        peak_memory_bytes: meter.peak_memory(),
-                        ..Default::default()
-                    };
-                    let _ = inner.events.send(TaskEvent::Usage(pb::TaskUsage { task_id: task_id.clone(), usage: Some(usage) }));
-                }
+        let (exit, usage, sandbox) = match task {
+            Prepared::Wasm(task) => {
+                let sandbox = task.sandbox.clone();
+                let (exit, usage) = self.run_wasm(&task_id, task).await;
+                (exit, usage, sandbox)
+            }
+            Prepared::Native(task) => {
+                let sandbox = task.sandbox.clone();
+                let on_running = || self.send_running(&task_id);
+                let (exit, usage) = match &inner.native {
+                    Ok(native) => native.run(task, on_running).await,
+                    Err(why) => (TaskExit::LaunchFailed(why.clone()), pb::Usage::default()),
+                };
+                (exit, usage, sandbox)
             }
         };
         debug!(%task_id, ?exit, "task ended");
@@ -288,6 +305,36 @@ impl Executor {
         // Unregister before the terminal status goes out, so nothing sees it both ended and running.
         self.running().remove(&task_id);
         self.send_status(&task_id, &exit, Some(usage));
+    }
+
+    fn send_running(&self, task_id: &str) {
+        let status =
+            status_update(task_id, &self.inner.agent_id, TaskState::Running, Reason::Unspecified, String::new(), None, None);
+        let _ = self.inner.events.send(TaskEvent::Status(status));
+    }
+
+    async fn run_wasm(&self, task_id: &str, task: WasmTask) -> (TaskExit, pb::Usage) {
+        let inner = &self.inner;
+        let meter = task.meter.clone();
+        let started = std::time::Instant::now();
+        let run = inner.wasm.run(task, || self.send_running(task_id));
+        tokio::pin!(run);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + inner.usage_interval, inner.usage_interval);
+        loop {
+            tokio::select! {
+                done = &mut run => break done,
+                _ = ticker.tick() => {
+                    let usage = pb::Usage {
+                        cpu_time_us: meter.cpu_time().as_micros() as u64,
+                        wall_time_us: started.elapsed().as_micros() as u64,
+                        peak_memory_bytes: meter.peak_memory(),
+                        ..Default::default()
+                    };
+                    let _ = inner.events.send(TaskEvent::Usage(pb::TaskUsage { task_id: task_id.to_owned(), usage: Some(usage) }));
+                }
+            }
+        }
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
 //! - [`sandbox`]: the pooled host directories tasks see as `/`;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
+//! - [`cgroup`]: cgroups (v1 and v2) for native tasks;
 //! - [`host`]: what this host offers (CPUs, memory, disk);
 //! - [`sys`]: the only platform-specific and `unsafe` code;
 //! - [`error`]: the error type.
 
 pub mod agent;
+pub mod cgroup;
 pub mod config;
 pub mod error;
 pub mod executor;

@@ -19,6 +19,15 @@ struct Args {
     /// Directory for the agent's id and its tasks' sandboxes.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
     work_dir: PathBuf,
+    /// User native tasks run as.
+    #[arg(long, default_value = "nobody")]
+    run_tasks_as: String,
+    /// Run native tasks as the agent's own user (root) instead.
+    #[arg(long)]
+    allow_root_tasks: bool,
+    /// Root of the cgroup filesystem.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
     /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
@@ -42,6 +51,9 @@ fn main() -> ExitCode {
         .init();
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
+    config.cgroup_root = args.cgroup_root;
+    config.allow_root_tasks = args.allow_root_tasks;
+    config.run_tasks_as = if args.allow_root_tasks { None } else { Some(args.run_tasks_as) };
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
         eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());
         return ExitCode::from(EXIT_BAD_CONFIG);

@@ -12,6 +12,10 @@ pub enum TaskExit {
     Trapped(String),
     /// Tried to grow its memory past `--mem`.
     MemoryLimit(String),
+    /// A native task killed by the kernel's OOM killer in its cgroup.
+    OutOfMemory(String),
+    /// A native task ended by a signal it did not ask for.
+    Signaled(i32),
     /// Ran past its wall-clock `--timeout`.
     TimedOut,
     /// Used up its `--fuel` budget.
@@ -34,6 +38,10 @@ impl TaskExit {
             }
             TaskExit::Trapped(trap) => (TaskState::Failed, Reason::Trap, format!("trap: {trap}"), None),
             TaskExit::MemoryLimit(msg) => (TaskState::Failed, Reason::MemoryLimit, msg.clone(), None),
+            TaskExit::OutOfMemory(msg) => (TaskState::Failed, Reason::Oom, msg.clone(), None),
+            TaskExit::Signaled(sig) => {
+                (TaskState::Failed, Reason::Exited, format!("killed by signal {sig}"), Some(128 + sig))
+            }
             TaskExit::TimedOut => (TaskState::Failed, Reason::TimeLimit, "ran past its timeout".into(), None),
             TaskExit::OutOfFuel => (TaskState::Failed, Reason::OutOfFuel, "used up its fuel".into(), None),
             TaskExit::Killed => (TaskState::Killed, Reason::Killed, "killed on request".into(), None),
@@ -63,6 +71,8 @@ mod tests {
             (TaskExit::Trapped("unreachable".into()), TaskState::Failed, Reason::Trap, None),
             (TaskExit::MemoryLimit("grow".into()), TaskState::Failed, Reason::MemoryLimit, None),
             (TaskExit::TimedOut, TaskState::Failed, Reason::TimeLimit, None),
+            (TaskExit::OutOfMemory("peak 64 MiB".into()), TaskState::Failed, Reason::Oom, None),
+            (TaskExit::Signaled(11), TaskState::Failed, Reason::Exited, Some(139)),
             (TaskExit::OutOfFuel, TaskState::Failed, Reason::OutOfFuel, None),
             (TaskExit::Killed, TaskState::Killed, Reason::Killed, None),
             (TaskExit::Invalid("not wasm".into()), TaskState::Failed, Reason::InvalidTask, None),

@@ -224,6 +224,7 @@ impl WasmRuntime {
             peak_memory_bytes: meter.peak_memory(),
             fuel_consumed,
             module_cache: cache.map(|c: CacheOutcome| c.as_str().to_owned()).unwrap_or_default(),
+            ..Default::default()
         };
         (exit, usage)
     }
