@@ -55,8 +55,15 @@ fn wasm_bench(latency_runs: usize, throughput_runs: u64) -> (Figures, Duration) 
     config.instance_slots = 1024;
     let runtime = WasmRuntime::new(config).expect("runtime");
     let (tx, mut events) = mpsc::unbounded_channel();
-    let executor =
-        Executor::new("a-bench".into(), runtime, Err("not benchmarked here".into()), dir.path().join("sandboxes"), 1 << 20, tx).expect("executor");
+    let executor = Executor::new(
+        "a-bench".into(),
+        runtime,
+        Err("not benchmarked here".into()),
+        dir.path().join("sandboxes"),
+        1 << 20,
+        tx,
+    )
+    .expect("executor");
     let module = wat::parse_str(TRIVIAL).expect("wat");
 
     // Warm-up: the first launch compiles; every later one is a cache hit.

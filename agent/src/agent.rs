@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+use crate::cgroup::CgroupManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::host;
-use crate::cgroup::CgroupManager;
 use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
 use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;

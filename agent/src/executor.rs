@@ -223,7 +223,10 @@ impl Executor {
         let stderr = OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone());
         let sandbox = || {
             inner.sandboxes.acquire().map_err(|err| {
-                TaskExit::LaunchFailed(format!("cannot create a sandbox in {}: {err}", inner.sandboxes.root().display()))
+                TaskExit::LaunchFailed(format!(
+                    "cannot create a sandbox in {}: {err}",
+                    inner.sandboxes.root().display()
+                ))
             })
         };
         let wasm = match kind {
@@ -262,7 +265,7 @@ impl Executor {
             n => n,
         };
         Ok(Prepared::Wasm(WasmTask {
-            name: if name.is_empty() { task_id.clone() } else { name },
+            name: if name.is_empty() { task_id } else { name },
             module: Arc::new(wasm.module),
             module_sha256: digest,
             args,
@@ -308,8 +311,15 @@ impl Executor {
     }
 
     fn send_running(&self, task_id: &str) {
-        let status =
-            status_update(task_id, &self.inner.agent_id, TaskState::Running, Reason::Unspecified, String::new(), None, None);
+        let status = status_update(
+            task_id,
+            &self.inner.agent_id,
+            TaskState::Running,
+            Reason::Unspecified,
+            String::new(),
+            None,
+            None,
+        );
         let _ = self.inner.events.send(TaskEvent::Status(status));
     }
 

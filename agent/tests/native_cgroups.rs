@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// CPU- and time-sensitive tests take this so they don't skew each other.
-static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Harness {
     executor: Executor,
@@ -43,7 +43,8 @@ impl Harness {
         config.instance_slots = 4;
         let wasm = WasmRuntime::new(config).unwrap();
         let (tx, events) = mpsc::unbounded_channel();
-        let executor = Executor::new(agent_id.clone(), wasm, Ok(native), dir.path().join("sandboxes"), 1 << 20, tx).unwrap();
+        let executor =
+            Executor::new(agent_id.clone(), wasm, Ok(native), dir.path().join("sandboxes"), 1 << 20, tx).unwrap();
         Harness { executor, events, agent_id, _dir: dir, next: 0 }
     }
 
@@ -121,7 +122,7 @@ async fn allocation_past_the_memory_limit_is_reported_as_oom() {
     let o = h.run(spec, Duration::from_secs(60)).await;
     assert_eq!(reason(&o), (TaskState::Failed, Reason::Oom), "{:?}", o.status);
     let peak = usage(&o).peak_memory_bytes;
-    assert!(peak >= 60 * MIB && peak <= 66 * MIB, "peak {} MiB, want ≈ 64", peak / MIB);
+    assert!((60 * MIB..=66 * MIB).contains(&peak), "peak {} MiB, want ≈ 64", peak / MIB);
     assert!(o.status.message.contains("OOM killer"), "{}", o.status.message);
 }
 
@@ -138,20 +139,20 @@ async fn memory_allocated_before_any_attach_is_charged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_loop_is_held_to_its_cpu_quota() {
-    let _serial = TIMING.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = TIMING.lock().await;
     let mut h = Harness::new("cpu");
     let spec = h.spec(&["sh", "-c", "while :; do :; done"], 64 * MIB, 0.2, 3_000);
     let o = h.run(spec, Duration::from_secs(30)).await;
     assert_eq!(reason(&o), (TaskState::Failed, Reason::TimeLimit), "{:?}", o.status);
     let u = usage(&o);
     let share = u.cpu_time_us as f64 / u.wall_time_us as f64;
-    assert!(share <= 0.3 && share >= 0.1, "used {share:.3} of a core under --cpus 0.2 ({u:?})");
+    assert!((0.1..=0.3).contains(&share), "used {share:.3} of a core under --cpus 0.2 ({u:?})");
     assert!(u.throttled_periods > 0, "the quota throttled it: {u:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_is_contained_by_the_pids_limit() {
-    let _serial = TIMING.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = TIMING.lock().await;
     let mut h = Harness::new("forkbomb");
     let spec = h.spec(&["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 5"], 256 * MIB, 1.0, 1_500);
     let id = spec.task_id.clone();

@@ -21,7 +21,9 @@ pub use self::task::{CgroupLimits, CgroupStats, TaskCgroup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no usable cgroup hierarchy under {0}: need cgroup v2 with the cpu and memory controllers, or cgroup v1 with cpu, cpuacct, memory, pids and freezer")]
+    #[error(
+        "no usable cgroup hierarchy under {0}: need cgroup v2 with the cpu and memory controllers, or cgroup v1 with cpu, cpuacct, memory, pids and freezer"
+    )]
     Unsupported(PathBuf),
     #[error("cgroup {cgroup}: failed to {action}: {reason}")]
     Op { cgroup: String, action: &'static str, reason: String },
@@ -81,7 +83,9 @@ impl CgroupManager {
         let mut names = std::collections::BTreeSet::new();
         for dir in self.parent_dirs() {
             if let Ok(entries) = std::fs::read_dir(&dir) {
-                names.extend(entries.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()));
+                names.extend(
+                    entries.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()),
+                );
             }
         }
         for name in &names {
@@ -128,7 +132,8 @@ mod fake_v2 {
 
     fn fake_root() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma misc\n").unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids rdma misc\n")
+            .unwrap();
         std::fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
         root
     }
@@ -160,7 +165,8 @@ mod fake_v2 {
         assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
 
         cg.apply(&CgroupLimits { memory_bytes: Some(64 << 20), cpus: Some(0.2), pids_max: Some(1024) }).unwrap();
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")).trim().to_owned();
+        let read =
+            |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")).trim().to_owned();
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
         assert_eq!(read("memory.swap.max"), "0", "no swap for the task");
         assert_eq!(read("cpu.max"), "20000 100000");
@@ -182,7 +188,10 @@ mod fake_v2 {
         let cg = manager.create("t-2").unwrap();
         let dir = root.path().join("skiff/a-1/t-2");
         let write = |f: &str, s: &str| std::fs::write(dir.join(f), s).unwrap();
-        write("cpu.stat", "usage_usec 300000\nuser_usec 200000\nsystem_usec 100000\nnr_periods 30\nnr_throttled 7\nthrottled_usec 55000\n");
+        write(
+            "cpu.stat",
+            "usage_usec 300000\nuser_usec 200000\nsystem_usec 100000\nnr_periods 30\nnr_throttled 7\nthrottled_usec 55000\n",
+        );
         write("memory.current", "1048576\n");
         write("memory.peak", "67108864\n");
         write("memory.events", "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n");

@@ -5,11 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::cgroup::Cgroup;
-use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::freezer::FreezerController;
-use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{MaxValue, Resources};
 
 use super::hierarchy::{Rooted, Version, controller_roots};
@@ -137,15 +133,7 @@ impl TaskCgroup {
     }
 
     pub fn apply(&self, limits: &CgroupLimits) -> Result<()> {
-        self.cgroup.apply(&limits.resources(self.version)).map_err(self.op("apply limits"))?;
-        if self.version == Version::V1
-            && let Some(cpu) = self.cgroup.controller_of::<CpuController>()
-            && let Some(cpus) = limits.cpus
-        {
-            // cgroups-rs applies quota and period one by one; make sure both hold.
-            cpu.set_cfs_quota_and_period(Some(cpu_quota_us(cpus)), Some(CPU_PERIOD_US)).map_err(self.op("set the CPU quota"))?;
-        }
-        Ok(())
+        self.cgroup.apply(&limits.resources(self.version)).map_err(self.op("apply limits"))
     }
 
     /// Pids of the processes in the cgroup.
@@ -153,45 +141,41 @@ impl TaskCgroup {
         self.cgroup.procs().into_iter().map(|p| p.pid as u32).collect()
     }
 
+    /// Reads what the cgroup has used: only the few files needed, directly (the hot path of
+    /// every native task's end; cgroups-rs's full stats read a dozen files per controller).
     pub fn stats(&self) -> CgroupStats {
+        let dirs = self.dirs();
+        let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let number = |dir: &Path, file: &str| read(dir, file).trim().parse::<u64>().unwrap_or(0);
         let mut s = CgroupStats::default();
-        if let Some(mem) = self.cgroup.controller_of::<MemController>() {
-            let m = mem.memory_stat();
-            s.memory_current = m.usage_in_bytes;
-            s.memory_peak = m.max_usage_in_bytes;
-            s.oom_kills = match self.version {
-                Version::V1 => m.oom_control.oom_kill,
-                Version::V2 => read_key(&self.dirs()[0].join("memory.events"), "oom_kill").unwrap_or(0),
-            };
-        }
         match self.version {
             Version::V1 => {
-                if let Some(acct) = self.cgroup.controller_of::<CpuAcctController>() {
-                    // cpuacct.stat is in USER_HZ ticks (100 per second).
-                    let stat = acct.cpuacct().stat;
-                    let ticks = |key: &str| key_value(&stat, key).unwrap_or(0);
-                    s.cpu_user = Duration::from_millis(ticks("user") * 10);
-                    s.cpu_system = Duration::from_millis(ticks("system") * 10);
-                }
-                if let Some(cpu) = self.cgroup.controller_of::<CpuController>() {
-                    let stat = cpu.cpu().stat;
-                    s.throttled_periods = key_value(&stat, "nr_throttled").unwrap_or(0);
-                    s.throttled = Duration::from_nanos(key_value(&stat, "throttled_time").unwrap_or(0));
-                }
+                let (cpu, cpuacct, memory, pids) = (&dirs[0], &dirs[1], &dirs[2], &dirs[3]);
+                // cpuacct.stat is in USER_HZ ticks (100 per second).
+                let acct = read(cpuacct, "cpuacct.stat");
+                s.cpu_user = Duration::from_millis(key_value(&acct, "user").unwrap_or(0) * 10);
+                s.cpu_system = Duration::from_millis(key_value(&acct, "system").unwrap_or(0) * 10);
+                let stat = read(cpu, "cpu.stat");
+                s.throttled_periods = key_value(&stat, "nr_throttled").unwrap_or(0);
+                s.throttled = Duration::from_nanos(key_value(&stat, "throttled_time").unwrap_or(0));
+                s.memory_current = number(memory, "memory.usage_in_bytes");
+                s.memory_peak = number(memory, "memory.max_usage_in_bytes");
+                s.oom_kills = key_value(&read(memory, "memory.oom_control"), "oom_kill").unwrap_or(0);
+                s.pids_current = number(pids, "pids.current");
             }
             Version::V2 => {
-                if let Some(cpu) = self.cgroup.controller_of::<CpuController>() {
-                    let stat = cpu.cpu().stat;
-                    let us = |key: &str| Duration::from_micros(key_value(&stat, key).unwrap_or(0));
-                    s.cpu_user = us("user_usec");
-                    s.cpu_system = us("system_usec");
-                    s.throttled = us("throttled_usec");
-                    s.throttled_periods = key_value(&stat, "nr_throttled").unwrap_or(0);
-                }
+                let dir = &dirs[0];
+                let stat = read(dir, "cpu.stat");
+                let us = |key: &str| Duration::from_micros(key_value(&stat, key).unwrap_or(0));
+                s.cpu_user = us("user_usec");
+                s.cpu_system = us("system_usec");
+                s.throttled = us("throttled_usec");
+                s.throttled_periods = key_value(&stat, "nr_throttled").unwrap_or(0);
+                s.memory_current = number(dir, "memory.current");
+                s.memory_peak = number(dir, "memory.peak");
+                s.oom_kills = key_value(&read(dir, "memory.events"), "oom_kill").unwrap_or(0);
+                s.pids_current = number(dir, "pids.current");
             }
-        }
-        if let Some(pids) = self.cgroup.controller_of::<PidController>() {
-            s.pids_current = pids.get_pid_current().unwrap_or(0);
         }
         s
     }
@@ -226,7 +210,8 @@ impl TaskCgroup {
                 });
             }
             for pid in left {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -265,10 +250,6 @@ fn key_value(text: &str, key: &str) -> Option<u64> {
         let mut parts = line.split_whitespace();
         (parts.next() == Some(key)).then(|| parts.next()?.parse().ok()).flatten()
     })
-}
-
-fn read_key(path: &Path, key: &str) -> Option<u64> {
-    key_value(&std::fs::read_to_string(path).ok()?, key)
 }
 
 #[cfg(test)]

@@ -170,7 +170,12 @@ impl NativeRuntime {
         .await;
         let cg = match created {
             Ok(Ok(cg)) => Arc::new(cg),
-            Ok(Err(msg)) => return (TaskExit::LaunchFailed(format!("cannot set up the task's cgroup: {msg}")), pb::Usage::default()),
+            Ok(Err(msg)) => {
+                return (
+                    TaskExit::LaunchFailed(format!("cannot set up the task's cgroup: {msg}")),
+                    pb::Usage::default(),
+                );
+            }
             Err(e) => return (TaskExit::LaunchFailed(format!("cgroup setup panicked: {e}")), pb::Usage::default()),
         };
         let started = Instant::now();
@@ -185,7 +190,16 @@ impl NativeRuntime {
             (stats, killed.and(deleted))
         })
         .await
-        .unwrap_or_else(|e| (CgroupStats::default(), Err(crate::cgroup::CgroupError::Op { cgroup: cg.path().into(), action: "clean up", reason: e.to_string() })));
+        .unwrap_or_else(|e| {
+            (
+                CgroupStats::default(),
+                Err(crate::cgroup::CgroupError::Op {
+                    cgroup: cg.path().into(),
+                    action: "clean up",
+                    reason: e.to_string(),
+                }),
+            )
+        });
         if let Err(err) = cleanup {
             warn!(task_id = %task.task_id, %err, "could not clean up the task's cgroup");
         }
@@ -200,7 +214,13 @@ impl NativeRuntime {
         (exit, usage_of(&stats, started.elapsed()))
     }
 
-    async fn spawn_and_wait(&self, task: &NativeTask, program: &Path, cg: &TaskCgroup, on_running: impl FnOnce()) -> TaskExit {
+    async fn spawn_and_wait(
+        &self,
+        task: &NativeTask,
+        program: &Path,
+        cg: &TaskCgroup,
+        on_running: impl FnOnce(),
+    ) -> TaskExit {
         let procs: Result<Vec<std::fs::File>, String> = cg
             .procs_files()
             .iter()

@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,9 +46,12 @@ pub struct RunArgs {
     /// Don't print state changes.
     #[arg(long, short)]
     pub quiet: bool,
-    /// The Wasm module to run.
-    pub file: PathBuf,
-    /// Arguments for the task, after `--`.
+    /// Run a native command (`-- CMD ARGS...`) in a cgroup instead of a Wasm module.
+    #[arg(long)]
+    pub native: bool,
+    /// The Wasm module to run (not with --native).
+    pub file: Option<PathBuf>,
+    /// Arguments for the task after `--` (with --native: the command and its arguments).
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -107,33 +111,69 @@ pub fn reason_name(reason: Reason) -> &'static str {
     reason.as_str_name().trim_start_matches("REASON_")
 }
 
-fn spec(args: &RunArgs, module: Vec<u8>, stdin: Vec<u8>) -> pb::TaskSpec {
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| args.file.file_name().map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned()));
-    let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
+/// What to run: a module, or a native command.
+#[derive(Debug)]
+enum Program {
+    Wasm { name: String, module: Vec<u8> },
+    Native { command: String, args: Vec<String> },
+}
+
+fn program(args: &RunArgs) -> Result<Program, CliError> {
+    match (&args.file, args.native) {
+        (Some(file), false) => Ok(Program::Wasm {
+            name: file.file_name().map_or_else(|| "task".into(), |n| n.to_string_lossy().into_owned()),
+            module: read_module(file)?,
+        }),
+        (None, true) => match args.args.split_first() {
+            Some((command, rest)) => Ok(Program::Native { command: command.clone(), args: rest.to_vec() }),
+            None => {
+                Err(CliError::BadInput("--native needs a command after `--`: skiff run --native -- CMD ARGS...".into()))
+            }
+        },
+        (Some(file), true) => Err(CliError::BadInput(format!(
+            "--native runs a command given after `--`, not a file ({}); put the command after `--`",
+            file.display()
+        ))),
+        (None, false) => Err(CliError::BadInput("nothing to run: give FILE.wasm, or --native -- CMD ARGS...".into())),
+    }
+}
+
+fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>) -> pb::TaskSpec {
+    let (name, task_args, kind) = match program {
+        Program::Wasm { name, module } => {
+            let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
+            (name, args.args.clone(), pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha }))
+        }
+        Program::Native { command, args } => {
+            (command.clone(), args, pb::task_spec::Kind::Native(pb::NativeTask { command }))
+        }
+    };
     pb::TaskSpec {
         task_id: String::new(),
-        name,
-        resources: Some(pb::Resources { cpus: args.cpus, mem_bytes: args.mem, disk_bytes: 0, wasm_slots: 1 }),
+        name: args.name.clone().unwrap_or(name),
+        resources: Some(pb::Resources {
+            cpus: args.cpus,
+            mem_bytes: args.mem,
+            disk_bytes: 0,
+            wasm_slots: u32::from(matches!(kind, pb::task_spec::Kind::Wasm(_))),
+        }),
         limits: Some(pb::Limits {
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
             fuel: args.fuel.unwrap_or(0),
             max_output_bytes: 0,
         }),
-        args: args.args.clone(),
+        args: task_args,
         env: args.env.iter().cloned().collect(),
         stdin,
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha })),
+        kind: Some(kind),
     }
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
-    let module = read_module(&args.file)?;
+    let program = program(&args)?;
     let stdin = read_stdin()?;
     let mut client = client::connect_leader(&args.coordinators).await?;
-    let spec = spec(&args, module, stdin);
+    let spec = spec(&args, program, stdin);
     let task_id = client
         .submit_task(pb::SubmitTaskRequest { spec: Some(spec) })
         .await
@@ -233,6 +273,15 @@ pub fn usage_line(usage: &pb::Usage) -> String {
         usage.wall_time_us as f64 / 1e6,
         usage.peak_memory_bytes / 1024
     );
+    if usage.cpu_user_us + usage.cpu_system_us > 0 || usage.throttled_periods > 0 {
+        line.push_str(&format!(
+            " (user {:.3}s, system {:.3}s), throttled {} times for {:.3}s",
+            usage.cpu_user_us as f64 / 1e6,
+            usage.cpu_system_us as f64 / 1e6,
+            usage.throttled_periods,
+            usage.throttled_us as f64 / 1e6
+        ));
+    }
     if usage.fuel_consumed > 0 {
         line.push_str(&format!(", fuel {}", usage.fuel_consumed));
     }

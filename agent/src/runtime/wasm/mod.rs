@@ -131,6 +131,10 @@ impl EngineSet {
             .table_keep_resident(16 << 10)
             .max_unused_warm_slots(64);
         let mut c = Config::new();
+        // One compilation per thread of the blocking pool: with wasmtime's parallel compilation
+        // all compiles share one rayon pool, and a huge (hostile) module queued first would
+        // hold up every other task's compile behind it.
+        c.parallel_compilation(false);
         c.epoch_interruption(true)
             .consume_fuel(fuel)
             .max_wasm_stack(1 << 20)
