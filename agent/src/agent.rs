@@ -220,7 +220,8 @@ impl Agent {
                     Ok(None) => return Ok(SessionEnd::Closed("coordinator closed the stream".into())),
                     Err(status) => return Ok(SessionEnd::Closed(status.to_string())),
                 },
-                Some(event) = self.events.recv() => {
+                // Not before the coordinator has registered us: until then events wait, in order, in the channel.
+                Some(event) = self.events.recv(), if *registered => {
                     let msg = match event {
                         TaskEvent::Status(status) => {
                             self.tasks.insert(status.task_id.clone(), status.clone());
@@ -230,7 +231,7 @@ impl Agent {
                         TaskEvent::Output(output) => pb::agent_message::Msg::Output(output),
                         TaskEvent::Usage(usage) => pb::agent_message::Msg::Usage(usage),
                     };
-                    if *registered && out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
+                    if out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
