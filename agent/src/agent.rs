@@ -64,6 +64,24 @@ fn load_or_create_agent_id(work_dir: &Path) -> Result<String> {
     }
 }
 
+/// Reads the highest leader epoch this agent has accepted (0 on first start).
+fn load_highest_epoch(work_dir: &Path) -> Result<u64> {
+    let path = work_dir.join("highest-epoch");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| Error::Corrupt { path, what: "a leader epoch" }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(err) => Err(Error::io("read", &path)(err)),
+    }
+}
+
+/// Persists the highest leader epoch (write to a temp file, then rename: never a torn number).
+fn store_highest_epoch(work_dir: &Path, epoch: u64) -> Result<()> {
+    let path = work_dir.join("highest-epoch");
+    let tmp = work_dir.join("highest-epoch.tmp");
+    std::fs::write(&tmp, epoch.to_string()).map_err(Error::io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(Error::io("rename", &path))
+}
+
 /// The native runtime of this agent, or why it cannot have one.
 fn native_runtime(config: &Config, agent_id: &str) -> std::result::Result<NativeRuntime, String> {
     let run_as = match &config.run_tasks_as {
@@ -90,6 +108,7 @@ impl Agent {
         let sandboxes = config.work_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(Error::io("create", &sandboxes))?;
         let agent_id = load_or_create_agent_id(&config.work_dir)?;
+        let highest_epoch = load_highest_epoch(&config.work_dir)?;
         let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
         wasm.max_module_bytes = config.max_module_bytes;
         wasm.instance_slots = config.wasm_slots;
@@ -100,15 +119,7 @@ impl Agent {
             warn!(%why, "native tasks are disabled on this agent");
         }
         let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?;
-        Ok(Self {
-            config,
-            agent_id,
-            executor,
-            events,
-            unacked: VecDeque::new(),
-            tasks: HashMap::new(),
-            highest_epoch: 0,
-        })
+        Ok(Self { config, agent_id, executor, events, unacked: VecDeque::new(), tasks: HashMap::new(), highest_epoch })
     }
 
     pub fn agent_id(&self) -> &str {
@@ -126,24 +137,34 @@ impl Agent {
         let mut backoff = self.config.reconnect_min;
         let mut next = 0usize;
         let mut redirect: Option<String> = None;
+        let mut redirect_count = 0u32;
         loop {
             let addr = redirect.take().unwrap_or_else(|| {
                 let a = self.config.coordinators[next % self.config.coordinators.len()].clone();
                 next += 1;
                 a
             });
+            let mut answered = redirect_count > 0;
             let (end, registered) = self.session(&addr, &shutdown).await;
             match end {
                 SessionEnd::Shutdown => break,
-                SessionEnd::Redirect(leader) if !leader.is_empty() => {
+                // Followers name the leader; a stale name (a dead leader) is tried at most a few times in a row.
+                SessionEnd::Redirect(leader) if !leader.is_empty() && redirect_count < 3 => {
                     info!(%addr, %leader, "redirected to the leader");
                     redirect = Some(leader);
+                    redirect_count += 1;
                     continue;
                 }
-                SessionEnd::Redirect(_) => debug!(%addr, "no leader known yet"),
+                SessionEnd::Redirect(_) => {
+                    debug!(%addr, "no leader known yet");
+                    answered = true;
+                }
                 SessionEnd::Closed(why) => warn!(%addr, %why, "session with coordinator ended"),
             }
-            if registered {
+            redirect_count = 0;
+            // A coordinator answered (or was the leader): an election is under way or just done, so try
+            // again soon; only when nothing answers does the backoff grow.
+            if registered || answered {
                 backoff = self.config.reconnect_min;
             }
             tokio::select! {
@@ -260,9 +281,22 @@ impl Agent {
         }
         if msg.epoch < self.highest_epoch {
             warn!(epoch = msg.epoch, highest = self.highest_epoch, "refusing a command from an older leader epoch");
+            if matches!(body, In::Registered(_)) {
+                return Some(SessionEnd::Closed(format!(
+                    "coordinator leads under epoch {}, older than epoch {} seen before",
+                    msg.epoch, self.highest_epoch
+                )));
+            }
             return None;
         }
-        self.highest_epoch = msg.epoch;
+        if msg.epoch > self.highest_epoch {
+            if let Err(err) = store_highest_epoch(&self.config.work_dir, msg.epoch) {
+                // Refusing stale leaders after a restart depends on this file: do not act on it unsaved.
+                warn!(%err, epoch = msg.epoch, "cannot persist the leader epoch; ignoring the command");
+                return Some(SessionEnd::Closed(format!("cannot persist leader epoch: {err}")));
+            }
+            self.highest_epoch = msg.epoch;
+        }
         match body {
             In::Registered(r) => {
                 info!(agent_id = %r.agent_id, epoch = msg.epoch, "registered with coordinator");
@@ -287,6 +321,17 @@ impl Agent {
                     return None;
                 }
                 info!(task_id = %spec.task_id, "launching task");
+                // Known from now on: a re-registration reports it, and a second launch is refused.
+                let staging = crate::executor::status_update(
+                    &spec.task_id,
+                    &self.agent_id,
+                    pb::TaskState::Staging,
+                    pb::Reason::Unspecified,
+                    String::new(),
+                    None,
+                    None,
+                );
+                self.tasks.insert(spec.task_id.clone(), staging);
                 self.executor.launch(spec);
             }
             In::Kill(kill) => {

@@ -42,7 +42,7 @@ impl Config {
             run_tasks_as: Some("nobody".into()),
             allow_root_tasks: false,
             reconnect_min: Duration::from_millis(50),
-            reconnect_max: Duration::from_secs(2),
+            reconnect_max: Duration::from_millis(500),
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum Error {
     Engine(String),
     #[error("invalid coordinator address {address:?}: {reason}")]
     BadAddress { address: String, reason: String },
+    #[error("{path} does not hold {what}: remove it only if you know no newer leader has run")]
+    Corrupt { path: PathBuf, what: &'static str },
     #[error("no coordinator address configured")]
     NoCoordinators,
 }

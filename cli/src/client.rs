@@ -17,7 +17,11 @@ async fn dial(addr: &str) -> Result<Operator, String> {
         .map_err(|e| format!("{addr}: invalid address: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
+    // A paused coordinator accepts the TCP connection but never answers: bound the whole handshake.
+    let channel = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect())
+        .await
+        .map_err(|_| format!("{addr}: no answer within {CALL_TIMEOUT:?}"))?
+        .map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
     Ok(Operator::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
@@ -36,9 +40,48 @@ fn with_causes(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Time allowed for dialing a coordinator and for asking it who leads.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks a coordinator who leads, within [`CALL_TIMEOUT`].
+async fn ask_leader(client: &mut Operator, addr: &str) -> Result<pb::GetLeaderResponse, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, client.get_leader(pb::GetLeaderRequest {})).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(format!("{addr}: {}", status.message())),
+        Err(_) => Err(format!("{addr}: no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+/// How long the CLI waits for a leader while coordinators answer but none leads (a failover).
+pub const AWAIT_LEADER: Duration = Duration::from_secs(10);
+
 /// Dials the leader: tries each address in turn and follows a follower's pointer to the leader.
+/// While some coordinator answers but no leader can be reached (an election is under way), tries
+/// again for up to [`AWAIT_LEADER`]; when none answers at all, fails at once.
 pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> {
+    let deadline = tokio::time::Instant::now() + AWAIT_LEADER;
+    loop {
+        let (errors, some_answered) = match try_leader(addresses).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        if !some_answered {
+            return Err(CliError::Unavailable(format!("no coordinator reachable ({})", errors.join("; "))));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Unavailable(format!(
+                "no leader reachable within {AWAIT_LEADER:?} ({})",
+                errors.join("; ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One pass over `addresses`: the leader, or the errors and whether any coordinator answered.
+async fn try_leader(addresses: &[String]) -> Result<Operator, (Vec<String>, bool)> {
     let mut errors = Vec::new();
+    let mut answered = false;
     for addr in addresses {
         let mut client = match dial(addr).await {
             Ok(c) => c,
@@ -47,23 +90,33 @@ pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> 
                 continue;
             }
         };
-        match client.get_leader(pb::GetLeaderRequest {}).await {
+        match ask_leader(&mut client, addr).await {
             Ok(r) => {
-                let r = r.into_inner();
+                answered = true;
                 if r.is_leader {
                     return Ok(client);
                 }
-                if !r.leader_address.is_empty() {
-                    match dial(&r.leader_address).await {
-                        Ok(leader) => return Ok(leader),
-                        Err(e) => errors.push(format!("leader {e}")),
-                    }
-                } else {
+                if r.leader_address.is_empty() {
                     errors.push(format!("{addr}: no leader elected yet"));
+                    continue;
+                }
+                let leader = match dial(&r.leader_address).await {
+                    Ok(leader) => leader,
+                    Err(e) => {
+                        errors.push(format!("leader {e}"));
+                        continue;
+                    }
+                };
+                // The follower's view may be stale: make sure the leader still leads.
+                let mut leader = leader;
+                match ask_leader(&mut leader, &r.leader_address).await {
+                    Ok(again) if again.is_leader => return Ok(leader),
+                    Ok(_) => errors.push(format!("{}: no longer the leader", r.leader_address)),
+                    Err(e) => errors.push(e),
                 }
             }
-            Err(status) => errors.push(format!("{addr}: {}", status.message())),
+            Err(e) => errors.push(e),
         }
     }
-    Err(CliError::Unavailable(format!("no coordinator reachable ({})", errors.join("; "))))
+    Err((errors, answered))
 }

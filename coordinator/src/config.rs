@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::leader::LeaderConfig;
+use crate::replica::EtcdConfig;
 
 /// The default address coordinators listen on and clients dial.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -15,6 +16,8 @@ pub struct Config {
     /// Address clients are told to dial to reach this coordinator (defaults to the bound address).
     pub advertise: Option<String>,
     pub leader: LeaderConfig,
+    /// Replicate through etcd (`None`: the embedded single-machine registry).
+    pub etcd: Option<EtcdConfig>,
 }
 
 impl Default for Config {
@@ -23,6 +26,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             advertise: None,
             leader: LeaderConfig { heartbeat_interval: Duration::from_secs(1), ..LeaderConfig::default() },
+            etcd: None,
         }
     }
 }

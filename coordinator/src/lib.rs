@@ -3,10 +3,15 @@
 //!
 //! Layout:
 //! - [`config`]: the coordinator's settings;
-//! - [`server`]: binds, runs the leader and serves the gRPC services until shutdown;
-//! - [`leader`]: the task that owns the state; every change happens there, in order;
+//! - [`server`]: binds, runs the replica and serves the gRPC services until shutdown;
+//! - [`replica`]: the replica's [`Role`](replica::Role) over time (embedded: always leader; etcd:
+//!   campaign, lead while the lease holds, step down, campaign again);
+//! - [`election`]: etcd lease keep-alive against a local deadline, campaign, observe;
+//! - [`members`]: one etcd client per member, moving to the next member when a call fails;
+//! - [`leader`]: the task that owns the state; every change happens there, in order; it recovers
+//!   the state from the registry when it takes over and reconciles agents as they re-register;
 //! - [`registry`]: where state is kept, written only by compare-and-swap transactions
-//!   (embedded in-process registry here; the etcd backend plugs in behind the same trait);
+//!   (embedded in-process registry, or etcd with every write fenced on the leader key);
 //! - [`offers`]: pure offer bookkeeping (used, offered, available; does an accept fit);
 //! - [`jobs`]: the built-in job framework that places the CLI's tasks by accepting offers;
 //! - [`task`]: task states and their transitions;
@@ -16,11 +21,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod election;
 pub mod error;
 pub mod jobs;
 pub mod leader;
+pub mod members;
 pub mod offers;
 pub mod registry;
+pub mod replica;
 pub mod resources;
 pub mod server;
 pub mod service;
@@ -28,5 +36,6 @@ pub mod task;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use registry::{MemoryRegistry, Registry};
+pub use registry::{EtcdRegistry, MemoryRegistry, Registry};
+pub use replica::EtcdConfig;
 pub use server::Coordinator;

@@ -2,12 +2,11 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use skiff_coordinator::{Config, Coordinator, MemoryRegistry};
+use skiff_coordinator::{Config, Coordinator, EtcdConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Skiff coordinator: tracks agents and tasks and places tasks through resource offers.
@@ -20,6 +19,39 @@ struct Args {
     /// Address clients are told to dial for this coordinator (default: the bound address).
     #[arg(long)]
     advertise: Option<String>,
+    /// Replicate through etcd: comma-separated client URLs (default: the embedded single-machine registry).
+    #[arg(long, value_delimiter = ',', value_name = "URL[,URL...]")]
+    etcd: Vec<String>,
+    /// Key prefix of this fleet's state in etcd.
+    #[arg(long, default_value = "/skiff/", requires = "etcd")]
+    etcd_prefix: String,
+    /// Leader lease TTL in whole seconds (etcd's minimum is 2 s): a dead leader is replaced within about one TTL.
+    #[arg(long, default_value = "2s", value_parser = parse_ttl, requires = "etcd")]
+    lease_ttl: Duration,
+    /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    reregister_timeout: Duration,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(2) {
+        return Err(format!("{text}: etcd leases take whole seconds, at least 2 s"));
+    }
+    Ok(ttl)
+}
+
+fn etcd_endpoint(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let addr = url.strip_prefix("http://").unwrap_or(url);
+    if url.starts_with("https://") {
+        return Err(format!("{url}: TLS to etcd is not supported yet; use http:// on a trusted network"));
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{url}: expected HOST:PORT or http://HOST:PORT"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{url}: expected HOST:PORT or http://HOST:PORT"));
+    }
+    Ok(format!("http://{addr}"))
 }
 
 /// Exit code for bad configuration (as firecracker and sysexits' EX_USAGE).
@@ -55,8 +87,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config { listen: args.listen, advertise: args.advertise, ..Config::default() };
-    let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new())).await?;
+    let etcd = if args.etcd.is_empty() {
+        None
+    } else {
+        let endpoints = args
+            .etcd
+            .iter()
+            .map(|u| etcd_endpoint(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| skiff_coordinator::Error::InvalidArgument(format!("--etcd {e}")))?;
+        Some(EtcdConfig { prefix: args.etcd_prefix, lease_ttl: args.lease_ttl, ..EtcdConfig::new(endpoints) })
+    };
+    let mut config = Config { listen: args.listen, advertise: args.advertise, etcd, ..Config::default() };
+    config.leader.reregister_timeout = args.reregister_timeout;
+    let coordinator = Coordinator::bind(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("skiff-coordinator listening on {}", coordinator.local_addr());
 

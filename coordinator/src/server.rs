@@ -1,4 +1,5 @@
-//! A coordinator: the leader task plus the gRPC services, served until shutdown.
+//! A coordinator: its replica (the leader, or a follower on etcd) plus the gRPC services, served until
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,24 +14,24 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::leader::Leader;
-use crate::registry::Registry;
+use crate::registry::{MemoryRegistry, Registry};
+use crate::replica::{self, Role};
 use crate::service::{MAX_MESSAGE_BYTES, agent::AgentApi, operator::OperatorApi};
 
 /// A bound coordinator, ready to [`run`](Coordinator::run).
 #[derive(Debug)]
 pub struct Coordinator {
     config: Config,
-    registry: Arc<dyn Registry>,
     listener: TcpListener,
 }
 
 impl Coordinator {
     /// Binds the listen address (so callers learn the port before serving).
-    pub async fn bind(config: Config, registry: Arc<dyn Registry>) -> Result<Self> {
+    pub async fn bind(config: Config) -> Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| Error::InvalidArgument(format!("cannot listen on {}: {err}", config.listen)))?;
-        Ok(Self { config, registry, listener })
+        Ok(Self { config, listener })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -41,29 +42,50 @@ impl Coordinator {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let addr = self.local_addr();
         let advertise = self.config.advertise.clone().unwrap_or_else(|| addr.to_string());
-        let (leader, handle) = Leader::new(self.config.leader.clone(), self.registry);
         let tracker = TaskTracker::new();
         let leader_token = shutdown.child_token();
-        {
-            let shutdown = shutdown.clone();
-            let token = leader_token.clone();
-            tracker.spawn(async move {
-                if let Err(err) = leader.run(token).await {
-                    error!(%err, "leader failed");
-                }
-                // Without a leader nothing can be served.
-                shutdown.cancel();
-            });
+        let (roles_tx, roles) = tokio::sync::watch::channel(Role::Follower { leader: None });
+        match self.config.etcd.clone() {
+            None => {
+                let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+                let (leader, handle) = Leader::new(self.config.leader.clone(), registry);
+                roles_tx.send_replace(Role::Leader(handle));
+                let shutdown = shutdown.clone();
+                let token = leader_token.clone();
+                tracker.spawn(async move {
+                    if let Err(err) = leader.run(token).await {
+                        error!(%err, "leader failed");
+                    }
+                    // The embedded registry has a single leader: without it nothing can be served.
+                    shutdown.cancel();
+                    drop(roles_tx);
+                });
+            }
+            Some(etcd) => {
+                let client = crate::members::Members::connect(&etcd.endpoints)
+                    .await
+                    .map_err(|err| Error::InvalidArgument(format!("etcd {:?}: {err}", etcd.endpoints)))?;
+                info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, ttl = ?etcd.lease_ttl, "replicating through etcd");
+                let leader_config = self.config.leader.clone();
+                tracker.spawn(replica::run_on_etcd(
+                    client,
+                    etcd,
+                    leader_config,
+                    advertise.clone(),
+                    roles_tx,
+                    leader_token.clone(),
+                ));
+            }
         }
 
         let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(
-            handle.clone(),
+            roles.clone(),
             tracker.clone(),
             shutdown.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(handle, advertise))
+        let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 

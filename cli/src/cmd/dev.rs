@@ -3,11 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_agent::Agent;
-use skiff_coordinator::{Coordinator, MemoryRegistry};
+use skiff_coordinator::Coordinator;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,9 +38,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
 
     let config = skiff_coordinator::Config { listen: args.listen, ..Default::default() };
-    let coordinator = Coordinator::bind(config, Arc::new(MemoryRegistry::new()))
-        .await
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let coordinator = Coordinator::bind(config).await.map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
     let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))
         .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;

@@ -169,6 +169,24 @@ fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>) -> pb::TaskSpec {
     }
 }
 
+/// The next event of the stream; a missing stream has ended.
+async fn next_event(
+    events: &mut Option<tonic::Streaming<pb::TaskEvent>>,
+) -> Result<Option<pb::TaskEvent>, tonic::Status> {
+    match events {
+        Some(stream) => stream.message().await,
+        None => Ok(None),
+    }
+}
+
+async fn watch(client: &mut client::Operator, task_id: &str) -> Result<tonic::Streaming<pb::TaskEvent>, CliError> {
+    let request = pb::WatchTaskRequest { task_id: task_id.to_owned(), history_only: false };
+    match client.watch_task(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) => Err(CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message()))),
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let program = program(&args)?;
     let stdin = read_stdin()?;
@@ -190,16 +208,21 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     say(format!("task {task_id} submitted"));
 
-    let mut events = client
-        .watch_task(pb::WatchTaskRequest { task_id: task_id.clone(), history_only: false })
-        .await
-        .map_err(|s| CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message())))?
-        .into_inner();
+    let mut events = match watch(&mut client, &task_id).await {
+        Ok(events) => Some(events),
+        // The leader that took the task may have stepped down since: follow it on the new one.
+        Err(_) => {
+            client = client::connect_leader(&args.coordinators).await?;
+            Some(watch(&mut client, &task_id).await?)
+        }
+    };
     let mut kill_sent = false;
     let mut last_state = TaskState::Unspecified;
+    // Re-watches in a row without an event in between (a stream that keeps ending is an error).
+    let mut rewatches = 0;
     loop {
         let event = tokio::select! {
-            e = events.message() => e,
+            e = next_event(&mut events) => e,
             _ = tokio::signal::ctrl_c(), if !kill_sent => {
                 kill_sent = true;
                 say(format!("interrupted: killing task {task_id}"));
@@ -210,18 +233,31 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             }
         };
         let event = match event {
-            Ok(Some(e)) => e,
-            Ok(None) => {
+            Ok(Some(e)) => {
+                rewatches = 0;
+                e
+            }
+            Ok(None) | Err(_) if rewatches >= 5 => {
                 return Err(CliError::Unavailable(format!(
-                    "the coordinator stopped streaming task {task_id} before it ended (last state {})",
+                    "the coordinators keep ending the stream of task {task_id} (last state {})",
                     state_name(last_state)
                 )));
             }
-            Err(s) => {
-                return Err(CliError::Unavailable(format!(
-                    "lost the coordinator while watching {task_id}: {}",
-                    s.message()
-                )));
+            Ok(None) | Err(_) => {
+                rewatches += 1;
+                // The stream ends early when the leader steps down or dies: follow the task on the new
+                // leader (statuses already shown are skipped; output sent to the old leader is not kept).
+                say(format!("lost the coordinator while watching task {task_id}; finding the leader again"));
+                client = client::connect_leader(&args.coordinators).await?;
+                events = match watch(&mut client, &task_id).await {
+                    Ok(e) => Some(e),
+                    Err(CliError::Unavailable(why)) => {
+                        say(why);
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                continue;
             }
         };
         match event.event {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -157,4 +159,129 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, within: Duration) -> 
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asks the coordinator at `addr` who leads: `Some((is_leader, leader_address, epoch))`, `None` when
+/// it does not answer within a second.
+pub fn get_leader(addr: &str) -> Option<(bool, String, u64)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await.ok()?.ok()?;
+        let mut client = skiff_proto::operator_service_client::OperatorServiceClient::new(channel);
+        let r = tokio::time::timeout(Duration::from_secs(1), client.get_leader(skiff_proto::GetLeaderRequest {}))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        Some((r.is_leader, r.leader_address, r.epoch))
+    })
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Replicated coordinators on a real etcd, and agents that know every coordinator.
+pub struct HaFleet {
+    pub etcd: etcd::Etcd,
+    /// `None` while a coordinator is stopped.
+    pub coordinators: Vec<Option<Proc>>,
+    pub addrs: Vec<String>,
+    /// The etcd URLs each coordinator is given.
+    pub etcd_urls: Vec<String>,
+    pub agents: Vec<Proc>,
+    pub work_dirs: Vec<tempfile::TempDir>,
+}
+
+impl HaFleet {
+    /// `etcd_members` etcd members, `coordinators` coordinators (each on all members), `agents` agents.
+    pub fn start(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
+        let etcd = etcd::Etcd::start(etcd_members);
+        let urls = etcd.urls();
+        Self::start_on(etcd, vec![urls; coordinators], agents)
+    }
+
+    /// Like [`HaFleet::start`] with the etcd URLs of each coordinator given.
+    pub fn start_on(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize) -> HaFleet {
+        let addrs: Vec<String> = etcd_urls.iter().map(|_| format!("127.0.0.1:{}", etcd::free_port())).collect();
+        let mut fleet =
+            HaFleet { etcd, coordinators: Vec::new(), addrs, etcd_urls, agents: Vec::new(), work_dirs: Vec::new() };
+        for i in 0..fleet.addrs.len() {
+            fleet.coordinators.push(None);
+            fleet.start_coordinator(i);
+        }
+        for _ in 0..agents {
+            fleet.add_agent();
+        }
+        fleet
+    }
+
+    pub fn start_coordinator(&mut self, i: usize) {
+        let mut cmd = Command::new(bin("skiff-coordinator"));
+        cmd.args(["--listen", &self.addrs[i], "--etcd", &self.etcd_urls[i], "--lease-ttl", "2s"]);
+        let (proc, _) = spawn_until(cmd, &format!("skiff-coordinator {i}"), "listening on", Duration::from_secs(10));
+        self.coordinators[i] = Some(proc);
+    }
+
+    pub fn add_agent(&mut self) {
+        let work_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(bin("skiff-agent"));
+        cmd.args(["--coordinators", &self.addrs.join(","), "--work-dir"]).arg(work_dir.path());
+        let (agent, _) = spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10));
+        self.agents.push(agent);
+        self.work_dirs.push(work_dir);
+    }
+
+    /// Every coordinator address, comma-separated (for `--coordinators`).
+    pub fn coordinators_arg(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// The index of the one coordinator that says it leads, once every running coordinator agrees
+    /// on it; panics if none does within `within`.
+    pub fn leader(&self, within: Duration) -> usize {
+        eventually(within, "one agreed leader", || {
+            let mut leaders = Vec::new();
+            let mut named = Vec::new();
+            for (i, addr) in self.addrs.iter().enumerate() {
+                if self.coordinators[i].is_none() {
+                    continue;
+                }
+                let (is_leader, address, _) = get_leader(addr)?;
+                if is_leader {
+                    leaders.push(i);
+                }
+                named.push(address);
+            }
+            let [leader] = leaders[..] else { return None };
+            named.iter().all(|a| *a == self.addrs[leader]).then_some(leader)
+        })
+    }
+
+    /// SIGKILLs coordinator `i`.
+    pub fn kill_coordinator(&mut self, i: usize) {
+        if let Some(mut proc) = self.coordinators[i].take() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+
+    pub fn signal_coordinator(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let proc = self.coordinators[i].as_ref().expect("coordinator running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(proc.child.id() as i32), signal).expect("signal");
+    }
+
+    /// `skiff run --coordinators <all> <args>`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        skiff_run(&self.coordinators_arg(), args, None)
+    }
 }

@@ -3,13 +3,15 @@
 //! Every write is a [`Txn`]: a set of compares that must all hold and a set of puts and deletes that
 //! are then applied atomically. This is the shape of an etcd transaction, so the etcd backend (which
 //! adds the leader's fencing compare to every transaction) plugs in behind the same trait; the
-//! embedded [`MemoryRegistry`] is the single-machine default.
+//! embedded [`MemoryRegistry`] is the single-machine default, [`EtcdRegistry`] the replicated one.
 
+mod etcd;
 mod memory;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use etcd::{EtcdRegistry, Fence};
 pub use memory::MemoryRegistry;
 
 /// A value and the revision at which it was last written.

@@ -2,7 +2,9 @@
 
 use futures::StreamExt;
 use skiff_proto as pb;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -10,17 +12,41 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::leader::{Command, LeaderHandle};
+use crate::replica::Role;
+
+/// How long a follower holds an agent's session open waiting for a leader to be elected before it
+/// answers "no leader known" (so agents reconnect as soon as there is one, without polling).
+const AWAIT_LEADER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct AgentApi {
-    leader: LeaderHandle,
+    roles: watch::Receiver<Role>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl AgentApi {
-    pub fn new(leader: LeaderHandle, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
-        Self { leader, tracker, shutdown }
+    pub fn new(roles: watch::Receiver<Role>, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
+        Self { roles, tracker, shutdown }
+    }
+
+    /// The leader's handle, or the redirect a follower answers with.
+    async fn leader_or_redirect(&self) -> Result<LeaderHandle, pb::CoordinatorMessage> {
+        let mut roles = self.roles.clone();
+        let _ =
+            tokio::time::timeout(AWAIT_LEADER, roles.wait_for(|role| !matches!(role, Role::Follower { leader: None })))
+                .await;
+        let role = roles.borrow().clone();
+        match role {
+            Role::Leader(handle) => Ok(handle),
+            Role::Follower { leader } => {
+                let (leader_address, epoch) = leader.map_or((String::new(), 0), |l| (l.address, l.epoch));
+                Err(pb::CoordinatorMessage {
+                    epoch,
+                    msg: Some(pb::coordinator_message::Msg::Redirect(pb::Redirect { leader_address })),
+                })
+            }
+        }
     }
 }
 
@@ -43,10 +69,16 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         let agent_id = register.agent_id.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let session = self.leader.ask(|reply| Command::AgentConnect { register, tx, reply }).await??;
+        let leader = match self.leader_or_redirect().await {
+            Ok(leader) => leader,
+            Err(redirect) => {
+                let _ = tx.send(Ok(redirect));
+                return Ok(Response::new(UnboundedReceiverStream::new(rx)));
+            }
+        };
+        let session = leader.ask(|reply| Command::AgentConnect { register, tx, reply }).await??;
 
         // Forward what the agent sends until its stream ends, then tell the leader it is gone.
-        let leader = self.leader.clone();
         let shutdown = self.shutdown.clone();
         self.tracker.spawn(async move {
             loop {

@@ -8,6 +8,9 @@
 //! agent resources are offered to the built-in job framework ([`crate::jobs`]), which accepts offers
 //! with task launches; the [`OfferBook`] checks each accept fits before anything is launched.
 
+mod placement;
+mod recovery;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::jobs::{self, Decision, JobFramework};
+use crate::jobs::{self, JobFramework};
 use crate::offers::OfferBook;
-use crate::registry::{Registry, Txn, keys};
+use crate::registry::{Registry, RegistryError, Txn, keys};
 use crate::resources::Resources;
 use crate::task::{self, Transition};
 
@@ -84,11 +87,18 @@ pub struct LeaderConfig {
     pub heartbeat_interval: Duration,
     /// Terminal tasks whose events stay in memory for `watch` and `get`.
     pub retained_terminal_tasks: usize,
+    /// After taking over, how long agents have to re-register before their tasks are reported LOST.
+    pub reregister_timeout: Duration,
 }
 
 impl Default for LeaderConfig {
     fn default() -> Self {
-        Self { epoch: 1, heartbeat_interval: Duration::from_secs(1), retained_terminal_tasks: 4096 }
+        Self {
+            epoch: 1,
+            heartbeat_interval: Duration::from_secs(1),
+            retained_terminal_tasks: 4096,
+            reregister_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -137,6 +147,10 @@ pub struct Leader {
     offers: OfferBook,
     jobs: JobFramework,
     next_session: u64,
+    /// Cancelled to step down (a fenced write failed) or by the owner (shutdown, lease lost).
+    stop: CancellationToken,
+    /// Agents that still have to re-register after a takeover, and until when.
+    recovery: Option<recovery::Window>,
 }
 
 fn now_ms() -> u64 {
@@ -162,6 +176,8 @@ impl Leader {
             offers: OfferBook::new(),
             jobs: JobFramework::new(),
             next_session: 0,
+            stop: CancellationToken::new(),
+            recovery: None,
         };
         (leader, handle)
     }
@@ -169,9 +185,17 @@ impl Leader {
     /// Serves commands until `shutdown`; dropping the state then closes every agent and watch stream.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         info!(epoch = self.config.epoch, "leading");
+        self.stop = shutdown;
         loop {
+            let recovery_deadline = self.recovery.as_ref().map(|w| w.deadline);
             let cmd = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(recovery_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if recovery_deadline.is_some() =>
+                {
+                    self.end_recovery().await;
+                    continue;
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => cmd,
                     None => break,
@@ -179,8 +203,13 @@ impl Leader {
             };
             self.handle(cmd).await;
             // Batch whatever else is already queued before making offers.
-            while let Ok(cmd) = self.rx.try_recv() {
+            while !self.stop.is_cancelled()
+                && let Ok(cmd) = self.rx.try_recv()
+            {
                 self.handle(cmd).await;
+            }
+            if self.stop.is_cancelled() {
+                break;
             }
             if self.jobs.has_pending() {
                 self.offer_cycle().await;
@@ -217,6 +246,18 @@ impl Leader {
         }
     }
 
+    /// Writes through the registry; a fenced write means another coordinator leads: step down.
+    async fn commit(&mut self, txn: Txn) -> Result<i64> {
+        match self.registry.commit(txn).await {
+            Err(RegistryError::Fenced) => {
+                warn!(epoch = self.config.epoch, "a write was fenced off: another coordinator leads; stepping down");
+                self.stop.cancel();
+                Err(RegistryError::Fenced.into())
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn send_to_agent(&self, agent_id: &str, msg: Out) -> bool {
         let Some(tx) = self.agents.get(agent_id).and_then(|a| a.tx.as_ref()) else {
             return false;
@@ -234,8 +275,15 @@ impl Leader {
             hostname: register.hostname.clone(),
             resources: Some(total.into()),
             attributes: register.attributes.clone(),
+            leader_epoch: self.config.epoch,
         };
-        self.registry.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
+        if register.highest_epoch > self.config.epoch {
+            return Err(Error::InvalidArgument(format!(
+                "agent {} has seen leader epoch {}, newer than this leader's {}",
+                register.agent_id, register.highest_epoch, self.config.epoch
+            )));
+        }
+        self.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
 
         self.next_session += 1;
         let session = self.next_session;
@@ -245,6 +293,7 @@ impl Leader {
         {
             info!(agent_id = %id, "agent reconnected; replacing its previous stream");
         }
+        let fresh = self.offers.usage(&id).is_none();
         self.offers.upsert_agent(&id, total);
         self.agents.insert(
             id.clone(),
@@ -258,14 +307,7 @@ impl Leader {
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             }),
         );
-        // Tasks the agent runs that this leader does not know of are killed (no task runs unaccounted).
-        for status in register.tasks {
-            let known = self.tasks.get(&status.task_id).is_some_and(|t| t.agent_id() == id);
-            if !known && !task::is_terminal(status.state()) {
-                warn!(agent_id = %id, task_id = %status.task_id, "agent runs an unknown task; killing it");
-                self.send_to_agent(&id, Out::Kill(pb::KillTask { task_id: status.task_id }));
-            }
-        }
+        self.reconcile_agent(&id, register.tasks, fresh).await;
         Ok(session)
     }
 
@@ -336,11 +378,10 @@ impl Leader {
         let entry = self.tasks.get(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
         let mut record = entry.record.clone();
         record.status = Some(status.clone());
+        record.leader_epoch = self.config.epoch;
         let key = keys::task(&task_id);
-        let revision = self
-            .registry
-            .commit(Txn::new().if_mod_revision(&key, entry.mod_revision).put(key, record.encode_to_vec()))
-            .await?;
+        let revision =
+            self.commit(Txn::new().if_mod_revision(&key, entry.mod_revision).put(key, record.encode_to_vec())).await?;
 
         let entry = self.tasks.get_mut(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
         let previous_agent = entry.agent_id().to_owned();
@@ -381,11 +422,14 @@ impl Leader {
             timestamp_ms: now_ms(),
             ..Default::default()
         };
-        let record =
-            pb::TaskRecord { spec: Some(spec), status: Some(status.clone()), framework_id: jobs::FRAMEWORK_ID.into() };
+        let record = pb::TaskRecord {
+            spec: Some(spec),
+            status: Some(status.clone()),
+            framework_id: jobs::FRAMEWORK_ID.into(),
+            leader_epoch: self.config.epoch,
+        };
         let key = keys::task(&task_id);
-        let revision =
-            self.registry.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
+        let revision = self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
         let mut entry =
             TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
         entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
@@ -460,81 +504,6 @@ impl Leader {
             .collect();
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         agents
-    }
-
-    /// Offers every connected agent's free resources to the job framework and applies its answers.
-    async fn offer_cycle(&mut self) {
-        let connected: Vec<String> = self
-            .offers
-            .agents_with_available()
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| self.agents.get(id).is_some_and(|a| a.tx.is_some()))
-            .collect();
-        let offers: Vec<_> = connected.iter().filter_map(|id| self.offers.offer(id, jobs::FRAMEWORK_ID)).collect();
-        if offers.is_empty() {
-            return;
-        }
-        let agent_of: HashMap<String, String> = offers.iter().map(|o| (o.id.clone(), o.agent_id.clone())).collect();
-        for decision in self.jobs.on_offers(&offers) {
-            match decision {
-                Decision::Decline { offer_id } => self.offers.decline(&[offer_id]),
-                Decision::Accept { offer_id, launches } => {
-                    let wanted: Vec<(String, Resources)> = launches
-                        .iter()
-                        .filter_map(|id| self.tasks.get(id).map(|t| (id.clone(), t.resources)))
-                        .collect();
-                    match self.offers.accept(jobs::FRAMEWORK_ID, std::slice::from_ref(&offer_id), &wanted) {
-                        Ok(accepted) => {
-                            for (task_id, _) in wanted {
-                                self.launch(&task_id, &accepted.agent_id).await;
-                            }
-                        }
-                        Err(err) => {
-                            warn!(%err, agent_id = ?agent_of.get(&offer_id), "accept refused; tasks requeued");
-                            for (task_id, resources) in wanted.into_iter().rev() {
-                                self.jobs.requeue_front(task_id, resources);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn launch(&mut self, task_id: &str, agent_id: &str) {
-        let status = pb::TaskStatus {
-            task_id: task_id.to_owned(),
-            state: TaskState::Staging as i32,
-            agent_id: agent_id.to_owned(),
-            timestamp_ms: now_ms(),
-            ..Default::default()
-        };
-        if let Err(err) = self.set_status(status).await {
-            warn!(task_id, %err, "could not record the launch; task requeued");
-            if let Some(entry) = self.tasks.get(task_id) {
-                self.offers.release(agent_id, &entry.resources);
-                self.jobs.requeue_front(task_id.to_owned(), entry.resources);
-            }
-            return;
-        }
-        let spec = self.tasks.get(task_id).and_then(|t| t.record.spec.clone());
-        if !self.send_to_agent(agent_id, Out::Launch(pb::LaunchTask { spec })) {
-            // The agent went away between the offer and the launch: report the task lost.
-            let status = pb::TaskStatus {
-                task_id: task_id.to_owned(),
-                state: TaskState::Lost as i32,
-                reason: pb::Reason::AgentLost as i32,
-                message: format!("agent {agent_id} disconnected before the launch reached it"),
-                agent_id: agent_id.to_owned(),
-                timestamp_ms: now_ms(),
-                ..Default::default()
-            };
-            if let Err(err) = self.set_status(status).await {
-                warn!(task_id, %err, "could not record a lost launch");
-            }
-        }
-        info!(task_id, agent_id, "task launched");
     }
 }
 

@@ -1,0 +1,109 @@
+//! Real etcd for tests: one or three members on free loopback ports with temporary data directories,
+//! killed when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; etcd binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// SIGKILLs this member.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Etcd {
+    pub members: Vec<Member>,
+    _data: tempfile::TempDir,
+}
+
+fn etcd_binary() -> &'static str {
+    if Command::new("etcd").arg("--version").stdout(Stdio::null()).status().is_err() {
+        panic!("etcd is not installed: run scripts/setup (apt-get install -y etcd-server)");
+    }
+    "etcd"
+}
+
+impl Etcd {
+    /// Starts an etcd cluster of `n` members and waits until every member is healthy.
+    pub fn start(n: usize) -> Etcd {
+        let bin = etcd_binary();
+        let data = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
+        let token = format!("skiff-test-{}", free_port());
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("m{i}");
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = Command::new(bin)
+                .args(["--name", &name, "--data-dir"])
+                .arg(data.path().join(&name))
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", &token, "--logger", "zap", "--log-level", "error"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn etcd");
+            members.push(Member { name, client_url, child: Some(child) });
+        }
+        let etcd = Etcd { members, _data: data };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for m in &etcd.members {
+            while !healthy(&m.client_url) {
+                assert!(Instant::now() < deadline, "etcd member {} did not become healthy within 20 s", m.name);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        etcd
+    }
+
+    /// All client URLs, comma-separated (for `--etcd`).
+    pub fn urls(&self) -> String {
+        self.members.iter().map(|m| m.client_url.clone()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// etcd's `/health` endpoint says `"health":"true"`.
+pub fn healthy(client_url: &str) -> bool {
+    let addr = client_url.trim_start_matches("http://");
+    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}

@@ -1,0 +1,154 @@
+//! A coordinator replica's role over time: follower, candidate, leader, and back.
+//!
+//! With the embedded registry the replica leads from the start, under epoch 1. With etcd it loops:
+//! grant a lease and keep it alive, campaign, and once elected build a [`Leader`] over a registry
+//! fenced on the election key, recover the state from etcd and lead — until the lease is lost, a
+//! fenced write fails, or shutdown. Then it revokes the lease (so the next replica need not wait for
+//! it to expire), becomes a follower again and campaigns anew.
+//!
+//! The gRPC services read the current [`Role`] from a `watch` channel: the leader's handle, or the
+//! address of the leader a follower redirects clients to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::election::{self, Lease};
+use crate::leader::{Leader, LeaderConfig, LeaderHandle};
+use crate::members::Members;
+use crate::registry::{EtcdRegistry, Fence, Registry};
+
+/// Who leads, as this replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The leader's advertised gRPC address.
+    pub address: String,
+    pub epoch: u64,
+}
+
+/// What this replica is right now.
+#[derive(Debug, Clone)]
+pub enum Role {
+    Leader(LeaderHandle),
+    /// Not leading; `leader` is the last leader observed (`None` while none is known).
+    Follower {
+        leader: Option<LeaderInfo>,
+    },
+}
+
+/// Settings of a replica on etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Key prefix of all of this fleet's state (default `/skiff/`).
+    pub prefix: String,
+    /// Lease TTL (etcd's minimum, 2 s, by default).
+    pub lease_ttl: Duration,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints, prefix: "/skiff/".into(), lease_ttl: Duration::from_secs(2) }
+    }
+
+    /// The election name (etcd keys `<name>/<lease id>`).
+    pub fn election_name(&self) -> String {
+        format!("{}election", self.prefix)
+    }
+}
+
+/// Leads for as long as it holds the lease; campaigns again after losing it, until `shutdown`.
+pub async fn run_on_etcd(
+    client: Members,
+    config: EtcdConfig,
+    leader_config: LeaderConfig,
+    advertise: String,
+    roles: watch::Sender<Role>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let name = config.election_name();
+    tracker.spawn(election::observe(client.clone(), name.clone(), roles.clone(), shutdown.clone()));
+    let mut backoff = Duration::from_millis(50);
+    while !shutdown.is_cancelled() {
+        // The observer only reports changes: read who leads now (after a step-down it may be another).
+        if let Some(info) = election::current_leader(&client, &name).await {
+            roles.send_if_modified(|role| match role {
+                Role::Follower { leader } if leader.as_ref() != Some(&info) => {
+                    *leader = Some(info);
+                    true
+                }
+                _ => false,
+            });
+        }
+        let lease = match election::grant(&client, config.lease_ttl).await {
+            Ok(lease) => lease,
+            Err(err) => {
+                warn!(%err, "cannot get an etcd lease; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let lost = shutdown.child_token();
+        tracker.spawn(election::keep_alive(client.clone(), lease, lost.clone(), shutdown.clone()));
+        let elected = tokio::select! {
+            _ = lost.cancelled() => None,
+            e = election::campaign(&client, &name, &advertise, &lease) => match e {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    warn!(%err, "campaign failed");
+                    None
+                }
+            },
+        };
+        if let Some(elected) = elected {
+            lead(&client, &config, &leader_config, &roles, elected, &lease, lost.clone()).await;
+        }
+        lost.cancel();
+        election::revoke(&client, &lease).await;
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Leads under `elected` until `lost` is cancelled or the leader steps down by itself.
+async fn lead(
+    client: &Members,
+    config: &EtcdConfig,
+    leader_config: &LeaderConfig,
+    roles: &watch::Sender<Role>,
+    elected: election::Elected,
+    lease: &Lease,
+    lost: CancellationToken,
+) {
+    let epoch = elected.epoch as u64;
+    info!(epoch, lease = lease.id, "elected leader");
+    let fence = Fence { key: elected.key, revision: elected.epoch };
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::fenced(client.clone(), config.prefix.clone(), fence));
+    let (mut leader, handle) = Leader::new(LeaderConfig { epoch, ..leader_config.clone() }, registry);
+    let recovered = tokio::select! {
+        _ = lost.cancelled() => return,
+        r = leader.recover() => r,
+    };
+    if let Err(err) = recovered {
+        warn!(%err, "cannot load the state from etcd; stepping down");
+        return;
+    }
+    roles.send_replace(Role::Leader(handle));
+    let result = leader.run(lost.clone()).await;
+    roles.send_replace(Role::Follower { leader: None });
+    match result {
+        Ok(()) if lost.is_cancelled() => info!(epoch, "stepped down"),
+        Ok(()) => info!(epoch, "leader stopped"),
+        Err(err) => warn!(epoch, %err, "leader failed; stepped down"),
+    }
+}
