@@ -1,5 +1,7 @@
 //! Real etcd for tests: one or three members on free loopback ports with temporary data directories,
-//! killed when dropped.
+//! killed when dropped. (Also used by the coordinator's registry tests and the failover benchmark.)
+
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
