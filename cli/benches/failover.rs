@@ -74,7 +74,10 @@ fn main() {
         let out = fleet.run(&["-q", &hello, "--", &format!("after-kill-{k}")]);
         let took = killed.elapsed();
         assert!(out.status.success(), "kill {k}: no task ran on a new leader: {}", text(&out.stderr));
-        println!("  kill {k}: coordinator {leader} SIGKILLed; a task ran on the new leader after {:.3} s", took.as_secs_f64());
+        println!(
+            "  kill {k}: coordinator {leader} SIGKILLed; a task ran on the new leader after {:.3} s",
+            took.as_secs_f64()
+        );
         failovers.push(took);
         fleet.start_coordinator(leader);
     }

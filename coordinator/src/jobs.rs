@@ -88,7 +88,13 @@ mod tests {
     }
 
     fn offer(id: &str, resources: Resources) -> Offer {
-        Offer { id: id.into(), agent_id: format!("agent-of-{id}"), framework_id: FRAMEWORK_ID.into(), resources }
+        Offer {
+            id: id.into(),
+            agent_id: format!("agent-of-{id}"),
+            framework_id: FRAMEWORK_ID.into(),
+            resources,
+            epoch: 1,
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Offer {
     pub agent_id: String,
     pub framework_id: String,
     pub resources: Resources,
+    /// Epoch of the leader that made it; offer ids name it too, so no other leader knows them.
+    pub epoch: u64,
 }
 
 /// Why an accept was refused. Nothing changes when an accept is refused.
@@ -58,11 +60,13 @@ pub struct OfferBook {
     agents: BTreeMap<String, AgentSlot>,
     offers: HashMap<String, Offer>,
     next_offer: u64,
+    epoch: u64,
 }
 
 impl OfferBook {
-    pub fn new() -> Self {
-        Self::default()
+    /// The offer book of the leader of `epoch`.
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, ..Self::default() }
     }
 
     /// Adds an agent, or updates its total resources (re-registration); its reservations stay.
@@ -87,6 +91,7 @@ impl OfferBook {
                 agent_id: agent_id.to_owned(),
                 framework_id: String::new(),
                 resources: Resources::default(),
+                epoch: self.epoch,
             })
             .collect()
     }
@@ -119,10 +124,11 @@ impl OfferBook {
         }
         self.next_offer += 1;
         let offer = Offer {
-            id: format!("offer-{}", self.next_offer),
+            id: format!("offer-{}-{}", self.epoch, self.next_offer),
             agent_id: agent_id.to_owned(),
             framework_id: framework_id.to_owned(),
             resources: available,
+            epoch: self.epoch,
         };
         let slot = self.agents.get_mut(agent_id)?;
         slot.offered = slot.offered.saturating_add(&available);
@@ -216,7 +222,7 @@ mod tests {
     }
 
     fn book() -> OfferBook {
-        let mut book = OfferBook::new();
+        let mut book = OfferBook::new(7);
         book.upsert_agent("a1", r(2000, 1000));
         book.upsert_agent("a2", r(1000, 500));
         book

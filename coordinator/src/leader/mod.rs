@@ -164,6 +164,7 @@ fn new_task_id() -> String {
 
 impl Leader {
     pub fn new(config: LeaderConfig, registry: Arc<dyn Registry>) -> (Self, LeaderHandle) {
+        let epoch = config.epoch;
         let (tx, rx) = mpsc::channel(4096);
         let handle = LeaderHandle { tx, epoch: config.epoch };
         let leader = Leader {
@@ -173,7 +174,7 @@ impl Leader {
             agents: HashMap::new(),
             tasks: HashMap::new(),
             terminal: VecDeque::new(),
-            offers: OfferBook::new(),
+            offers: OfferBook::new(epoch),
             jobs: JobFramework::new(),
             next_session: 0,
             stop: CancellationToken::new(),
