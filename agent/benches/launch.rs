@@ -31,7 +31,11 @@ fn spec(module: &[u8], n: u64) -> pb::TaskSpec {
         task_id: format!("t-{n}"),
         name: "trivial".into(),
         resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 1 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module: module.to_vec(), module_sha256: String::new() })),
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
+            module: module.to_vec(),
+            module_sha256: String::new(),
+            module_size: 0,
+        })),
         ..Default::default()
     }
 }

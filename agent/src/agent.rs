@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto as pb;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+use crate::artifacts::Artifacts;
 use crate::cgroup::CgroupManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -49,6 +51,9 @@ pub struct Agent {
     /// Latest status of every task that is running or whose terminal status is unacknowledged.
     tasks: HashMap<String, pb::TaskStatus>,
     highest_epoch: u64,
+    artifacts: Arc<Artifacts>,
+    /// Address of the coordinator of the current session.
+    session_address: String,
 }
 
 /// Reads the agent id kept in `work_dir`, creating one on first start.
@@ -118,8 +123,28 @@ impl Agent {
         if let Err(why) = &native {
             warn!(%why, "native tasks are disabled on this agent");
         }
-        let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?;
-        Ok(Self { config, agent_id, executor, events, unacked: VecDeque::new(), tasks: HashMap::new(), highest_epoch })
+        let blobs = config.work_dir.join("blobs");
+        let artifacts = Artifacts::new(
+            blobs.clone(),
+            config.blob_cache_bytes,
+            config.max_module_bytes,
+            config.coordinators.clone(),
+        )
+        .map_err(Error::io("prepare the blob cache in", &blobs))?;
+        let artifacts = Arc::new(artifacts);
+        let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?
+            .with_artifacts(artifacts.clone());
+        Ok(Self {
+            config,
+            agent_id,
+            executor,
+            events,
+            unacked: VecDeque::new(),
+            tasks: HashMap::new(),
+            highest_epoch,
+            artifacts,
+            session_address: String::new(),
+        })
     }
 
     pub fn agent_id(&self) -> &str {
@@ -204,6 +229,7 @@ impl Agent {
         shutdown: &CancellationToken,
         registered: &mut bool,
     ) -> Result<SessionEnd> {
+        self.session_address = addr.to_owned();
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::BadAddress { address: addr.to_owned(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(1))
@@ -300,6 +326,7 @@ impl Agent {
         match body {
             In::Registered(r) => {
                 info!(agent_id = %r.agent_id, epoch = msg.epoch, "registered with coordinator");
+                self.artifacts.set_current(&self.session_address);
                 *registered = true;
                 let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 *heartbeat = tokio::time::interval(interval);

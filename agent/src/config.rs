@@ -18,6 +18,8 @@ pub struct Config {
     pub max_output_bytes: u64,
     /// Largest Wasm module accepted.
     pub max_module_bytes: u64,
+    /// Bound of the on-disk cache of fetched modules (least recently used go first).
+    pub blob_cache_bytes: u64,
     /// Root of the cgroup filesystem (native tasks).
     pub cgroup_root: PathBuf,
     /// User native tasks run as (`None` with `allow_root_tasks`: the agent's own user).
@@ -38,6 +40,7 @@ impl Config {
             wasm_slots: 1000,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,
+            blob_cache_bytes: 1024 * 1024 * 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             run_tasks_as: Some("nobody".into()),
             allow_root_tasks: false,

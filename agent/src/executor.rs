@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::artifacts::Artifacts;
 use crate::error::{Error, Result};
 use crate::runtime::native::{NativeRuntime, NativeTask};
 use crate::runtime::output::OutputSink;
 use crate::runtime::wasm::cache::sha256_hex;
 use crate::runtime::wasm::limits::Meter;
-use crate::runtime::wasm::{WasmRuntime, WasmTask};
+use crate::runtime::wasm::{ModuleSource, WasmRuntime, WasmTask};
 use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
 
@@ -56,6 +57,8 @@ struct Inner {
     /// Dropped (shut down in the background) with the executor.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
+    /// Where modules named by hash come from (`None`: inline modules only).
+    artifacts: Option<Arc<Artifacts>>,
 }
 
 impl Drop for Inner {
@@ -135,8 +138,17 @@ impl Executor {
                 tracker: TaskTracker::new(),
                 runtime: Mutex::new(Some(runtime)),
                 handle,
+                artifacts: None,
             }),
         })
+    }
+
+    /// Lets tasks name their module by hash, fetched through `artifacts`.
+    pub fn with_artifacts(mut self, artifacts: Arc<Artifacts>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.artifacts = Some(artifacts);
+        }
+        self
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
@@ -253,20 +265,35 @@ impl Executor {
             }
             None => return Err(TaskExit::Invalid("the task has neither a Wasm module nor a command".into())),
         };
-        let digest = sha256_hex(&wasm.module);
-        if !wasm.module_sha256.is_empty() && !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
-            return Err(TaskExit::Invalid(format!(
-                "module sha256 is {digest}, not the {} the spec names",
-                wasm.module_sha256
-            )));
-        }
+        let (module, digest) = if wasm.module.is_empty() {
+            // By hash: fetched only if the module is not compiled on this agent already.
+            let Some(artifacts) = inner.artifacts.clone() else {
+                return Err(TaskExit::Invalid(
+                    "the task names its module by hash and this agent has no artifact source".into(),
+                ));
+            };
+            if wasm.module_sha256.len() != 64 || !wasm.module_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(TaskExit::Invalid(format!("{:?} is not a module sha256", wasm.module_sha256)));
+            }
+            let sha = wasm.module_sha256.to_ascii_lowercase();
+            (ModuleSource::Store { artifacts, size: wasm.module_size }, sha)
+        } else {
+            let digest = sha256_hex(&wasm.module);
+            if !wasm.module_sha256.is_empty() && !digest.eq_ignore_ascii_case(&wasm.module_sha256) {
+                return Err(TaskExit::Invalid(format!(
+                    "module sha256 is {digest}, not the {} the spec names",
+                    wasm.module_sha256
+                )));
+            }
+            (ModuleSource::Inline(Arc::new(wasm.module)), digest)
+        };
         let memory_limit_bytes = match resources.mem_bytes {
             0 => inner.wasm.config().max_memory_bytes,
             n => n,
         };
         Ok(Prepared::Wasm(WasmTask {
             name: if name.is_empty() { task_id } else { name },
-            module: Arc::new(wasm.module),
+            module,
             module_sha256: digest,
             args,
             env,

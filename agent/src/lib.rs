@@ -6,6 +6,7 @@
 //! - [`config`]: the agent's settings;
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
+//! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
 //! - [`sandbox`]: the pooled host directories tasks see as `/`;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
@@ -15,6 +16,7 @@
 //! - [`error`]: the error type.
 
 pub mod agent;
+pub mod artifacts;
 pub mod cgroup;
 pub mod config;
 pub mod error;

@@ -74,7 +74,11 @@ fn launch(task_id: &str) -> Out {
             task_id: task_id.into(),
             name: task_id.into(),
             resources: Some(pb::Resources { cpus: 0.5, mem_bytes: 16 << 20, ..Default::default() }),
-            kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: String::new() })),
+            kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
+                module,
+                module_sha256: String::new(),
+                module_size: 0,
+            })),
             ..Default::default()
         }),
     })

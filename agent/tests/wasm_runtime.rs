@@ -47,7 +47,7 @@ fn spec(module: Vec<u8>) -> pb::TaskSpec {
     pb::TaskSpec {
         name: "test".into(),
         resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 64 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: String::new() })),
+        kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: String::new(), module_size: 0 })),
         ..Default::default()
     }
 }

@@ -12,7 +12,12 @@ pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
 pub type Operator = pb::operator_service_client::OperatorServiceClient<Channel>;
 
-async fn dial(addr: &str) -> Result<Operator, String> {
+/// An operator client on `channel`.
+pub fn operator(channel: Channel) -> Operator {
+    Operator::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+async fn dial(addr: &str) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("{addr}: invalid address: {e}"))?
         .connect_timeout(Duration::from_secs(2))
@@ -22,7 +27,7 @@ async fn dial(addr: &str) -> Result<Operator, String> {
         .await
         .map_err(|_| format!("{addr}: no answer within {CALL_TIMEOUT:?}"))?
         .map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
-    Ok(Operator::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(channel)
 }
 
 /// An error with its chain of causes ("transport error: tcp connect error: Connection refused").
@@ -44,7 +49,8 @@ fn with_causes(err: &dyn std::error::Error) -> String {
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks a coordinator who leads, within [`CALL_TIMEOUT`].
-async fn ask_leader(client: &mut Operator, addr: &str) -> Result<pb::GetLeaderResponse, String> {
+async fn ask_leader(channel: &Channel, addr: &str) -> Result<pb::GetLeaderResponse, String> {
+    let mut client = operator(channel.clone());
     match tokio::time::timeout(CALL_TIMEOUT, client.get_leader(pb::GetLeaderRequest {})).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) => Err(format!("{addr}: {}", status.message())),
@@ -59,6 +65,11 @@ pub const AWAIT_LEADER: Duration = Duration::from_secs(10);
 /// While some coordinator answers but no leader can be reached (an election is under way), tries
 /// again for up to [`AWAIT_LEADER`]; when none answers at all, fails at once.
 pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> {
+    Ok(operator(leader_channel(addresses).await?))
+}
+
+/// A channel to the leader (see [`connect_leader`]).
+pub async fn leader_channel(addresses: &[String]) -> Result<Channel, CliError> {
     let deadline = tokio::time::Instant::now() + AWAIT_LEADER;
     loop {
         let (errors, some_answered) = match try_leader(addresses).await {
@@ -79,18 +90,18 @@ pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> 
 }
 
 /// One pass over `addresses`: the leader, or the errors and whether any coordinator answered.
-async fn try_leader(addresses: &[String]) -> Result<Operator, (Vec<String>, bool)> {
+async fn try_leader(addresses: &[String]) -> Result<Channel, (Vec<String>, bool)> {
     let mut errors = Vec::new();
     let mut answered = false;
     for addr in addresses {
-        let mut client = match dial(addr).await {
+        let client = match dial(addr).await {
             Ok(c) => c,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        match ask_leader(&mut client, addr).await {
+        match ask_leader(&client, addr).await {
             Ok(r) => {
                 answered = true;
                 if r.is_leader {
@@ -108,8 +119,7 @@ async fn try_leader(addresses: &[String]) -> Result<Operator, (Vec<String>, bool
                     }
                 };
                 // The follower's view may be stale: make sure the leader still leads.
-                let mut leader = leader;
-                match ask_leader(&mut leader, &r.leader_address).await {
+                match ask_leader(&leader, &r.leader_address).await {
                     Ok(again) if again.is_leader => return Ok(leader),
                     Ok(_) => errors.push(format!("{}: no longer the leader", r.leader_address)),
                     Err(e) => errors.push(e),

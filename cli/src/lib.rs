@@ -3,10 +3,12 @@
 //! Layout:
 //! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`, `logs`);
 //! - [`client`]: dialing the leading coordinator;
+//! - [`artifact`]: storing a module in the coordinators' artifact store (by hash, uploaded once);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` from the command line;
 //! - [`exit`]: exit codes and the CLI's error type.
 #![forbid(unsafe_code)]
 
+pub mod artifact;
 pub mod client;
 pub mod cmd;
 pub mod exit;
@@ -29,6 +31,9 @@ pub enum Command {
     Run(cmd::run::RunArgs),
     /// Run a coordinator and one agent in this process (a single-node fleet).
     Dev(cmd::dev::DevArgs),
+    /// Store a Wasm module in the fleet's artifact store (uploaded only if the fleet lacks it);
+    /// prints its sha256.
+    Push(cmd::push::PushArgs),
     /// Kill a task.
     Kill(cmd::kill::KillArgs),
     /// Print a task's output (stdout and stderr), kept by the coordinator.

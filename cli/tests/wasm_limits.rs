@@ -34,13 +34,16 @@ fn limits_end_tasks_with_their_own_reasons() {
 }
 
 #[test]
-fn second_run_of_a_module_hits_the_agents_cache_and_logs_are_kept() {
+fn second_run_of_a_module_is_not_uploaded_again_hits_the_agents_cache_and_logs_are_kept() {
     let fleet = Fleet::start();
     let first = fleet.run(&[&g("primes"), "--", "1000"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
-    assert!(text(&first.stderr).contains("module compiled"), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains(" uploaded ("), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("module fetched"), "{}", text(&first.stderr));
     assert!(text(&first.stderr).contains("[PROGRESS] 1000/1000 (100%)"), "progress is shown: {}", text(&first.stderr));
     let second = fleet.run(&[&g("primes"), "--", "1000"]);
+    assert!(text(&second.stderr).contains("already stored"), "sent once: {}", text(&second.stderr));
+    assert!(!text(&second.stderr).contains(" uploaded ("), "sent once: {}", text(&second.stderr));
     assert!(text(&second.stderr).contains("module memory"), "{}", text(&second.stderr));
     assert_eq!(text(&second.stdout), "168 primes below 1000\n");
 

@@ -1,8 +1,10 @@
 //! Coordinator configuration: built once by `main` (flags) or by `skiff dev`, passed by value.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::artifacts::StoreLimits;
 use crate::leader::LeaderConfig;
 use crate::replica::EtcdConfig;
 
@@ -18,6 +20,9 @@ pub struct Config {
     pub leader: LeaderConfig,
     /// Replicate through etcd (`None`: the embedded single-machine registry).
     pub etcd: Option<EtcdConfig>,
+    /// Where this replica keeps its artifacts.
+    pub data_dir: PathBuf,
+    pub artifacts: StoreLimits,
 }
 
 impl Default for Config {
@@ -27,6 +32,8 @@ impl Default for Config {
             advertise: None,
             leader: LeaderConfig { heartbeat_interval: Duration::from_secs(1), ..LeaderConfig::default() },
             etcd: None,
+            data_dir: PathBuf::from("skiff-coordinator-data"),
+            artifacts: StoreLimits::default(),
         }
     }
 }

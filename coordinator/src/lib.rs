@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`config`]: the coordinator's settings;
+//! - [`artifacts`]: content-addressed blobs on every replica, acknowledged once on a majority;
 //! - [`server`]: binds, runs the replica and serves the gRPC services until shutdown;
 //! - [`replica`]: the replica's [`Role`](replica::Role) over time (embedded: always leader; etcd:
 //!   campaign, lead while the lease holds, step down, campaign again);
@@ -20,6 +21,7 @@
 //! - [`error`]: the error type and its mapping to gRPC statuses.
 #![forbid(unsafe_code)]
 
+pub mod artifacts;
 pub mod config;
 pub mod election;
 pub mod error;

@@ -28,6 +28,15 @@ struct Args {
     /// Leader lease TTL in whole seconds (etcd's minimum is 2 s): a dead leader is replaced within about one TTL.
     #[arg(long, default_value = "2s", value_parser = parse_ttl, requires = "etcd")]
     lease_ttl: Duration,
+    /// Where this replica keeps its artifacts (Wasm modules by sha256).
+    #[arg(long, default_value = "/var/lib/skiff/coordinator")]
+    data_dir: std::path::PathBuf,
+    /// Largest artifact accepted, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    max_artifact_mib: u64,
+    /// Total size of this replica's artifact store, in MiB; uploads beyond it are refused.
+    #[arg(long, default_value_t = 10 * 1024, value_name = "MIB")]
+    artifact_quota_mib: u64,
     /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reregister_timeout: Duration,
@@ -98,7 +107,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| skiff_coordinator::Error::InvalidArgument(format!("--etcd {e}")))?;
         Some(EtcdConfig { prefix: args.etcd_prefix, lease_ttl: args.lease_ttl, ..EtcdConfig::new(endpoints) })
     };
-    let mut config = Config { listen: args.listen, advertise: args.advertise, etcd, ..Config::default() };
+    let artifacts = skiff_coordinator::artifacts::StoreLimits {
+        max_blob_bytes: args.max_artifact_mib << 20,
+        quota_bytes: args.artifact_quota_mib << 20,
+    };
+    let mut config = Config {
+        listen: args.listen,
+        advertise: args.advertise,
+        etcd,
+        data_dir: args.data_dir,
+        artifacts,
+        ..Config::default()
+    };
     config.leader.reregister_timeout = args.reregister_timeout;
     let coordinator = Coordinator::bind(config).await?;
     // Tests and scripts read this line to learn the port.

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use crate::artifacts::service::ArtifactApi;
+use crate::artifacts::{BlobStore, Peers};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::leader::Leader;
@@ -42,6 +44,10 @@ impl Coordinator {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let addr = self.local_addr();
         let advertise = self.config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let store = BlobStore::open(self.config.data_dir.join("artifacts"), self.config.artifacts)
+            .map_err(|err| Error::InvalidArgument(format!("artifact store: {err}")))?;
+        let store = Arc::new(store);
+        let mut peers = Peers::Alone;
         let tracker = TaskTracker::new();
         let leader_token = shutdown.child_token();
         let (roles_tx, roles) = tokio::sync::watch::channel(Role::Follower { leader: None });
@@ -65,6 +71,7 @@ impl Coordinator {
                 let client = crate::members::Members::connect(&etcd.endpoints)
                     .await
                     .map_err(|err| Error::InvalidArgument(format!("etcd {:?}: {err}", etcd.endpoints)))?;
+                peers = Peers::Etcd { members: client.clone(), election_name: etcd.election_name() };
                 info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, ttl = ?etcd.lease_ttl, "replicating through etcd");
                 let leader_config = self.config.leader.clone();
                 tracker.spawn(replica::run_on_etcd(
@@ -85,6 +92,14 @@ impl Coordinator {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let artifacts = pb::artifact_service_server::ArtifactServiceServer::new(ArtifactApi::new(
+            roles.clone(),
+            store,
+            peers,
+            advertise.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -93,6 +108,7 @@ impl Coordinator {
         let served = tonic::transport::Server::builder()
             .add_service(agents)
             .add_service(operators)
+            .add_service(artifacts)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.cancelled())
             .await;
         leader_token.cancel();

@@ -5,7 +5,8 @@
 //! - `agent.proto`: `AgentService`, the agent's long-lived stream to the coordinator;
 //! - `operator.proto`: `OperatorService`, what the CLI and operators call;
 //! - `scheduler.proto`: `SchedulerService`, the framework (two-level scheduling) API;
-//! - `registry.proto`: the records the coordinator persists in its registry.
+//! - `registry.proto`: the records the coordinator persists in its registry;
+//! - `artifact.proto`: content-addressed blobs (modules, files) on the coordinator replicas.
 //!
 //! Conversions to domain types live in the crates that own those types.
 #![forbid(unsafe_code)]

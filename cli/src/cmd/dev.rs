@@ -37,7 +37,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
 
-    let config = skiff_coordinator::Config { listen: args.listen, ..Default::default() };
+    let config =
+        skiff_coordinator::Config { listen: args.listen, data_dir: work_dir.join("coordinator"), ..Default::default() };
     let coordinator = Coordinator::bind(config).await.map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
     let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))

@@ -3,4 +3,5 @@
 pub mod dev;
 pub mod kill;
 pub mod logs;
+pub mod push;
 pub mod run;

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use skiff_proto as pb;
 use skiff_proto::{Reason, TaskState};
 
@@ -56,7 +55,7 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
+pub(crate) fn read_module(path: &Path) -> Result<Vec<u8>, CliError> {
     let bad = |msg: String| CliError::BadInput(msg);
     let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
@@ -141,8 +140,12 @@ fn program(args: &RunArgs) -> Result<Program, CliError> {
 fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>) -> pb::TaskSpec {
     let (name, task_args, kind) = match program {
         Program::Wasm { name, module } => {
-            let sha = Sha256::digest(&module).iter().map(|b| format!("{b:02x}")).collect();
-            (name, args.args.clone(), pb::task_spec::Kind::Wasm(pb::WasmTask { module, module_sha256: sha }))
+            let wasm = pb::WasmTask {
+                module: Vec::new(),
+                module_sha256: crate::artifact::sha256_hex(&module),
+                module_size: module.len() as u64,
+            };
+            (name, args.args.clone(), pb::task_spec::Kind::Wasm(wasm))
         }
         Program::Native { command, args } => {
             (command.clone(), args, pb::task_spec::Kind::Native(pb::NativeTask { command }))
@@ -190,7 +193,15 @@ async fn watch(client: &mut client::Operator, task_id: &str) -> Result<tonic::St
 pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let program = program(&args)?;
     let stdin = read_stdin()?;
-    let mut client = client::connect_leader(&args.coordinators).await?;
+    let leader = client::leader_channel(&args.coordinators).await?;
+    let mut client = client::operator(leader.clone());
+    if let Program::Wasm { module, .. } = &program {
+        let stored = crate::artifact::ensure_stored(leader, module).await?;
+        if !args.quiet {
+            let what = if stored.uploaded { "uploaded" } else { "already stored" };
+            eprintln!("[skiff] module {} {what} ({} bytes)", &stored.sha256[..12], module.len());
+        }
+    }
     let spec = spec(&args, program, stdin);
     let task_id = client
         .submit_task(pb::SubmitTaskRequest { spec: Some(spec) })

@@ -100,20 +100,38 @@ pub struct Fleet {
     pub agent: Proc,
     pub addr: String,
     pub work_dir: tempfile::TempDir,
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Fleet {
     pub fn start() -> Fleet {
+        Self::start_with(&[])
+    }
+
+    /// A fleet whose coordinator gets `coordinator_args` too.
+    pub fn start_with(coordinator_args: &[&str]) -> Fleet {
+        let data_dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(bin("skiff-coordinator"));
-        cmd.args(["--listen", "127.0.0.1:0"]);
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
         let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
         let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
 
         let work_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &addr, "--work-dir"]).arg(work_dir.path());
-        let (agent, _) = spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10));
-        Fleet { coordinator, agent, addr, work_dir }
+        let agent = start_agent(&addr, work_dir.path());
+        Fleet { coordinator, agent, addr, work_dir, data_dir }
+    }
+
+    /// Stops the agent (SIGTERM) and starts it again on the same work directory.
+    pub fn restart_agent(&mut self) {
+        self.agent.terminate(Duration::from_secs(10));
+        self.agent = start_agent(&self.addr, self.work_dir.path());
+    }
+
+    /// `skiff <args>` (any subcommand) against this fleet's coordinator.
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("skiff"));
+        cmd.args(args).env("SKIFF_COORDINATORS", &self.addr);
+        run_bounded(cmd, None, Duration::from_secs(60))
     }
 
     /// `skiff run --coordinators ADDR <args>` with empty stdin.
@@ -124,6 +142,12 @@ impl Fleet {
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         skiff_run(&self.addr, args, stdin)
     }
+}
+
+fn start_agent(coordinators: &str, work_dir: &Path) -> Proc {
+    let mut cmd = Command::new(bin("skiff-agent"));
+    cmd.args(["--coordinators", coordinators, "--work-dir"]).arg(work_dir);
+    spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
 }
 
 /// `skiff run --coordinators ADDR <args>`, bounded in time.
@@ -200,6 +224,8 @@ pub struct HaFleet {
     pub etcd_urls: Vec<String>,
     pub agents: Vec<Proc>,
     pub work_dirs: Vec<tempfile::TempDir>,
+    /// Each coordinator's data directory (kept across its restarts).
+    pub data_dirs: Vec<tempfile::TempDir>,
 }
 
 impl HaFleet {
@@ -213,10 +239,18 @@ impl HaFleet {
     /// Like [`HaFleet::start`] with the etcd URLs of each coordinator given.
     pub fn start_on(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize) -> HaFleet {
         let addrs: Vec<String> = etcd_urls.iter().map(|_| format!("127.0.0.1:{}", etcd::free_port())).collect();
-        let mut fleet =
-            HaFleet { etcd, coordinators: Vec::new(), addrs, etcd_urls, agents: Vec::new(), work_dirs: Vec::new() };
+        let mut fleet = HaFleet {
+            etcd,
+            coordinators: Vec::new(),
+            addrs,
+            etcd_urls,
+            agents: Vec::new(),
+            work_dirs: Vec::new(),
+            data_dirs: Vec::new(),
+        };
         for i in 0..fleet.addrs.len() {
             fleet.coordinators.push(None);
+            fleet.data_dirs.push(tempfile::tempdir().expect("temp dir"));
             fleet.start_coordinator(i);
         }
         for _ in 0..agents {
@@ -227,9 +261,16 @@ impl HaFleet {
 
     pub fn start_coordinator(&mut self, i: usize) {
         let mut cmd = Command::new(bin("skiff-coordinator"));
-        cmd.args(["--listen", &self.addrs[i], "--etcd", &self.etcd_urls[i], "--lease-ttl", "2s"]);
+        cmd.args(["--listen", &self.addrs[i], "--etcd", &self.etcd_urls[i], "--lease-ttl", "2s", "--data-dir"]);
+        cmd.arg(self.data_dirs[i].path());
         let (proc, _) = spawn_until(cmd, &format!("skiff-coordinator {i}"), "listening on", Duration::from_secs(10));
         self.coordinators[i] = Some(proc);
+    }
+
+    /// SIGKILLs agent `i` (its work directory stays).
+    pub fn kill_agent(&mut self, i: usize) {
+        let _ = self.agents[i].child.kill();
+        let _ = self.agents[i].child.wait();
     }
 
     pub fn add_agent(&mut self) {

@@ -43,14 +43,49 @@ pub struct Watch {
 /// Requests to the leader.
 #[derive(Debug)]
 pub enum Command {
-    AgentConnect { register: pb::Register, tx: AgentSender, reply: oneshot::Sender<Result<u64>> },
-    AgentMessage { agent_id: String, session: u64, msg: pb::agent_message::Msg },
-    AgentDisconnect { agent_id: String, session: u64 },
-    Submit { spec: pb::TaskSpec, reply: oneshot::Sender<Result<String>> },
-    Watch { task_id: String, reply: oneshot::Sender<Result<Watch>> },
-    Kill { task_id: String, reply: oneshot::Sender<Result<()>> },
-    GetTask { task_id: String, reply: oneshot::Sender<Result<pb::GetTaskResponse>> },
-    ListAgents { reply: oneshot::Sender<Vec<pb::AgentInfo>> },
+    AgentConnect {
+        register: pb::Register,
+        tx: AgentSender,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    AgentMessage {
+        agent_id: String,
+        session: u64,
+        msg: pb::agent_message::Msg,
+    },
+    AgentDisconnect {
+        agent_id: String,
+        session: u64,
+    },
+    Submit {
+        spec: pb::TaskSpec,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Watch {
+        task_id: String,
+        reply: oneshot::Sender<Result<Watch>>,
+    },
+    Kill {
+        task_id: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    GetTask {
+        task_id: String,
+        reply: oneshot::Sender<Result<pb::GetTaskResponse>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<pb::AgentInfo>>,
+    },
+    /// The registry's record of an artifact, if the fleet holds it.
+    StatArtifact {
+        sha256: String,
+        reply: oneshot::Sender<Option<pb::ArtifactRecord>>,
+    },
+    /// Records an artifact that a majority of the replicas now hold.
+    RecordArtifact {
+        record: pb::ArtifactRecord,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 /// Cheap, cloneable access to the leader.
@@ -144,6 +179,8 @@ pub struct Leader {
     agents: HashMap<String, AgentEntry>,
     tasks: HashMap<String, TaskEntry>,
     terminal: VecDeque<String>,
+    /// Artifacts the fleet holds, by sha256 (from the registry).
+    artifacts: HashMap<String, pb::ArtifactRecord>,
     offers: OfferBook,
     jobs: JobFramework,
     next_session: u64,
@@ -174,6 +211,7 @@ impl Leader {
             agents: HashMap::new(),
             tasks: HashMap::new(),
             terminal: VecDeque::new(),
+            artifacts: HashMap::new(),
             offers: OfferBook::new(epoch),
             jobs: JobFramework::new(),
             next_session: 0,
@@ -243,6 +281,12 @@ impl Leader {
             }
             Command::ListAgents { reply } => {
                 let _ = reply.send(self.list_agents());
+            }
+            Command::StatArtifact { sha256, reply } => {
+                let _ = reply.send(self.artifacts.get(&sha256).cloned());
+            }
+            Command::RecordArtifact { record, reply } => {
+                let _ = reply.send(self.record_artifact(record).await);
             }
         }
     }
@@ -412,8 +456,29 @@ impl Leader {
         }
     }
 
+    async fn record_artifact(&mut self, mut record: pb::ArtifactRecord) -> Result<()> {
+        if self.artifacts.contains_key(&record.sha256) {
+            return Ok(());
+        }
+        record.created_ms = now_ms();
+        record.leader_epoch = self.config.epoch;
+        let key = keys::artifact(&record.sha256);
+        self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
+        self.artifacts.insert(record.sha256.clone(), record);
+        Ok(())
+    }
+
     async fn submit(&mut self, mut spec: pb::TaskSpec) -> Result<String> {
         validate_spec(&spec)?;
+        if let Some(pb::task_spec::Kind::Wasm(wasm)) = spec.kind.as_mut() {
+            let record = self.artifacts.get(&wasm.module_sha256).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "module {} is not in the artifact store: upload it first (skiff run does)",
+                    wasm.module_sha256
+                ))
+            })?;
+            wasm.module_size = record.size;
+        }
         let task_id = new_task_id();
         spec.task_id = task_id.clone();
         let resources = Resources::from(&spec.resources.unwrap_or_default());
@@ -513,8 +578,13 @@ fn validate_spec(spec: &pb::TaskSpec) -> Result<()> {
     let bad = |msg: &str| Err(Error::InvalidArgument(msg.to_owned()));
     match &spec.kind {
         None => return bad("task has neither a wasm module nor a native command"),
-        Some(pb::task_spec::Kind::Wasm(w)) if w.module.is_empty() => {
-            return bad("wasm task has an empty module");
+        Some(pb::task_spec::Kind::Wasm(w)) if !w.module.is_empty() => {
+            return bad(
+                "wasm tasks name their module by sha256 (upload it to the artifact store); inline module bytes are for agent-local use",
+            );
+        }
+        Some(pb::task_spec::Kind::Wasm(w)) if !crate::artifacts::valid_sha256(&w.module_sha256) => {
+            return bad("wasm task: module_sha256 must be 64 lower-case hex digits");
         }
         Some(pb::task_spec::Kind::Native(n)) if n.command.is_empty() => {
             return bad("native task has an empty command");
@@ -545,15 +615,23 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let wasm =
-            |m: &[u8]| Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module: m.to_vec(), ..Default::default() }));
+        let sha = "a".repeat(64);
+        let wasm = |m: &[u8], sha: &str| {
+            Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
+                module: m.to_vec(),
+                module_sha256: sha.into(),
+                ..Default::default()
+            }))
+        };
         let cases = [
-            (spec(wasm(b"\0asm"), 0.5, 1), None),
+            (spec(wasm(b"", &sha), 0.5, 1), None),
             (spec(None, 0.5, 1), Some("neither")),
-            (spec(wasm(b""), 0.5, 1), Some("empty module")),
-            (spec(wasm(b"\0asm"), 0.0, 1), Some("cpus")),
-            (spec(wasm(b"\0asm"), f64::NAN, 1), Some("cpus")),
-            (spec(wasm(b"\0asm"), 1.0, 0), Some("mem")),
+            (spec(wasm(b"\0asm", &sha), 0.5, 1), Some("by sha256")),
+            (spec(wasm(b"", "abc"), 0.5, 1), Some("64 lower-case hex")),
+            (spec(wasm(b"", &sha.to_uppercase()), 0.5, 1), Some("64 lower-case hex")),
+            (spec(wasm(b"", &sha), 0.0, 1), Some("cpus")),
+            (spec(wasm(b"", &sha), f64::NAN, 1), Some("cpus")),
+            (spec(wasm(b"", &sha), 1.0, 0), Some("mem")),
         ];
         for (spec, want) in cases {
             match (validate_spec(&spec), want) {

@@ -43,6 +43,10 @@ impl Leader {
                 AgentEntry { session: 0, hostname: record.hostname, attributes: record.attributes, total, tx: None };
             self.agents.insert(record.agent_id, entry);
         }
+        for (key, value) in self.registry.range("artifacts/").await? {
+            let record = pb::ArtifactRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+            self.artifacts.insert(record.sha256.clone(), record);
+        }
         let mut pending = Vec::new();
         let mut terminal = Vec::new();
         let mut waiting = HashSet::new();
@@ -73,7 +77,7 @@ impl Leader {
         }
         pending.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         terminal.sort();
-        let counts = (self.agents.len(), self.tasks.len(), pending.len(), waiting.len());
+        let counts = (self.agents.len(), self.tasks.len(), pending.len(), waiting.len(), self.artifacts.len());
         for (_, task_id, resources) in pending {
             self.jobs.enqueue(task_id, resources);
         }
@@ -83,8 +87,8 @@ impl Leader {
         if !waiting.is_empty() {
             self.recovery = Some(Window { deadline: Instant::now() + self.config.reregister_timeout, waiting });
         }
-        let (agents, tasks, pending, awaited) = counts;
-        info!(agents, tasks, pending, awaited_agents = awaited, "state recovered from the registry");
+        let (agents, tasks, pending, awaited, artifacts) = counts;
+        info!(agents, tasks, pending, awaited_agents = awaited, artifacts, "state recovered from the registry");
         Ok(())
     }
 

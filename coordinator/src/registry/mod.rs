@@ -96,4 +96,8 @@ pub mod keys {
     pub fn agent(agent_id: &str) -> String {
         format!("agents/{agent_id}")
     }
+
+    pub fn artifact(sha256: &str) -> String {
+        format!("artifacts/{sha256}")
+    }
 }

@@ -18,13 +18,25 @@ use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
+use crate::artifacts::Artifacts;
 use crate::task::TaskExit;
+
+/// Where a module's bytes come from when it has to be compiled.
+#[derive(Debug, Clone)]
+pub enum ModuleSource {
+    /// The bytes came with the task (agent-local use: tests, benchmarks).
+    Inline(Arc<Vec<u8>>),
+    /// Fetched by hash from the agent's blob cache or a coordinator, only if not compiled already.
+    Store { artifacts: Arc<Artifacts>, size: u64 },
+}
 
 /// Where a task's compiled module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
-    /// Compiled for this task.
+    /// Compiled for this task from bytes the agent had.
     Compiled,
+    /// Fetched from a coordinator, then compiled.
+    Fetched,
     /// Already in memory.
     Memory,
     /// Loaded from the on-disk cache (compiled before, maybe before a restart).
@@ -35,6 +47,7 @@ impl CacheOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Compiled => "compiled",
+            CacheOutcome::Fetched => "fetched",
             CacheOutcome::Memory => "memory",
             CacheOutcome::Disk => "disk",
         }
@@ -112,13 +125,13 @@ impl<T: Send + 'static> ModuleCache<T> {
         v
     }
 
-    /// The linked, ready-to-instantiate module for `bytes` (whose sha256 is `sha`), compiling it
-    /// off the async threads only if neither memory nor disk has it.
+    /// The linked, ready-to-instantiate module whose sha256 is `sha`: from memory, else from disk,
+    /// else compiled (off the async threads) from `source`'s bytes, fetched only then.
     pub async fn get(
         self: &Arc<Self>,
         linker: &Arc<Linker<T>>,
         sha: &str,
-        bytes: Arc<Vec<u8>>,
+        source: ModuleSource,
     ) -> Result<(InstancePre<T>, CacheOutcome), TaskExit> {
         let slot = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,26 +146,39 @@ impl<T: Send + 'static> ModuleCache<T> {
         let sha = sha.to_owned();
         let (pre, outcome) = slot
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || this.load_or_compile(&linker, &sha, &bytes))
-                    .await
-                    .map_err(|e| TaskExit::LaunchFailed(format!("compilation panicked: {e}")))?
+                // Disk first, without bytes; on a miss get the bytes (fetching them if need be) and compile.
+                let (t, l, s) = (this.clone(), linker.clone(), sha.clone());
+                if let Some(found) = blocking(move || t.load_or_compile(&l, &s, None)).await? {
+                    return Ok(found);
+                }
+                let (bytes, fetched) = match source {
+                    ModuleSource::Inline(bytes) => (bytes, false),
+                    ModuleSource::Store { artifacts, size } => {
+                        (artifacts.get(&sha, size).await.map_err(TaskExit::LaunchFailed)?, true)
+                    }
+                };
+                let found = blocking(move || this.load_or_compile(&linker, &sha, Some(&bytes))).await?;
+                let (pre, outcome) = found.ok_or_else(|| TaskExit::LaunchFailed("module bytes missing".into()))?;
+                Ok((pre, if fetched && outcome == CacheOutcome::Compiled { CacheOutcome::Fetched } else { outcome }))
             })
             .await?;
         Ok((pre.clone(), *outcome))
     }
 
+    /// Loads from disk, or compiles `bytes` (none: disk only).
     fn load_or_compile(
         &self,
         linker: &Linker<T>,
         sha: &str,
-        bytes: &[u8],
-    ) -> Result<(InstancePre<T>, CacheOutcome), TaskExit> {
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<(InstancePre<T>, CacheOutcome)>, TaskExit> {
         let (module, outcome) = match self.load(sha) {
             Some(module) => {
                 self.disk_hits.fetch_add(1, Ordering::Relaxed);
                 (module, CacheOutcome::Disk)
             }
             None => {
+                let Some(bytes) = bytes else { return Ok(None) };
                 Module::validate(&self.engine, bytes)
                     .map_err(|e| TaskExit::Invalid(format!("invalid Wasm module: {e:#}")))?;
                 let module = Module::from_binary(&self.engine, bytes)
@@ -167,7 +193,7 @@ impl<T: Send + 'static> ModuleCache<T> {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| TaskExit::Invalid(format!("module cannot be linked against WASI preview 1: {e:#}")))?;
-        Ok((pre, outcome))
+        Ok(Some((pre, outcome)))
     }
 
     fn paths(&self, sha: &str) -> (PathBuf, PathBuf) {
@@ -205,4 +231,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, TaskExit> + Send + 'static) -> Result<R, TaskExit> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| TaskExit::LaunchFailed(format!("compilation panicked: {e}")))?
 }

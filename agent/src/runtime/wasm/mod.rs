@@ -15,6 +15,8 @@
 pub mod cache;
 pub mod limits;
 
+pub use cache::ModuleSource;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,8 +93,9 @@ enum Interrupt {
 pub struct WasmTask {
     /// argv[0].
     pub name: String,
-    pub module: Arc<Vec<u8>>,
-    /// sha256 of `module`, checked by the caller.
+    /// Where the module's bytes come from if it is not compiled yet.
+    pub module: ModuleSource,
+    /// sha256 of the module (of inline bytes: checked by the caller; fetched bytes: checked on fetch).
     pub module_sha256: String,
     pub args: Vec<String>,
     pub env: HashMap<String, String>,
@@ -315,21 +318,32 @@ impl WasmRuntime {
 
     /// Checks done before anything is compiled.
     fn check(&self, task: &WasmTask) -> Option<TaskExit> {
-        let len = task.module.len() as u64;
+        let (len, bytes) = match &task.module {
+            ModuleSource::Inline(bytes) => (bytes.len() as u64, Some(bytes)),
+            // Fetched bytes are checked against their hash; the compiler validates them.
+            ModuleSource::Store { size, .. } => (*size, None),
+        };
         if len > self.config.max_module_bytes {
             return Some(TaskExit::Invalid(format!(
                 "module is {len} bytes, over this agent's limit of {} bytes",
                 self.config.max_module_bytes
             )));
         }
-        if task.module.len() < 8 || &task.module[..4] != b"\0asm" {
-            return Some(TaskExit::Invalid("not a Wasm module: it does not start with the \\0asm magic".into()));
+        if let Some(module) = bytes {
+            if module.len() < 8 || &module[..4] != b"\0asm" {
+                return Some(TaskExit::Invalid("not a Wasm module: it does not start with the \\0asm magic".into()));
+            }
+            if module[4..8] != [1, 0, 0, 0] {
+                return Some(TaskExit::Invalid(
+                    "not a core Wasm module (a component, or an unknown version); Skiff runs WASI preview 1 modules"
+                        .into(),
+                ));
+            }
         }
-        if task.module[4..8] != [1, 0, 0, 0] {
-            return Some(TaskExit::Invalid(
-                "not a core Wasm module (a component, or an unknown version); Skiff runs WASI preview 1 modules".into(),
-            ));
-        }
+        self.check_memory(task)
+    }
+
+    fn check_memory(&self, task: &WasmTask) -> Option<TaskExit> {
         if task.memory_limit_bytes > self.config.max_memory_bytes {
             return Some(TaskExit::LaunchFailed(format!(
                 "the task asks for {} bytes of memory, over this agent's per-task maximum of {} bytes",

@@ -1,0 +1,93 @@
+//! Artifacts: content-addressed blobs (Wasm modules) kept on every coordinator replica.
+//!
+//! Each replica has a [`BlobStore`] on its disk. An upload goes to the leader, which stores the blob,
+//! pushes it to the other replicas and acknowledges only when a majority of them (counting itself)
+//! hold it; then it records the blob in the registry (`artifacts/<sha256>`), so a new leader after a
+//! failover knows it and a surviving replica can serve it. Tasks name their module by hash; agents
+//! download it from any replica that has it.
+//!
+//! - [`store`]: the on-disk store (verify while receiving, size limit, quota);
+//! - [`service`]: the `ArtifactService` gRPC API (stat, upload, replicate, download).
+
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use skiff_proto as pb;
+use tokio::io::AsyncReadExt;
+
+pub use store::{ArtifactError, BlobStore, StoreLimits, sha256_hex, valid_sha256};
+
+use crate::members::Members;
+
+/// Bytes per gRPC message of a transfer.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Where the other replicas are: the values of the election keys are the candidates' addresses.
+#[derive(Debug, Clone)]
+pub enum Peers {
+    /// Single-machine mode: no other replica.
+    Alone,
+    Etcd {
+        members: Members,
+        election_name: String,
+    },
+}
+
+impl Peers {
+    /// Advertised addresses of the other live replicas.
+    pub async fn list(&self, me: &str) -> Result<Vec<String>, String> {
+        let Peers::Etcd { members, election_name } = self else { return Ok(Vec::new()) };
+        let member = members.current();
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(2),
+            member.client.kv_client().get(format!("{election_name}/"), Some(options)),
+        )
+        .await
+        .map_err(|_| "listing replicas timed out".to_owned())
+        .and_then(|r| r.map_err(|e| format!("listing replicas: {e}")))
+        .inspect_err(|_| members.failed(&member))?;
+        let mut peers: Vec<String> = resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .filter(|addr| addr != me)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        Ok(peers)
+    }
+}
+
+/// Streams a stored blob as upload chunks (a header, then data), for replication.
+pub async fn upload_chunks(
+    store: &BlobStore,
+    sha256: &str,
+    size: u64,
+) -> Result<impl futures::Stream<Item = pb::UploadChunk> + Send + 'static, ArtifactError> {
+    let file = store.open_blob(sha256).await?;
+    let header = pb::UploadChunk {
+        part: Some(pb::upload_chunk::Part::Header(pb::UploadHeader { sha256: sha256.to_owned(), size })),
+    };
+    let data = read_chunks(file).map(|chunk| pb::UploadChunk { part: Some(pb::upload_chunk::Part::Data(chunk)) });
+    Ok(futures::stream::iter([header]).chain(data))
+}
+
+/// The file's bytes in [`CHUNK_BYTES`] pieces (a read error ends the stream early; the receiver's
+/// size and hash checks reject the short transfer).
+pub fn read_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = Vec<u8>> + Send + 'static {
+    futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((buf, Some(file)))
+            }
+        }
+    })
+}
