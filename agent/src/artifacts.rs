@@ -131,6 +131,40 @@ impl Artifacts {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Stores the file at `path` in the fleet's artifact store (through the coordinator of the
+    /// current session, which must lead); returns its sha256 and size.
+    pub async fn upload(&self, path: &Path) -> Result<(String, u64), String> {
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        if meta.len() > self.max_blob_bytes {
+            return Err(format!("{} bytes, over the {} byte limit", meta.len(), self.max_blob_bytes));
+        }
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        let leader = self.sources.lock().unwrap_or_else(|p| p.into_inner()).first().cloned().unwrap_or_default();
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1));
+        let upload = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let header = pb::UploadChunk {
+                part: Some(pb::upload_chunk::Part::Header(pb::UploadHeader { sha256: sha256.clone(), size })),
+            };
+            let data: Vec<pb::UploadChunk> = bytes
+                .chunks(1 << 20)
+                .map(|c| pb::UploadChunk { part: Some(pb::upload_chunk::Part::Data(c.to_vec())) })
+                .collect();
+            client
+                .upload(futures::stream::iter(std::iter::once(header).chain(data)))
+                .await
+                .map_err(|s| s.message().to_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(60), upload).await.map_err(|_| "upload timed out".to_owned())??;
+        Ok((sha256, size))
+    }
 }
 
 /// Downloads a blob from one coordinator, checking its size and hash.

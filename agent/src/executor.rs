@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::artifacts::Artifacts;
 use crate::error::{Error, Result};
+use crate::files::{self, TaskIo};
 use crate::runtime::native::{NativeRuntime, NativeTask};
 use crate::runtime::output::OutputSink;
 use crate::runtime::wasm::cache::sha256_hex;
@@ -89,6 +90,7 @@ pub fn status_update(
         agent_id: agent_id.to_owned(),
         timestamp_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         update_id: next_update_id(),
+        outputs: Vec::new(),
     }
 }
 
@@ -168,13 +170,19 @@ impl Executor {
     }
 
     fn send_status(&self, task_id: &str, exit: &TaskExit, usage: Option<pb::Usage>) {
+        self.send_terminal(task_id, exit, usage, Vec::new());
+    }
+
+    fn send_terminal(&self, task_id: &str, exit: &TaskExit, usage: Option<pb::Usage>, outputs: Vec<pb::OutputFile>) {
         let (state, reason, message, code) = exit.report();
-        let status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
+        let mut status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
+        status.outputs = outputs;
         let _ = self.inner.events.send(TaskEvent::Status(status));
     }
 
     /// Starts a task; its statuses arrive on the event channel.
-    pub fn launch(&self, spec: pb::TaskSpec) {
+    pub fn launch(&self, mut spec: pb::TaskSpec) {
+        let io = TaskIo::take(&mut spec);
         let task_id = spec.task_id.clone();
         if !valid_task_id(&task_id) {
             return self.send_status(&task_id, &TaskExit::Invalid(format!("invalid task id {task_id:?}")), None);
@@ -196,7 +204,7 @@ impl Executor {
             }
         };
         let this = self.clone();
-        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task).await }, &self.inner.handle);
+        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task, io).await }, &self.inner.handle);
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
@@ -223,7 +231,8 @@ impl Executor {
 
     fn prepare(&self, spec: pb::TaskSpec, kill: CancellationToken) -> Result<Prepared, TaskExit> {
         let inner = &self.inner;
-        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind } = spec;
+        // Files were taken out by `launch` (TaskIo).
+        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind, .. } = spec;
         let limits = limits.unwrap_or_default();
         let resources = resources.unwrap_or_default();
         let cap = match limits.max_output_bytes {
@@ -299,6 +308,7 @@ impl Executor {
             env,
             stdin,
             sandbox: sandbox()?,
+            preopens: Vec::new(),
             memory_limit_bytes,
             cpus: resources.cpus,
             timeout,
@@ -310,8 +320,46 @@ impl Executor {
         }))
     }
 
-    async fn run_task(&self, task_id: String, task: Prepared) {
+    /// Puts the task's input files into place (Wasm: returns its read-only preopens).
+    async fn place_inputs(&self, task_id: &str, io: &TaskIo, task: &mut Prepared) -> Result<(), TaskExit> {
+        if !io.has_inputs() {
+            return Ok(());
+        }
+        let Some(artifacts) = &self.inner.artifacts else {
+            return Err(TaskExit::LaunchFailed(
+                "the task has input files and this agent has no artifact source".into(),
+            ));
+        };
+        let (sandbox, wasm) = match task {
+            Prepared::Wasm(t) => (t.sandbox.clone(), true),
+            Prepared::Native(t) => (t.sandbox.clone(), false),
+        };
+        let inputs_root = self.inputs_root(task_id);
+        let preopens = files::place(artifacts, io, &sandbox, &inputs_root, wasm)
+            .await
+            .map_err(|why| TaskExit::LaunchFailed(format!("input files: {why}")))?;
+        if let Prepared::Wasm(t) = task {
+            t.preopens = preopens;
+        }
+        Ok(())
+    }
+
+    fn inputs_root(&self, task_id: &str) -> PathBuf {
+        self.inner.sandboxes.root().with_file_name("inputs").join(task_id)
+    }
+
+    async fn run_task(&self, task_id: String, mut task: Prepared, io: TaskIo) {
         let inner = &self.inner;
+        if let Err(exit) = self.place_inputs(&task_id, &io, &mut task).await {
+            let sandbox = match &task {
+                Prepared::Wasm(t) => t.sandbox.clone(),
+                Prepared::Native(t) => t.sandbox.clone(),
+            };
+            let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
+            inner.sandboxes.release(sandbox, &task_id);
+            self.running().remove(&task_id);
+            return self.send_status(&task_id, &exit, None);
+        }
         let (exit, usage, sandbox) = match task {
             Prepared::Wasm(task) => {
                 let sandbox = task.sandbox.clone();
@@ -329,12 +377,19 @@ impl Executor {
             }
         };
         debug!(%task_id, ?exit, "task ended");
+        let outputs = match &inner.artifacts {
+            Some(artifacts) if !io.outputs.is_empty() => files::collect(artifacts, &io.outputs, &sandbox).await,
+            _ => Vec::new(),
+        };
+        if io.has_inputs() {
+            let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
+        }
         if let Some(kept) = inner.sandboxes.release(sandbox, &task_id) {
             debug!(%task_id, sandbox = %kept.display(), "sandbox kept: the task left files in it");
         }
         // Unregister before the terminal status goes out, so nothing sees it both ended and running.
         self.running().remove(&task_id);
-        self.send_status(&task_id, &exit, Some(usage));
+        self.send_terminal(&task_id, &exit, Some(usage), outputs);
     }
 
     fn send_running(&self, task_id: &str) {

@@ -7,6 +7,7 @@
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
+//! - [`files`]: a task's input files put into place and its output files collected;
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
 //! - [`sandbox`]: the pooled host directories tasks see as `/`;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
@@ -21,6 +22,7 @@ pub mod cgroup;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod files;
 pub mod host;
 pub mod runtime;
 pub mod sandbox;

@@ -54,3 +54,105 @@ pub async fn ensure_stored(leader: Channel, bytes: &[u8]) -> Result<Stored, CliE
     let done = client.upload(futures::stream::iter(chunks)).await.map_err(upload_error)?.into_inner();
     Ok(Stored { sha256, uploaded: done.stored, replicas: done.replicas.len() })
 }
+
+/// `LOCAL[:SANDBOX_PATH[:rw]]` → (local path, sandbox path, writable). The default sandbox path is
+/// `/input/<file name>`.
+pub fn parse_file_arg(arg: &str) -> Result<(std::path::PathBuf, String, bool), CliError> {
+    let bad = |why: &str| CliError::BadInput(format!("--file {arg}: {why}"));
+    let mut parts = arg.splitn(3, ':');
+    let local = std::path::PathBuf::from(parts.next().unwrap_or_default());
+    let path = match parts.next() {
+        Some(p) if !p.is_empty() => p.to_owned(),
+        _ => {
+            let name = local.file_name().ok_or_else(|| bad("no file name"))?.to_string_lossy().into_owned();
+            format!("/input/{name}")
+        }
+    };
+    let writable = match parts.next() {
+        None => false,
+        Some("rw") => true,
+        Some(other) => return Err(bad(&format!("{other:?}: the only option is rw"))),
+    };
+    if !path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(bad("the sandbox path must be absolute, without . or .."));
+    }
+    Ok((local, path, writable))
+}
+
+fn read_local(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Stores each `--file` in the artifact store and describes it for the spec.
+pub async fn task_files(leader: &Channel, args: &[String]) -> Result<Vec<pb::TaskFile>, CliError> {
+    let mut files = Vec::new();
+    for arg in args {
+        let (local, path, writable) = parse_file_arg(arg)?;
+        let bytes = read_local(&local)?;
+        let stored = ensure_stored(leader.clone(), &bytes).await?;
+        files.push(pb::TaskFile { path, sha256: stored.sha256, size: bytes.len() as u64, writable });
+    }
+    Ok(files)
+}
+
+/// Stores every file of each `--dir LOCAL_DIR:GUEST_PATH` tree and describes the trees for the spec.
+pub async fn task_dirs(leader: &Channel, args: &[String]) -> Result<Vec<pb::TaskDir>, CliError> {
+    let mut dirs = Vec::new();
+    for arg in args {
+        let bad = |why: String| CliError::BadInput(format!("--dir {arg}: {why}"));
+        let (local, path) = arg.split_once(':').ok_or_else(|| bad("expected LOCAL_DIR:GUEST_PATH".into()))?;
+        if !path.starts_with('/') || path == "/" || path.split('/').any(|c| c == ".." || c == ".") {
+            return Err(bad("the guest path must be an absolute directory other than /, without . or ..".into()));
+        }
+        let root = std::path::Path::new(local);
+        let mut files = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| bad(format!("cannot list {}: {e}", dir.display())))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| bad(e.to_string()))?;
+                let kind = entry.file_type().map_err(|e| bad(e.to_string()))?;
+                let p = entry.path();
+                if kind.is_dir() {
+                    pending.push(p);
+                } else if kind.is_file() {
+                    let bytes = read_local(&p)?;
+                    let stored = ensure_stored(leader.clone(), &bytes).await?;
+                    let rel = p.strip_prefix(root).expect("under the root").to_string_lossy().into_owned();
+                    files.push(pb::TaskFile {
+                        path: rel,
+                        sha256: stored.sha256,
+                        size: bytes.len() as u64,
+                        writable: false,
+                    });
+                } else {
+                    return Err(bad(format!("{}: only regular files and directories are sent", p.display())));
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        dirs.push(pb::TaskDir { path: path.trim_end_matches('/').to_owned(), files });
+    }
+    Ok(dirs)
+}
+
+/// Downloads the artifact `sha256` from the leader.
+pub async fn download(leader: Channel, sha256: &str) -> Result<Vec<u8>, CliError> {
+    let mut client =
+        pb::artifact_service_client::ArtifactServiceClient::new(leader).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .download(pb::DownloadRequest { sha256: sha256.to_owned() })
+        .await
+        .map_err(|s| CliError::Unavailable(format!("download of {sha256}: {}", s.message())))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) =
+        stream.message().await.map_err(|s| CliError::Unavailable(format!("download of {sha256}: {}", s.message())))?
+    {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    if sha256_hex(&bytes) != sha256 {
+        return Err(CliError::Unavailable(format!("download of {sha256} was corrupted")));
+    }
+    Ok(bytes)
+}

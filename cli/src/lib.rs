@@ -34,6 +34,8 @@ pub enum Command {
     /// Store a Wasm module in the fleet's artifact store (uploaded only if the fleet lacks it);
     /// prints its sha256.
     Push(cmd::push::PushArgs),
+    /// Copy an output file of a task (collected with `skiff run --output`) to a local file.
+    Cp(cmd::cp::CpArgs),
     /// Kill a task.
     Kill(cmd::kill::KillArgs),
     /// Print a task's output (stdout and stderr), kept by the coordinator.

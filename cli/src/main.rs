@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(args).await,
             Command::Dev(args) => cmd::dev::run(args).await,
             Command::Push(args) => cmd::push::run(args).await,
+            Command::Cp(args) => cmd::cp::run(args).await,
             Command::Kill(args) => cmd::kill::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
         }

@@ -108,3 +108,93 @@ fn module_survives_a_leader_failover_without_being_uploaded_again() {
     assert!(text(&out.stderr).contains("module fetched"), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "25 primes below 100\n");
 }
+
+/// The task id `skiff run` printed.
+fn task_id(stderr: &str) -> String {
+    stderr.split_whitespace().find(|w| w.starts_with("t-")).expect("task id in the output").to_owned()
+}
+
+fn cp(fleet: &Fleet, source: &str, dest: &std::path::Path) -> std::process::Output {
+    fleet.skiff(&["cp", source, dest.to_str().unwrap()])
+}
+
+#[test]
+fn files_dirs_and_outputs_round_trip_through_a_wasm_task() {
+    let fleet = Fleet::start();
+    let local = tempfile::tempdir().unwrap();
+    let input = local.path().join("in.txt");
+    std::fs::write(&input, "shout this\n").unwrap();
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "a").unwrap();
+    std::fs::write(tree.join("sub/b.txt"), "bb").unwrap();
+
+    let file_arg = input.display().to_string();
+    let dir_arg = format!("{}:/data", tree.display());
+    let out = fleet.run(&[
+        "--file",
+        &file_arg,
+        "--dir",
+        &dir_arg,
+        "--output",
+        "/out.txt",
+        "--output",
+        "/missing.txt",
+        &g("files"),
+        "--",
+        "upper",
+        "/input/in.txt",
+        "/out.txt",
+        "ls",
+        "/data",
+        "read",
+        "/data/sub/b.txt",
+        "write",
+        "/input/in.txt",
+        "write",
+        "/data/a.txt",
+        "read",
+        "/etc/passwd",
+        "ls",
+        "/",
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "upper /input/in.txt -> /out.txt: ok", "{stdout}");
+    assert_eq!(lines[1], "ls /data: a.txt,sub/b.txt", "{stdout}");
+    assert_eq!(lines[2], "read /data/sub/b.txt: ok (2 bytes)", "{stdout}");
+    assert!(lines[3].starts_with("write /input/in.txt: denied"), "inputs are read-only: {stdout}");
+    assert!(lines[4].starts_with("write /data/a.txt: denied"), "--dir is read-only: {stdout}");
+    assert!(lines[5].starts_with("read /etc/passwd: denied"), "{stdout}");
+    assert_eq!(lines[6], "ls /: out.txt", "the sandbox holds only what the task wrote: {stdout}");
+    assert!(stderr.contains("output /out.txt collected (11 bytes)"), "{stderr}");
+    assert!(stderr.contains("output /missing.txt was not collected: the task did not write it"), "{stderr}");
+
+    let dest = local.path().join("got.txt");
+    let got = cp(&fleet, &format!("{}:/out.txt", task_id(&stderr)), &dest);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "SHOUT THIS\n");
+    let missing = cp(&fleet, &format!("{}:/nope.txt", task_id(&stderr)), &dest);
+    assert_eq!(missing.status.code(), Some(64), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("has no output /nope.txt"), "{}", text(&missing.stderr));
+}
+
+#[test]
+fn files_and_outputs_round_trip_through_a_native_task() {
+    let fleet = Fleet::start();
+    let local = tempfile::tempdir().unwrap();
+    let input = local.path().join("in.txt");
+    std::fs::write(&input, "native input\n").unwrap();
+    let file_arg = format!("{}:/input/in.txt", input.display());
+    let script = "tr a-z A-Z < input/in.txt > out.txt && if echo x >> input/in.txt 2>/dev/null; then echo WROTE; else echo READONLY; fi";
+    let out = fleet.run(&["--native", "--file", &file_arg, "--output", "/out.txt", "--", "sh", "-c", script]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(text(&out.stdout), "READONLY\n", "inputs are read-only for the task: {stderr}");
+    let dest = local.path().join("got.txt");
+    let got = cp(&fleet, &format!("{}:/out.txt", task_id(&stderr)), &dest);
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "NATIVE INPUT\n");
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cp;
 pub mod dev;
 pub mod kill;
 pub mod logs;

@@ -45,6 +45,17 @@ pub struct RunArgs {
     /// Don't print state changes.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Put a local file into the task's sandbox, LOCAL[:SANDBOX_PATH[:rw]] (repeatable; default
+    /// path /input/NAME; read-only unless :rw).
+    #[arg(long = "file", value_name = "LOCAL[:PATH[:rw]]")]
+    pub files: Vec<String>,
+    /// Give the task a local directory tree, read-only, at GUEST_PATH (repeatable).
+    #[arg(long = "dir", value_name = "LOCAL_DIR:GUEST_PATH")]
+    pub dirs: Vec<String>,
+    /// Collect a file the task writes at this sandbox path when it ends (repeatable); fetch it with
+    /// `skiff cp TASK_ID:PATH LOCAL`.
+    #[arg(long = "output", value_name = "SANDBOX_PATH")]
+    pub outputs: Vec<String>,
     /// Run a native command (`-- CMD ARGS...`) in a cgroup instead of a Wasm module.
     #[arg(long)]
     pub native: bool,
@@ -137,7 +148,7 @@ fn program(args: &RunArgs) -> Result<Program, CliError> {
     }
 }
 
-fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>) -> pb::TaskSpec {
+fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>, io: (Vec<pb::TaskFile>, Vec<pb::TaskDir>)) -> pb::TaskSpec {
     let (name, task_args, kind) = match program {
         Program::Wasm { name, module } => {
             let wasm = pb::WasmTask {
@@ -169,6 +180,9 @@ fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>) -> pb::TaskSpec {
         env: args.env.iter().cloned().collect(),
         stdin,
         kind: Some(kind),
+        files: io.0,
+        dirs: io.1,
+        outputs: args.outputs.clone(),
     }
 }
 
@@ -196,13 +210,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let leader = client::leader_channel(&args.coordinators).await?;
     let mut client = client::operator(leader.clone());
     if let Program::Wasm { module, .. } = &program {
-        let stored = crate::artifact::ensure_stored(leader, module).await?;
+        let stored = crate::artifact::ensure_stored(leader.clone(), module).await?;
         if !args.quiet {
             let what = if stored.uploaded { "uploaded" } else { "already stored" };
             eprintln!("[skiff] module {} {what} ({} bytes)", &stored.sha256[..12], module.len());
         }
     }
-    let spec = spec(&args, program, stdin);
+    let files = crate::artifact::task_files(&leader, &args.files).await?;
+    let dirs = crate::artifact::task_dirs(&leader, &args.dirs).await?;
+    let spec = spec(&args, program, stdin, (files, dirs));
     let task_id = client
         .submit_task(pb::SubmitTaskRequest { spec: Some(spec) })
         .await
@@ -304,6 +320,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                     };
                     say(format!("task {task_id} {}{on}", state_name(state)));
                     continue;
+                }
+                for out in &status.outputs {
+                    if out.sha256.is_empty() {
+                        eprintln!("[skiff] output {} was not collected: {}", out.path, out.error);
+                    } else {
+                        say(format!(
+                            "output {} collected ({} bytes): skiff cp {task_id}:{} LOCAL",
+                            out.path, out.size, out.path
+                        ));
+                    }
                 }
                 return Ok(finish(&task_id, &status, &say));
             }

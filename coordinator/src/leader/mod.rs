@@ -479,6 +479,14 @@ impl Leader {
             })?;
             wasm.module_size = record.size;
         }
+        for file in spec.files.iter().chain(spec.dirs.iter().flat_map(|d| d.files.iter())) {
+            if !self.artifacts.contains_key(&file.sha256) {
+                return Err(Error::InvalidArgument(format!(
+                    "file {} ({}) is not in the artifact store: upload it first (skiff run does)",
+                    file.path, file.sha256
+                )));
+            }
+        }
         let task_id = new_task_id();
         spec.task_id = task_id.clone();
         let resources = Resources::from(&spec.resources.unwrap_or_default());

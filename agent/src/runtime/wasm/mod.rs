@@ -102,6 +102,8 @@ pub struct WasmTask {
     pub stdin: Vec<u8>,
     /// Host directory preopened as the guest's `/`.
     pub sandbox: PathBuf,
+    /// Host directories preopened read-only at guest paths (input files).
+    pub preopens: Vec<(PathBuf, String)>,
     pub memory_limit_bytes: u64,
     /// Share of one core (≥ 1: unthrottled).
     pub cpus: f64,
@@ -262,6 +264,11 @@ impl WasmRuntime {
         wasi.stdin(MemoryInputPipe::new(task.stdin)).stdout(task.stdout).stderr(task.stderr);
         if let Err(err) = wasi.preopened_dir(&task.sandbox, "/", FsPerms::ReadWrite) {
             return TaskExit::LaunchFailed(format!("cannot open the sandbox {}: {err}", task.sandbox.display()));
+        }
+        for (host, guest) in &task.preopens {
+            if let Err(err) = wasi.preopened_dir(host, guest, FsPerms::ReadOnly) {
+                return TaskExit::LaunchFailed(format!("cannot open input directory {}: {err}", host.display()));
+            }
         }
         let limiter = TaskLimiter {
             memory_limit: usize::try_from(task.memory_limit_bytes).unwrap_or(usize::MAX),

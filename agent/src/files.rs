@@ -1,0 +1,174 @@
+//! Task files: inputs put into place (by hash, from the artifact store) before a task starts, and
+//! outputs collected into the store after it ends.
+//!
+//! Read-only inputs of a Wasm guest live outside its sandbox, under `<work_dir>/inputs/<task>/`,
+//! and each top-level directory holding them is preopened read-only: the guest cannot write them by
+//! any path, since its writable preopen (`/`, the sandbox) does not contain them. A native task gets
+//! them inside its sandbox as root-owned 0444 files in root-owned directories (it runs as another
+//! user). Writable inputs are plain copies in the sandbox.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use skiff_proto as pb;
+
+use crate::artifacts::Artifacts;
+
+/// The file part of a spec.
+#[derive(Debug, Default, Clone)]
+pub struct TaskIo {
+    pub files: Vec<pb::TaskFile>,
+    pub dirs: Vec<pb::TaskDir>,
+    pub outputs: Vec<String>,
+}
+
+impl TaskIo {
+    /// Takes the file part out of `spec`.
+    pub fn take(spec: &mut pb::TaskSpec) -> Self {
+        Self {
+            files: std::mem::take(&mut spec.files),
+            dirs: std::mem::take(&mut spec.dirs),
+            outputs: std::mem::take(&mut spec.outputs),
+        }
+    }
+
+    pub fn has_inputs(&self) -> bool {
+        !self.files.is_empty() || !self.dirs.is_empty()
+    }
+}
+
+/// A sandbox path as components: absolute, no `.`/`..`, not the root itself.
+pub fn sandbox_path(path: &str) -> Result<Vec<String>, String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("{path:?}: sandbox paths are absolute (like /input/data.csv)"));
+    }
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            _ => return Err(format!("{path:?}: no . or .. in sandbox paths")),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("{path:?}: names a directory, not a file"));
+    }
+    Ok(parts)
+}
+
+fn join(root: &Path, parts: &[String]) -> PathBuf {
+    parts.iter().fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+/// Read-only directories to preopen for a Wasm guest: (host directory, guest path).
+pub type Preopens = Vec<(PathBuf, String)>;
+
+/// Puts the inputs of `io` into place; `inputs_root` is this task's own directory for read-only
+/// Wasm inputs (created as needed).
+pub async fn place(
+    artifacts: &Artifacts,
+    io: &TaskIo,
+    sandbox: &Path,
+    inputs_root: &Path,
+    wasm: bool,
+) -> Result<Preopens, String> {
+    let mut all: Vec<(Vec<String>, &pb::TaskFile, bool)> = Vec::new();
+    for f in &io.files {
+        all.push((sandbox_path(&f.path)?, f, f.writable));
+    }
+    for d in &io.dirs {
+        let base = sandbox_path(&d.path)?;
+        for f in &d.files {
+            let rel = sandbox_path(&format!("/{}", f.path.trim_start_matches('/')))?;
+            all.push((base.iter().chain(&rel).cloned().collect(), f, false));
+        }
+    }
+    let read_only_tops: BTreeSet<String> =
+        all.iter().filter(|(_, _, w)| !w).filter(|(p, _, _)| p.len() > 1).map(|(p, _, _)| p[0].clone()).collect();
+    for (parts, file, writable) in &all {
+        if wasm && !writable && parts.len() == 1 {
+            return Err(format!(
+                "{}: a read-only input needs a directory (like /input/{}), or ask for a writable copy",
+                file.path, parts[0]
+            ));
+        }
+        if wasm && *writable && read_only_tops.contains(&parts[0]) {
+            return Err(format!("{}: writable, but /{} holds read-only inputs", file.path, parts[0]));
+        }
+    }
+    for (parts, file, writable) in &all {
+        let bytes = artifacts.get(&file.sha256, file.size).await?;
+        let root = if wasm && !writable { inputs_root } else { sandbox };
+        let host = join(root, parts);
+        let parent = host.parent().expect("a file path has a parent");
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::write(&host, &bytes[..]).map_err(|e| format!("cannot write {}: {e}", host.display()))?;
+        let mode = if *writable { 0o666 } else { 0o444 };
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", host.display()))?;
+    }
+    Ok(if wasm {
+        read_only_tops.into_iter().map(|top| (inputs_root.join(&top), format!("/{top}"))).collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// Collects the outputs a task left in `sandbox` into the artifact store.
+pub async fn collect(artifacts: &Artifacts, outputs: &[String], sandbox: &Path) -> Vec<pb::OutputFile> {
+    let mut collected = Vec::new();
+    for path in outputs {
+        let mut out = pb::OutputFile { path: path.clone(), ..Default::default() };
+        match regular_file_in(sandbox, path) {
+            Ok(host) => match artifacts.upload(&host).await {
+                Ok((sha256, size)) => {
+                    out.sha256 = sha256;
+                    out.size = size;
+                }
+                Err(why) => out.error = why,
+            },
+            Err(why) => out.error = why,
+        }
+        collected.push(out);
+    }
+    collected
+}
+
+/// The host path of `path` in `sandbox` if it is a regular file there (symlinks, which could point
+/// outside the sandbox, are refused).
+fn regular_file_in(sandbox: &Path, path: &str) -> Result<PathBuf, String> {
+    let parts = sandbox_path(path)?;
+    let host = join(sandbox, &parts);
+    let real = host.canonicalize().map_err(|_| "the task did not write it".to_owned())?;
+    let root = sandbox.canonicalize().map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(&host).map_err(|e| e.to_string())?;
+    if real != join(&root, &parts) || !meta.is_file() {
+        return Err("not a regular file in the sandbox".into());
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_paths() {
+        let cases = [
+            ("/input/a.csv", Ok(vec!["input", "a.csv"])),
+            ("/a", Ok(vec!["a"])),
+            ("input/a", Err("absolute")),
+            ("/input/../etc/passwd", Err("no . or ..")),
+            ("/", Err("directory")),
+        ];
+        for (path, want) in cases {
+            match (sandbox_path(path), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{path}"),
+                (Err(err), Err(text)) => assert!(err.contains(text), "{path}: {err}"),
+                (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}
