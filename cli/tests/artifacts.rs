@@ -198,3 +198,32 @@ fn files_and_outputs_round_trip_through_a_native_task() {
     assert!(got.status.success(), "{}", text(&got.stderr));
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "NATIVE INPUT\n");
 }
+
+#[test]
+fn unused_artifacts_are_collected_after_the_grace_period_never_while_a_task_uses_them() {
+    let fleet = Fleet::start_with(&["--artifact-grace", "1s", "--gc-interval", "100ms"]);
+    let blob = |sha: &str| fleet.data_dir.path().join("artifacts").join(sha);
+    let out = fleet.skiff(&["push", &g("hello")]);
+    let hello = text(&out.stdout).trim().to_owned();
+    assert!(blob(&hello).exists());
+
+    let spin = skiff_cli::artifact::sha256_hex(&std::fs::read(guest("spin")).unwrap());
+    let (mut long, _) = fleet::running(&fleet.addr, &["--cpus", "0.5", &g("spin"), "--", "4000"]);
+    let started = std::time::Instant::now();
+    fleet::eventually(Duration::from_secs(10), "the unused module to be removed", || {
+        (!blob(&hello).exists()).then_some(())
+    });
+    // Past its grace period, the module of the running task stays.
+    while started.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(blob(&spin).exists(), "the module of a running task was removed");
+    let (code, _) = fleet::wait_exit(&mut long, Duration::from_secs(30));
+    assert_eq!(code, 0);
+    fleet::eventually(Duration::from_secs(10), "the module to go once no task uses it", || {
+        (!blob(&spin).exists()).then_some(())
+    });
+    // Gone from the fleet too: the next run uploads it again.
+    let again = fleet.run(&[&g("hello")]);
+    assert!(text(&again.stderr).contains(" uploaded ("), "{}", text(&again.stderr));
+}

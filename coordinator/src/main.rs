@@ -37,6 +37,12 @@ struct Args {
     /// Total size of this replica's artifact store, in MiB; uploads beyond it are refused.
     #[arg(long, default_value_t = 10 * 1024, value_name = "MIB")]
     artifact_quota_mib: u64,
+    /// Artifacts that no live task refers to are removed after this long unused.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    artifact_grace: Duration,
+    /// How often unused artifacts are looked for.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    gc_interval: Duration,
     /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reregister_timeout: Duration,
@@ -120,6 +126,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..Config::default()
     };
     config.leader.reregister_timeout = args.reregister_timeout;
+    config.leader.artifact_grace = args.artifact_grace;
+    config.leader.gc_interval = args.gc_interval;
     let coordinator = Coordinator::bind(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("skiff-coordinator listening on {}", coordinator.local_addr());

@@ -12,11 +12,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::artifacts::service::ArtifactApi;
-use crate::artifacts::{BlobStore, Peers};
+use crate::artifacts::{self, BlobStore, Peers};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::leader::Leader;
-use crate::registry::{MemoryRegistry, Registry};
+use crate::registry::{EtcdRegistry, MemoryRegistry, Registry};
 use crate::replica::{self, Role};
 use crate::service::{MAX_MESSAGE_BYTES, agent::AgentApi, operator::OperatorApi};
 
@@ -51,9 +51,11 @@ impl Coordinator {
         let tracker = TaskTracker::new();
         let leader_token = shutdown.child_token();
         let (roles_tx, roles) = tokio::sync::watch::channel(Role::Follower { leader: None });
+        let (grace, interval) = (self.config.leader.artifact_grace, self.config.leader.gc_interval);
         match self.config.etcd.clone() {
             None => {
                 let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+                tracker.spawn(artifacts::sweep(store.clone(), registry.clone(), grace, interval, leader_token.clone()));
                 let (leader, handle) = Leader::new(self.config.leader.clone(), registry);
                 roles_tx.send_replace(Role::Leader(handle));
                 let shutdown = shutdown.clone();
@@ -72,6 +74,9 @@ impl Coordinator {
                     .await
                     .map_err(|err| Error::InvalidArgument(format!("etcd {:?}: {err}", etcd.endpoints)))?;
                 peers = Peers::Etcd { members: client.clone(), election_name: etcd.election_name() };
+                let registry: Arc<dyn Registry> =
+                    Arc::new(EtcdRegistry::read_only(client.clone(), etcd.prefix.clone()));
+                tracker.spawn(artifacts::sweep(store.clone(), registry, grace, interval, leader_token.clone()));
                 info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, ttl = ?etcd.lease_ttl, "replicating through etcd");
                 let leader_config = self.config.leader.clone();
                 tracker.spawn(replica::run_on_etcd(

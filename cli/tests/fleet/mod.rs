@@ -326,3 +326,41 @@ impl HaFleet {
         skiff_run(&self.coordinators_arg(), args, None)
     }
 }
+
+/// Starts `skiff run` on a guest and waits until it reports the task RUNNING.
+pub fn running(coordinators: &str, args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(bin("skiff"));
+    cmd.arg("run").args(["--coordinators", coordinators]).args(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn skiff run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let proc = Proc { child, name: "skiff run".into() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("task reports RUNNING");
+        if line.contains("RUNNING") {
+            return (proc, rx);
+        }
+    }
+}
+
+pub fn wait_exit(proc: &mut Proc, within: Duration) -> (i32, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = proc.child.try_wait().expect("try_wait") {
+            let mut out = String::new();
+            if let Some(mut stdout) = proc.child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            }
+            return (status.code().unwrap_or(-1), out);
+        }
+        assert!(Instant::now() < deadline, "{} did not exit within {within:?}", proc.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

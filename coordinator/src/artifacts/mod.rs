@@ -7,20 +7,26 @@
 //! download it from any replica that has it.
 //!
 //! - [`store`]: the on-disk store (verify while receiving, size limit, quota);
-//! - [`service`]: the `ArtifactService` gRPC API (stat, upload, replicate, download).
+//! - [`service`]: the `ArtifactService` gRPC API (stat, upload, replicate, download);
+//! - [`sweep`]: each replica removes blobs the registry no longer records (the leader forgets
+//!   unused artifacts after a grace period).
 
 pub mod service;
 pub mod store;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use skiff_proto as pb;
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
 
 pub use store::{ArtifactError, BlobStore, StoreLimits, sha256_hex, valid_sha256};
 
 use crate::members::Members;
+use crate::registry::{Registry, keys};
 
 /// Bytes per gRPC message of a transfer.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -90,4 +96,38 @@ pub fn read_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = Vec<u8>
             }
         }
     })
+}
+
+/// Every `interval` until `stop`, removes from `store` the blobs older than `grace` that the
+/// registry does not record (forgotten by the leader, or left by an upload that never reached a
+/// majority). Younger blobs stay: an upload in progress records its blob only at the end.
+pub async fn sweep(
+    store: Arc<BlobStore>,
+    registry: Arc<dyn Registry>,
+    grace: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = SystemTime::now();
+        for (sha256, size, modified) in store.list() {
+            if now.duration_since(modified).unwrap_or_default() < grace {
+                continue;
+            }
+            match registry.get(&keys::artifact(&sha256)).await {
+                Ok(None) if store.remove(&sha256) => info!(%sha256, size, "unrecorded blob removed"),
+                Ok(_) => {}
+                Err(err) => {
+                    debug!(%err, "cannot check blobs against the registry now");
+                    break;
+                }
+            }
+        }
+    }
 }

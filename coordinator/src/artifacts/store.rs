@@ -188,6 +188,31 @@ impl BlobStore {
         }
     }
 
+    /// The blobs held: (sha256, size, last modified).
+    pub fn list(&self) -> Vec<(String, u64, std::time::SystemTime)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let meta = e.metadata().ok()?;
+                let modified = meta.modified().ok()?;
+                (valid_sha256(&name) && meta.is_file()).then_some((name, meta.len(), modified))
+            })
+            .collect()
+    }
+
+    /// Removes a blob; returns whether it was there.
+    pub fn remove(&self, sha256: &str) -> bool {
+        let path = self.path(sha256);
+        let Ok(meta) = std::fs::metadata(&path) else { return false };
+        if std::fs::remove_file(&path).is_err() {
+            return false;
+        }
+        self.release(meta.len());
+        true
+    }
+
     /// Opens a blob for reading.
     pub async fn open_blob(&self, sha256: &str) -> Result<tokio::fs::File, ArtifactError> {
         if !valid_sha256(sha256) {

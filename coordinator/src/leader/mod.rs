@@ -8,6 +8,7 @@
 //! agent resources are offered to the built-in job framework ([`crate::jobs`]), which accepts offers
 //! with task launches; the [`OfferBook`] checks each accept fits before anything is launched.
 
+mod gc;
 mod placement;
 mod recovery;
 
@@ -124,6 +125,10 @@ pub struct LeaderConfig {
     pub retained_terminal_tasks: usize,
     /// After taking over, how long agents have to re-register before their tasks are reported LOST.
     pub reregister_timeout: Duration,
+    /// Artifacts no live task refers to are forgotten after this long unused.
+    pub artifact_grace: Duration,
+    /// How often unused artifacts are looked for.
+    pub gc_interval: Duration,
 }
 
 impl Default for LeaderConfig {
@@ -133,6 +138,8 @@ impl Default for LeaderConfig {
             heartbeat_interval: Duration::from_secs(1),
             retained_terminal_tasks: 4096,
             reregister_timeout: Duration::from_secs(10),
+            artifact_grace: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(60),
         }
     }
 }
@@ -181,6 +188,8 @@ pub struct Leader {
     terminal: VecDeque<String>,
     /// Artifacts the fleet holds, by sha256 (from the registry).
     artifacts: HashMap<String, pb::ArtifactRecord>,
+    /// When each artifact was last used (in memory: a new leader counts from its takeover).
+    artifact_used: HashMap<String, tokio::time::Instant>,
     offers: OfferBook,
     jobs: JobFramework,
     next_session: u64,
@@ -212,6 +221,7 @@ impl Leader {
             tasks: HashMap::new(),
             terminal: VecDeque::new(),
             artifacts: HashMap::new(),
+            artifact_used: HashMap::new(),
             offers: OfferBook::new(epoch),
             jobs: JobFramework::new(),
             next_session: 0,
@@ -225,6 +235,8 @@ impl Leader {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         info!(epoch = self.config.epoch, "leading");
         self.stop = shutdown;
+        let mut gc = tokio::time::interval(self.config.gc_interval);
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let recovery_deadline = self.recovery.as_ref().map(|w| w.deadline);
             let cmd = tokio::select! {
@@ -233,6 +245,10 @@ impl Leader {
                     if recovery_deadline.is_some() =>
                 {
                     self.end_recovery().await;
+                    continue;
+                }
+                _ = gc.tick() => {
+                    self.collect_garbage().await;
                     continue;
                 }
                 cmd = self.rx.recv() => match cmd {
@@ -283,7 +299,12 @@ impl Leader {
                 let _ = reply.send(self.list_agents());
             }
             Command::StatArtifact { sha256, reply } => {
-                let _ = reply.send(self.artifacts.get(&sha256).cloned());
+                let found = self.artifacts.get(&sha256).cloned();
+                if found.is_some() {
+                    // Asked for by a client about to use it.
+                    self.touch_artifacts(std::iter::once(sha256.as_str()));
+                }
+                let _ = reply.send(found);
             }
             Command::RecordArtifact { record, reply } => {
                 let _ = reply.send(self.record_artifact(record).await);
@@ -464,6 +485,7 @@ impl Leader {
         record.leader_epoch = self.config.epoch;
         let key = keys::artifact(&record.sha256);
         self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
+        self.touch_artifacts(std::iter::once(record.sha256.as_str()));
         self.artifacts.insert(record.sha256.clone(), record);
         Ok(())
     }
@@ -487,6 +509,7 @@ impl Leader {
                 )));
             }
         }
+        self.touch_artifacts(gc::referenced(&spec));
         let task_id = new_task_id();
         spec.task_id = task_id.clone();
         let resources = Resources::from(&spec.resources.unwrap_or_default());

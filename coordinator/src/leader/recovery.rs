@@ -45,6 +45,7 @@ impl Leader {
         }
         for (key, value) in self.registry.range("artifacts/").await? {
             let record = pb::ArtifactRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+            self.artifact_used.insert(record.sha256.clone(), Instant::now());
             self.artifacts.insert(record.sha256.clone(), record);
         }
         let mut pending = Vec::new();
