@@ -200,3 +200,36 @@ async fn fetch(address: &str, sha256: &str, size: u64) -> Result<Vec<u8>, String
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, secs: u64) {
+        let file = std::fs::File::options().append(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn cache_is_bounded_least_recently_used_first_and_checks_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::new(dir.path().join("blobs"), 25, 100, vec![]).unwrap();
+        let (a, b, c) = (vec![b'a'; 10], vec![b'b'; 10], vec![b'c'; 10]);
+        let (sa, sb, sc) = (sha256_hex(&a), sha256_hex(&b), sha256_hex(&c));
+        artifacts.store(&sa, &a).unwrap();
+        artifacts.store(&sb, &b).unwrap();
+        age(&artifacts.path(&sa), 200);
+        age(&artifacts.path(&sb), 100);
+        // Reading a refreshes it: b is now the least recently used.
+        assert_eq!(artifacts.cached(&sa).unwrap(), a);
+        artifacts.store(&sc, &c).unwrap();
+        assert!(artifacts.cached(&sb).is_none(), "the least recently used blob goes first");
+        assert_eq!(artifacts.cached(&sa).unwrap(), a);
+        assert_eq!(artifacts.cached(&sc).unwrap(), c);
+
+        // A damaged blob is not served, and is removed.
+        std::fs::write(artifacts.path(&sa), b"tampered").unwrap();
+        assert!(artifacts.cached(&sa).is_none());
+        assert!(!artifacts.path(&sa).exists());
+    }
+}

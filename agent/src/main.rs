@@ -28,6 +28,9 @@ struct Args {
     /// Root of the cgroup filesystem.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
+    /// Bound of the on-disk cache of fetched modules and files, in MiB (least recently used go first).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    blob_cache_mib: u64,
     /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
     config.cgroup_root = args.cgroup_root;
+    config.blob_cache_bytes = args.blob_cache_mib << 20;
     config.allow_root_tasks = args.allow_root_tasks;
     config.run_tasks_as = if args.allow_root_tasks { None } else { Some(args.run_tasks_as) };
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {

@@ -51,8 +51,25 @@ pub async fn ensure_stored(leader: Channel, bytes: &[u8]) -> Result<Stored, CliE
     let data =
         bytes.chunks(CHUNK_BYTES).map(|c| pb::UploadChunk { part: Some(pb::upload_chunk::Part::Data(c.to_vec())) });
     let chunks: Vec<pb::UploadChunk> = std::iter::once(header).chain(data).collect();
-    let done = client.upload(futures::stream::iter(chunks)).await.map_err(upload_error)?.into_inner();
-    Ok(Stored { sha256, uploaded: done.stored, replicas: done.replicas.len() })
+    // A transfer damaged or cut off on the way is refused by the coordinator: send it again.
+    let mut attempt = 1;
+    loop {
+        match client.upload(futures::stream::iter(chunks.clone())).await {
+            Ok(done) => {
+                let done = done.into_inner();
+                return Ok(Stored { sha256, uploaded: done.stored, replicas: done.replicas.len() });
+            }
+            Err(status) if attempt < 3 && in_flight_damage(&status) => attempt += 1,
+            Err(status) => return Err(upload_error(status)),
+        }
+    }
+}
+
+/// Whether a refused upload was damaged in flight (rather than refused for what it is).
+fn in_flight_damage(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Aborted)
+        || (status.code() == tonic::Code::InvalidArgument
+            && (status.message().contains("was corrupted") || status.message().contains("the header said")))
 }
 
 /// `LOCAL[:SANDBOX_PATH[:rw]]` → (local path, sandbox path, writable). The default sandbox path is
