@@ -184,7 +184,10 @@ impl Agent {
                     debug!(%addr, "no leader known yet");
                     answered = true;
                 }
-                SessionEnd::Closed(why) => warn!(%addr, %why, "session with coordinator ended"),
+                // Losing a registered session matters; failing to reach a coordinator while looking
+                // for the leader (one is down, an election is under way) is routine.
+                SessionEnd::Closed(why) if registered => warn!(%addr, %why, "session with coordinator ended"),
+                SessionEnd::Closed(why) => debug!(%addr, %why, "coordinator not reachable"),
             }
             redirect_count = 0;
             // A coordinator answered (or was the leader): an election is under way or just done, so try
