@@ -37,6 +37,15 @@ enum Prepared {
     Native(NativeTask),
 }
 
+impl Prepared {
+    fn sandbox(&self) -> PathBuf {
+        match self {
+            Prepared::Wasm(t) => t.sandbox.clone(),
+            Prepared::Native(t) => t.sandbox.clone(),
+        }
+    }
+}
+
 /// Starts, kills and tracks the agent's tasks.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -330,10 +339,7 @@ impl Executor {
                 "the task has input files and this agent has no artifact source".into(),
             ));
         };
-        let (sandbox, wasm) = match task {
-            Prepared::Wasm(t) => (t.sandbox.clone(), true),
-            Prepared::Native(t) => (t.sandbox.clone(), false),
-        };
+        let (sandbox, wasm) = (task.sandbox(), matches!(task, Prepared::Wasm(_)));
         let inputs_root = self.inputs_root(task_id);
         let preopens = files::place(artifacts, io, &sandbox, &inputs_root, wasm)
             .await
@@ -351,29 +357,21 @@ impl Executor {
     async fn run_task(&self, task_id: String, mut task: Prepared, io: TaskIo) {
         let inner = &self.inner;
         if let Err(exit) = self.place_inputs(&task_id, &io, &mut task).await {
-            let sandbox = match &task {
-                Prepared::Wasm(t) => t.sandbox.clone(),
-                Prepared::Native(t) => t.sandbox.clone(),
-            };
+            let sandbox = task.sandbox();
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
             inner.sandboxes.release(sandbox, &task_id);
             self.running().remove(&task_id);
             return self.send_status(&task_id, &exit, None);
         }
-        let (exit, usage, sandbox) = match task {
-            Prepared::Wasm(task) => {
-                let sandbox = task.sandbox.clone();
-                let (exit, usage) = self.run_wasm(&task_id, task).await;
-                (exit, usage, sandbox)
-            }
+        let sandbox = task.sandbox();
+        let (exit, usage) = match task {
+            Prepared::Wasm(task) => self.run_wasm(&task_id, task).await,
             Prepared::Native(task) => {
-                let sandbox = task.sandbox.clone();
                 let on_running = || self.send_running(&task_id);
-                let (exit, usage) = match &inner.native {
+                match &inner.native {
                     Ok(native) => native.run(task, on_running).await,
                     Err(why) => (TaskExit::LaunchFailed(why.clone()), pb::Usage::default()),
-                };
-                (exit, usage, sandbox)
+                }
             }
         };
         debug!(%task_id, ?exit, "task ended");

@@ -10,10 +10,7 @@ use crate::exit::CliError;
 /// Bytes per upload message.
 const CHUNK_BYTES: usize = 256 * 1024;
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use skiff_coordinator::artifacts::sha256_hex;
 
 /// What [`ensure_stored`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,15 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A coordinator's refusal: what the request named is wrong or unknown (bad input), or the
+    /// coordinator could not serve it (unavailable).
+    pub fn from_status(status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::NotFound | tonic::Code::InvalidArgument => CliError::BadInput(status.message().to_owned()),
+            _ => CliError::Unavailable(status.message().to_owned()),
+        }
+    }
+
     pub fn code(&self) -> ExitCode {
         match self {
             CliError::BadInput(_) => ExitCode::from(BAD_INPUT),

@@ -12,10 +12,10 @@ use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::members::{Member, Members};
-use crate::replica::{LeaderInfo, Role};
+use crate::replica::{LeaderInfo, Role, publish_leader};
 
 /// Time allowed for one etcd call of the election (campaign excepted: it waits for leadership).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -188,14 +188,7 @@ pub async fn observe(members: Members, name: String, roles: watch::Sender<Role>,
                             address: String::from_utf8_lossy(kv.value()).into_owned(),
                             epoch: kv.create_revision() as u64,
                         };
-                        roles.send_if_modified(|role| match role {
-                            Role::Follower { leader } if leader.as_ref() != Some(&info) => {
-                                info!(leader = %info.address, epoch = info.epoch, "observed a new leader");
-                                *leader = Some(info.clone());
-                                true
-                            }
-                            _ => false,
-                        });
+                        publish_leader(&roles, info);
                     }
                     Ok(None) => {
                         debug!("observe stream ended");

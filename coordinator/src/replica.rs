@@ -40,6 +40,18 @@ pub enum Role {
     },
 }
 
+/// Records `info` as the leader a follower points to (no change while this replica leads).
+pub fn publish_leader(roles: &watch::Sender<Role>, info: LeaderInfo) {
+    roles.send_if_modified(|role| match role {
+        Role::Follower { leader } if leader.as_ref() != Some(&info) => {
+            info!(leader = %info.address, epoch = info.epoch, "observed a new leader");
+            *leader = Some(info);
+            true
+        }
+        _ => false,
+    });
+}
+
 /// Settings of a replica on etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
@@ -77,13 +89,7 @@ pub async fn run_on_etcd(
     while !shutdown.is_cancelled() {
         // The observer only reports changes: read who leads now (after a step-down it may be another).
         if let Some(info) = election::current_leader(&client, &name).await {
-            roles.send_if_modified(|role| match role {
-                Role::Follower { leader } if leader.as_ref() != Some(&info) => {
-                    *leader = Some(info);
-                    true
-                }
-                _ => false,
-            });
+            publish_leader(&roles, info);
         }
         let lease = match election::grant(&client, config.lease_ttl).await {
             Ok(lease) => lease,

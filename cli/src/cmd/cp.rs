@@ -27,10 +27,7 @@ pub async fn run(args: CpArgs) -> Result<ExitCode, CliError> {
     let task = client::operator(leader.clone())
         .get_task(pb::GetTaskRequest { task_id: task_id.to_owned() })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::NotFound => CliError::BadInput(s.message().to_owned()),
-            _ => CliError::Unavailable(s.message().to_owned()),
-        })?
+        .map_err(|s| CliError::from_status(&s))?
         .into_inner();
     let outputs = task.status.map(|s| s.outputs).unwrap_or_default();
     let Some(output) = outputs.iter().find(|o| o.path == path) else {

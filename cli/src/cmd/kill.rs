@@ -17,10 +17,10 @@ pub struct KillArgs {
 
 pub async fn run(args: KillArgs) -> Result<ExitCode, CliError> {
     let mut client = client::connect_leader(&args.coordinators).await?;
-    client.kill_task(pb::KillTaskRequest { task_id: args.task_id.clone() }).await.map_err(|s| match s.code() {
-        tonic::Code::NotFound | tonic::Code::InvalidArgument => CliError::BadInput(s.message().to_owned()),
-        _ => CliError::Unavailable(s.message().to_owned()),
-    })?;
+    client
+        .kill_task(pb::KillTaskRequest { task_id: args.task_id.clone() })
+        .await
+        .map_err(|s| CliError::from_status(&s))?;
     eprintln!("[skiff] kill sent to task {}", args.task_id);
     Ok(ExitCode::SUCCESS)
 }

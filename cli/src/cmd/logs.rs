@@ -22,14 +22,7 @@ pub struct LogsArgs {
 pub async fn run(args: LogsArgs) -> Result<ExitCode, CliError> {
     let mut client = client::connect_leader(&args.coordinators).await?;
     let request = pb::WatchTaskRequest { task_id: args.task_id.clone(), history_only: !args.follow };
-    let mut events = client
-        .watch_task(request)
-        .await
-        .map_err(|s| match s.code() {
-            tonic::Code::NotFound => CliError::BadInput(s.message().to_owned()),
-            _ => CliError::Unavailable(s.message().to_owned()),
-        })?
-        .into_inner();
+    let mut events = client.watch_task(request).await.map_err(|s| CliError::from_status(&s))?.into_inner();
     let mut truncated = false;
     while let Some(event) =
         events.message().await.map_err(|s| CliError::Unavailable(format!("lost the coordinator: {}", s.message())))?

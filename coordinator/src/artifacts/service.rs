@@ -46,19 +46,24 @@ impl ArtifactApi {
         Self { roles, store, peers, advertise }
     }
 
-    /// Receives a transfer (header first) into the local store; returns (sha256, size, newly stored).
-    async fn receive(&self, mut chunks: Streaming<pb::UploadChunk>) -> Result<(String, u64), Status> {
+    /// Reads a transfer's header; the data chunks follow in the stream.
+    async fn header(chunks: &mut Streaming<pb::UploadChunk>) -> Result<pb::UploadHeader, Status> {
         let Some(pb::UploadChunk { part: Some(pb::upload_chunk::Part::Header(header)) }) = chunks.message().await?
         else {
             return Err(Status::invalid_argument("an upload starts with its header (sha256 and size)"));
         };
+        Ok(header)
+    }
+
+    /// Receives the data of a transfer whose header was read into the local store.
+    async fn receive(&self, header: &pb::UploadHeader, chunks: Streaming<pb::UploadChunk>) -> Result<(), Status> {
         let data = chunks.map(|chunk| match chunk {
             Ok(pb::UploadChunk { part: Some(pb::upload_chunk::Part::Data(d)) }) => Ok(d),
             Ok(_) => Err("a second header in one upload".to_owned()),
             Err(status) => Err(status.message().to_owned()),
         });
         self.store.receive(&header.sha256, header.size, data).await?;
-        Ok((header.sha256, header.size))
+        Ok(())
     }
 
     /// Pushes a stored blob to `peer`.
@@ -101,16 +106,20 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
         request: Request<Streaming<pb::UploadChunk>>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
         let leader = leader_of(&self.roles)?;
-        let (sha256, size) = self.receive(request.into_inner()).await?;
-        let known = leader.ask(|reply| Command::StatArtifact { sha256: sha256.clone(), reply }).await?;
+        let mut chunks = request.into_inner();
+        let header = Self::header(&mut chunks).await?;
+        // Known to the fleet already: answer without reading the bytes.
+        let known = leader.ask(|reply| Command::StatArtifact { sha256: header.sha256.clone(), reply }).await?;
         if let Some(record) = known {
             return Ok(Response::new(pb::UploadResponse {
-                sha256,
+                sha256: header.sha256,
                 size: record.size,
                 stored: false,
                 replicas: record.replicas,
             }));
         }
+        self.receive(&header, chunks).await?;
+        let pb::UploadHeader { sha256, size } = header;
         // On a majority of the replicas (this one included) before anyone relies on it.
         let peers = self.peers.list(&self.advertise).await.map_err(Status::unavailable)?;
         let total = peers.len() + 1;
@@ -141,7 +150,10 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
         &self,
         request: Request<Streaming<pb::UploadChunk>>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
-        let (sha256, size) = self.receive(request.into_inner()).await?;
+        let mut chunks = request.into_inner();
+        let header = Self::header(&mut chunks).await?;
+        self.receive(&header, chunks).await?;
+        let pb::UploadHeader { sha256, size } = header;
         Ok(Response::new(pb::UploadResponse { sha256, size, stored: true, replicas: vec![self.advertise.clone()] }))
     }
 

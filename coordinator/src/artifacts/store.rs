@@ -39,7 +39,11 @@ pub fn valid_sha256(text: &str) -> bool {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Limits of a store.
@@ -166,7 +170,7 @@ impl BlobStore {
             if got != size {
                 return Err(ArtifactError::WrongSize { sha256: sha256.to_owned(), expected: size, got });
             }
-            let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let digest = hex(&hasher.finalize());
             if digest != sha256 {
                 return Err(ArtifactError::Corrupt { sha256: sha256.to_owned(), got: digest });
             }

@@ -78,7 +78,14 @@ impl Leader {
         }
         pending.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         terminal.sort();
-        let counts = (self.agents.len(), self.tasks.len(), pending.len(), waiting.len(), self.artifacts.len());
+        info!(
+            agents = self.agents.len(),
+            tasks = self.tasks.len(),
+            pending = pending.len(),
+            awaited_agents = waiting.len(),
+            artifacts = self.artifacts.len(),
+            "state recovered from the registry"
+        );
         for (_, task_id, resources) in pending {
             self.jobs.enqueue(task_id, resources);
         }
@@ -88,8 +95,6 @@ impl Leader {
         if !waiting.is_empty() {
             self.recovery = Some(Window { deadline: Instant::now() + self.config.reregister_timeout, waiting });
         }
-        let (agents, tasks, pending, awaited, artifacts) = counts;
-        info!(agents, tasks, pending, awaited_agents = awaited, artifacts, "state recovered from the registry");
         Ok(())
     }
 
