@@ -206,15 +206,28 @@ impl Agent {
         Ok(())
     }
 
+    /// What the host has, unless the operator said what to offer (`--cpus`, `--mem`).
+    fn resources(&self) -> pb::Resources {
+        let mut r = host::detect_resources(&self.config.work_dir, self.config.wasm_slots);
+        if let Some(cpus) = self.config.cpus {
+            r.cpus = cpus;
+        }
+        if let Some(mem) = self.config.mem_bytes {
+            r.mem_bytes = mem;
+        }
+        r
+    }
+
     fn register_message(&self) -> pb::AgentMessage {
         pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Register(pb::Register {
                 agent_id: self.agent_id.clone(),
                 hostname: host::hostname(),
-                resources: Some(host::detect_resources(&self.config.work_dir, self.config.wasm_slots)),
+                resources: Some(self.resources()),
                 attributes: self.config.attributes.clone(),
                 tasks: self.tasks.values().cloned().collect(),
                 highest_epoch: self.highest_epoch,
+                cached_modules: self.executor.wasm().cached_modules(),
             })),
         }
     }

@@ -12,6 +12,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Attributes offered with this agent's resources (e.g. `zone=a`).
     pub attributes: HashMap<String, String>,
+    /// CPUs and memory offered (`None`: what the host has).
+    pub cpus: Option<f64>,
+    pub mem_bytes: Option<u64>,
     /// Concurrent Wasm instances offered (and pooling-allocator slots reserved).
     pub wasm_slots: u32,
     /// Bytes of stdout and of stderr kept per task unless the task asks for less.
@@ -37,6 +40,8 @@ impl Config {
             coordinators,
             work_dir,
             attributes: HashMap::new(),
+            cpus: None,
+            mem_bytes: None,
             wasm_slots: 1000,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,

@@ -31,6 +31,12 @@ struct Args {
     /// Bound of the on-disk cache of fetched modules and files, in MiB (least recently used go first).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     blob_cache_mib: u64,
+    /// CPUs to offer (default: the CPUs this process may use).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Memory to offer, in MiB (default: the host's total memory).
+    #[arg(long, value_name = "MIB")]
+    mem_mib: Option<u64>,
     /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
@@ -40,6 +46,13 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number of CPUs like 0.5 or 4, got {s:?}")),
     }
 }
 
@@ -54,6 +67,8 @@ fn main() -> ExitCode {
         .init();
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
+    config.cpus = args.cpus;
+    config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;
     config.blob_cache_bytes = args.blob_cache_mib << 20;
     config.allow_root_tasks = args.allow_root_tasks;

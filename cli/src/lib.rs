@@ -4,7 +4,8 @@
 //! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`, `logs`);
 //! - [`client`]: dialing the leading coordinator;
 //! - [`artifact`]: storing a module in the coordinators' artifact store (by hash, uploaded once);
-//! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` from the command line;
+//! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` (shared with the coordinator);
+//! - [`jobfile`]: the job file format of `skiff job run`;
 //! - [`exit`]: exit codes and the CLI's error type.
 #![forbid(unsafe_code)]
 
@@ -12,7 +13,8 @@ pub mod artifact;
 pub mod client;
 pub mod cmd;
 pub mod exit;
-pub mod units;
+pub use skiff_coordinator::units;
+pub mod jobfile;
 
 use clap::{Parser, Subcommand};
 use skiff_proto::TaskState;
@@ -38,6 +40,8 @@ pub enum Command {
     Cp(cmd::cp::CpArgs),
     /// Kill a task.
     Kill(cmd::kill::KillArgs),
+    /// Jobs: N instances of a task with retries and constraints, from a TOML job file.
+    Job(cmd::job::JobArgs),
     /// Print a task's output (stdout and stderr), kept by the coordinator.
     Logs(cmd::logs::LogsArgs),
 }

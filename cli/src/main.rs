@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Push(args) => cmd::push::run(args).await,
             Command::Cp(args) => cmd::cp::run(args).await,
             Command::Kill(args) => cmd::kill::run(args).await,
+            Command::Job(args) => cmd::job::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
         }
     });

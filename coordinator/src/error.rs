@@ -10,6 +10,15 @@ pub enum Error {
     InvalidArgument(String),
     #[error("agent {agent_id} running task {task_id} is not connected")]
     AgentNotConnected { agent_id: String, task_id: String },
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("framework {0} is not subscribed (subscribe first, or again after its failover timeout)")]
+    FrameworkNotFound(String),
+    /// A call that cannot be served in the current state (e.g. made under an older leader epoch).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Offer(#[from] crate::offers::OfferError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("the coordinator is shutting down")]
@@ -24,7 +33,11 @@ impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let msg = err.to_string();
         match err {
-            Error::TaskNotFound(_) => tonic::Status::not_found(msg),
+            Error::TaskNotFound(_) | Error::JobNotFound(_) | Error::FrameworkNotFound(_) => {
+                tonic::Status::not_found(msg)
+            }
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::Offer(_) => tonic::Status::invalid_argument(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::AgentNotConnected { .. } | Error::ShuttingDown => tonic::Status::unavailable(msg),
             Error::Registry(RegistryError::Conflict { .. }) => tonic::Status::aborted(msg),

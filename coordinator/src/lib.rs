@@ -13,14 +13,18 @@
 //!   the state from the registry when it takes over and reconciles agents as they re-register;
 //! - [`registry`]: where state is kept, written only by compare-and-swap transactions
 //!   (embedded in-process registry, or etcd with every write fenced on the leader key);
-//! - [`offers`]: pure offer bookkeeping (used, offered, available; does an accept fit);
-//! - [`jobs`]: the built-in job framework that places the CLI's tasks by accepting offers;
+//! - [`allocator`]: pure weighted DRF across roles with quotas, filters, suppression: who is offered what;
+//! - [`offers`]: pure offer bookkeeping (outstanding offers, does an accept fit, timeouts);
+//! - [`jobs`]: the built-in job scheduler (jobs of N instances, retries, constraints) that places
+//!   the CLI's tasks by accepting offers;
 //! - [`task`]: task states and their transitions;
 //! - [`resources`]: exact resource arithmetic;
-//! - [`service`]: `AgentService` and `OperatorService`;
+//! - [`units`]: sizes, durations, CPU counts, resource lists and `KEY=VALUE` given on command lines;
+//! - [`service`]: `AgentService`, `OperatorService` and `SchedulerService`;
 //! - [`error`]: the error type and its mapping to gRPC statuses.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod artifacts;
 pub mod config;
 pub mod election;
@@ -35,6 +39,7 @@ pub mod resources;
 pub mod server;
 pub mod service;
 pub mod task;
+pub mod units;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use skiff_coordinator::{Config, Coordinator, EtcdConfig};
+use skiff_coordinator::{Config, Coordinator, EtcdConfig, config, units};
 use tokio_util::sync::CancellationToken;
 
 /// Skiff coordinator: tracks agents and tasks and places tasks through resource offers.
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "skiff-coordinator", version)]
 struct Args {
     /// Address to serve gRPC on (port 0 picks a free one; the bound address is printed).
-    #[arg(long, default_value = skiff_coordinator::config::DEFAULT_LISTEN)]
+    #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Address clients are told to dial for this coordinator (default: the bound address).
     #[arg(long)]
@@ -46,6 +46,30 @@ struct Args {
     /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reregister_timeout: Duration,
+    /// An agent silent this long is unreachable: its offers are rescinded, its tasks UNREACHABLE.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    agent_timeout: Duration,
+    /// Offers are made at least this often (and after every batch of requests).
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    offer_interval: Duration,
+    /// An offer a framework has not answered within this time is rescinded.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    offer_timeout: Duration,
+    /// How long a disconnected framework's tasks survive when it names no failover timeout.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    framework_failover_timeout: Duration,
+    /// Weight of a role in DRF: ROLE=WEIGHT (repeatable; unlisted roles weigh 1).
+    #[arg(long = "role-weight", value_name = "ROLE=WEIGHT", value_parser = units::parse_key_value)]
+    role_weights: Vec<(String, String)>,
+    /// Quota guarantee of a role, served before fair shares: ROLE=cpus:2,mem:4G (repeatable).
+    #[arg(long = "role-guarantee", value_name = "ROLE=RESOURCES", value_parser = units::parse_key_value)]
+    role_guarantees: Vec<(String, String)>,
+    /// Quota limit of a role, never exceeded: ROLE=cpus:8,mem:16G (repeatable).
+    #[arg(long = "role-limit", value_name = "ROLE=RESOURCES", value_parser = units::parse_key_value)]
+    role_limits: Vec<(String, String)>,
+    /// Role of the built-in job scheduler (the tasks of `skiff run` and `skiff job run`).
+    #[arg(long, default_value = "default")]
+    jobs_role: String,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -128,6 +152,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.leader.reregister_timeout = args.reregister_timeout;
     config.leader.artifact_grace = args.artifact_grace;
     config.leader.gc_interval = args.gc_interval;
+    config.leader.agent_timeout = args.agent_timeout;
+    config.leader.offer_interval = args.offer_interval;
+    config.leader.offer_timeout = args.offer_timeout;
+    config.leader.framework_failover_timeout = args.framework_failover_timeout;
+    config.leader.jobs_role = args.jobs_role;
+    config.leader.roles = config::roles(&args.role_weights, &args.role_guarantees, &args.role_limits)
+        .map_err(skiff_coordinator::Error::InvalidArgument)?;
     let coordinator = Coordinator::bind(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("skiff-coordinator listening on {}", coordinator.local_addr());

@@ -1,11 +1,13 @@
-//! Offer bookkeeping, pure and synchronous: which agent resources are reserved by tasks, which are
-//! out on offer to a framework, and whether an accept fits what was offered.
+//! Outstanding offers, pure and synchronous: which slice of which agent is out on offer to which
+//! framework, whether an accept fits what was offered, and which offers time out.
 //!
-//! An agent's resources are split three ways: `used` by launched tasks, `offered` (outstanding offers)
-//! and the rest, which is available for the next offer. Accepting an offer moves what the launches
-//! need into `used` and returns the remainder to the pool; declining returns all of it.
+//! What is free on each agent, and who gets it next, is the [`crate::allocator`]'s business; an offer
+//! is the allocator's decision handed to a framework. Accepting moves what the launches need to the
+//! tasks and hands the remainder back (the leader returns it to the allocator); declining, expiry
+//! and rescinds hand everything back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::resources::Resources;
 
@@ -18,12 +20,13 @@ pub struct Offer {
     pub resources: Resources,
     /// Epoch of the leader that made it; offer ids name it too, so no other leader knows them.
     pub epoch: u64,
+    pub made_at: Instant,
 }
 
 /// Why an accept was refused. Nothing changes when an accept is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
-    #[error("offer {0} is unknown (expired, rescinded or already used)")]
+    #[error("offer {0} is unknown (expired, rescinded, already used, or made by another leader)")]
     UnknownOffer(String),
     #[error("offer {offer_id} was made to framework {owner}, not {framework_id}")]
     NotYours { offer_id: String, owner: String, framework_id: String },
@@ -31,10 +34,8 @@ pub enum OfferError {
     MixedAgents(String, String),
     #[error("an accept must name at least one offer")]
     NoOffers,
-    #[error("task {task_id} does not fit: it needs {need:?} but only {left:?} of the offer is left")]
+    #[error("task {task_id} does not fit: it needs {need} but only {left} of the offer is left")]
     DoesNotFit { task_id: String, need: Resources, left: Resources },
-    #[error("agent {0} is unknown")]
-    UnknownAgent(String),
 }
 
 /// What an accepted offer turned into.
@@ -43,21 +44,13 @@ pub struct Accepted {
     pub agent_id: String,
     /// Resources now reserved by the launched tasks.
     pub used: Resources,
-    /// Resources of the offers that the launches did not use, back in the pool.
+    /// Resources of the offers that the launches did not use, to return to the allocator.
     pub returned: Resources,
 }
 
-#[derive(Debug, Clone, Default)]
-struct AgentSlot {
-    total: Resources,
-    used: Resources,
-    offered: Resources,
-}
-
-/// The resources of every agent and the offers out on them.
+/// The offers out on agents.
 #[derive(Debug, Default)]
 pub struct OfferBook {
-    agents: BTreeMap<String, AgentSlot>,
     offers: HashMap<String, Offer>,
     next_offer: u64,
     epoch: u64,
@@ -69,74 +62,23 @@ impl OfferBook {
         Self { epoch, ..Self::default() }
     }
 
-    /// Adds an agent, or updates its total resources (re-registration); its reservations stay.
-    pub fn upsert_agent(&mut self, agent_id: &str, total: Resources) {
-        self.agents.entry(agent_id.to_owned()).or_default().total = total;
-    }
-
-    /// Removes an agent and rescinds its outstanding offers, which are returned.
-    pub fn remove_agent(&mut self, agent_id: &str) -> Vec<Offer> {
-        self.agents.remove(agent_id);
-        let ids: Vec<String> = self.offers.values().filter(|o| o.agent_id == agent_id).map(|o| o.id.clone()).collect();
-        ids.iter().filter_map(|id| self.offers.remove(id)).collect()
-    }
-
-    /// Rescinds the outstanding offers on an agent (it disconnected); its reservations stay.
-    pub fn rescind_agent(&mut self, agent_id: &str) -> Vec<Offer> {
-        let ids: Vec<String> = self.offers.values().filter(|o| o.agent_id == agent_id).map(|o| o.id.clone()).collect();
-        self.decline(&ids);
-        ids.into_iter()
-            .map(|id| Offer {
-                id,
-                agent_id: agent_id.to_owned(),
-                framework_id: String::new(),
-                resources: Resources::default(),
-                epoch: self.epoch,
-            })
-            .collect()
-    }
-
-    /// Resources of `agent_id` that are neither used nor on offer.
-    pub fn available(&self, agent_id: &str) -> Option<Resources> {
-        let slot = self.agents.get(agent_id)?;
-        Some(slot.total.saturating_sub(&slot.used).saturating_sub(&slot.offered))
-    }
-
-    /// (total, used) of an agent.
-    pub fn usage(&self, agent_id: &str) -> Option<(Resources, Resources)> {
-        self.agents.get(agent_id).map(|s| (s.total, s.used))
-    }
-
-    /// Agents in id order with what each has available.
-    pub fn agents_with_available(&self) -> Vec<(String, Resources)> {
-        self.agents
-            .keys()
-            .filter_map(|id| Some((id.clone(), self.available(id)?)))
-            .filter(|(_, r)| !r.is_empty())
-            .collect()
-    }
-
-    /// Offers everything available on `agent_id` to `framework_id`.
-    pub fn offer(&mut self, agent_id: &str, framework_id: &str) -> Option<Offer> {
-        let available = self.available(agent_id)?;
-        if available.is_empty() {
-            return None;
-        }
+    /// Records an offer of `resources` on `agent_id` to `framework_id`.
+    pub fn make(&mut self, agent_id: &str, framework_id: &str, resources: Resources, now: Instant) -> Offer {
         self.next_offer += 1;
         let offer = Offer {
             id: format!("offer-{}-{}", self.epoch, self.next_offer),
             agent_id: agent_id.to_owned(),
             framework_id: framework_id.to_owned(),
-            resources: available,
+            resources,
             epoch: self.epoch,
+            made_at: now,
         };
-        let slot = self.agents.get_mut(agent_id)?;
-        slot.offered = slot.offered.saturating_add(&available);
         self.offers.insert(offer.id.clone(), offer.clone());
-        Some(offer)
+        offer
     }
 
-    /// Accepts `offer_ids` (all on one agent) with launches of the given (task id, resources).
+    /// Accepts `offer_ids` (all on one agent) with launches of the given (task id, resources); the
+    /// offers are used up. A refused accept changes nothing.
     pub fn accept(
         &mut self,
         framework_id: &str,
@@ -156,9 +98,7 @@ impl OfferBook {
                 });
             }
             match agent_id {
-                Some(a) if a != offer.agent_id => {
-                    return Err(OfferError::MixedAgents(first.clone(), id.clone()));
-                }
+                Some(a) if a != offer.agent_id => return Err(OfferError::MixedAgents(first.clone(), id.clone())),
                 _ => agent_id = Some(&offer.agent_id),
             }
             offered = offered.saturating_add(&offer.resources);
@@ -172,39 +112,42 @@ impl OfferBook {
                 left,
             })?;
         }
-        let slot = self.agents.get_mut(&agent_id).ok_or_else(|| OfferError::UnknownAgent(agent_id.clone()))?;
-        let used = offered.saturating_sub(&left);
-        slot.offered = slot.offered.saturating_sub(&offered);
-        slot.used = slot.used.saturating_add(&used);
         for id in offer_ids {
             self.offers.remove(id);
         }
-        Ok(Accepted { agent_id, used, returned: left })
+        Ok(Accepted { agent_id, used: offered.saturating_sub(&left), returned: left })
     }
 
-    /// Declines offers: their resources go back to the pool. Unknown ids are ignored.
-    pub fn decline(&mut self, offer_ids: &[String]) {
-        for id in offer_ids {
-            if let Some(offer) = self.offers.remove(id)
-                && let Some(slot) = self.agents.get_mut(&offer.agent_id)
-            {
-                slot.offered = slot.offered.saturating_sub(&offer.resources);
-            }
-        }
+    /// Takes back offers of `framework_id` (declined); unknown ids and other frameworks' are ignored.
+    pub fn decline(&mut self, framework_id: &str, offer_ids: &[String]) -> Vec<Offer> {
+        let mine: Vec<&String> = offer_ids
+            .iter()
+            .filter(|id| self.offers.get(*id).is_some_and(|o| o.framework_id == framework_id))
+            .collect();
+        mine.into_iter().filter_map(|id| self.offers.remove(id)).collect()
     }
 
-    /// Reserves resources on an agent outside of an offer (a task the agent reported on re-registration).
-    pub fn reserve(&mut self, agent_id: &str, resources: &Resources) {
-        if let Some(slot) = self.agents.get_mut(agent_id) {
-            slot.used = slot.used.saturating_add(resources);
-        }
+    /// Takes back every offer matching `pred`.
+    fn take(&mut self, pred: impl Fn(&Offer) -> bool) -> Vec<Offer> {
+        let ids: Vec<String> = self.offers.values().filter(|o| pred(o)).map(|o| o.id.clone()).collect();
+        let mut taken: Vec<Offer> = ids.iter().filter_map(|id| self.offers.remove(id)).collect();
+        taken.sort_by(|a, b| a.made_at.cmp(&b.made_at).then_with(|| a.id.cmp(&b.id)));
+        taken
     }
 
-    /// Releases what a task reserved, when it ends.
-    pub fn release(&mut self, agent_id: &str, resources: &Resources) {
-        if let Some(slot) = self.agents.get_mut(agent_id) {
-            slot.used = slot.used.saturating_sub(resources);
-        }
+    /// Rescinds every offer on an agent (it went away).
+    pub fn rescind_agent(&mut self, agent_id: &str) -> Vec<Offer> {
+        self.take(|o| o.agent_id == agent_id)
+    }
+
+    /// Rescinds every offer to a framework (it disconnected, suppressed or tore down).
+    pub fn rescind_framework(&mut self, framework_id: &str) -> Vec<Offer> {
+        self.take(|o| o.framework_id == framework_id)
+    }
+
+    /// Takes back the offers older than `timeout`.
+    pub fn expired(&mut self, now: Instant, timeout: Duration) -> Vec<Offer> {
+        self.take(|o| now.saturating_duration_since(o.made_at) >= timeout)
     }
 
     /// Number of outstanding offers.
@@ -221,38 +164,31 @@ mod tests {
         Resources { millicpus, mem_bytes, disk_bytes: 0, wasm_slots: 0 }
     }
 
-    fn book() -> OfferBook {
-        let mut book = OfferBook::new(7);
-        book.upsert_agent("a1", r(2000, 1000));
-        book.upsert_agent("a2", r(1000, 500));
-        book
-    }
-
     #[test]
     fn accept_uses_part_and_returns_the_rest() {
-        let mut book = book();
-        let offer = book.offer("a1", "fw").expect("a1 has resources");
-        assert_eq!(offer.resources, r(2000, 1000));
-        assert_eq!(book.available("a1"), Some(r(0, 0)), "offered resources are not offered twice");
-        assert!(book.offer("a1", "fw").is_none());
-
+        let now = Instant::now();
+        let mut book = OfferBook::new(7);
+        let offer = book.make("a1", "fw", r(2000, 1000), now);
+        assert_eq!(offer.id, "offer-7-1", "offer ids name the epoch");
         let accepted = book
             .accept("fw", std::slice::from_ref(&offer.id), &[("t1".into(), r(500, 100)), ("t2".into(), r(500, 100))])
             .expect("fits");
         assert_eq!(accepted, Accepted { agent_id: "a1".into(), used: r(1000, 200), returned: r(1000, 800) });
-        assert_eq!(book.available("a1"), Some(r(1000, 800)));
         assert_eq!(book.outstanding(), 0);
-
-        book.release("a1", &r(500, 100));
-        assert_eq!(book.available("a1"), Some(r(1500, 900)));
+        assert_eq!(
+            book.accept("fw", std::slice::from_ref(&offer.id), &[]),
+            Err(OfferError::UnknownOffer(offer.id)),
+            "an offer is used once"
+        );
     }
 
     #[test]
     #[allow(clippy::redundant_clone)] // the table reads better with every id cloned alike
     fn refused_accepts_change_nothing() {
-        let mut book = book();
-        let o1 = book.offer("a1", "fw").unwrap();
-        let o2 = book.offer("a2", "fw").unwrap();
+        let now = Instant::now();
+        let mut book = OfferBook::new(1);
+        let o1 = book.make("a1", "fw", r(2000, 1000), now);
+        let o2 = book.make("a2", "fw", r(1000, 500), now);
         type Case<'a> = (&'a str, Vec<String>, Vec<(String, Resources)>, OfferError);
         let cases: Vec<Case> = vec![
             ("fw", vec![], vec![], OfferError::NoOffers),
@@ -278,15 +214,18 @@ mod tests {
     }
 
     #[test]
-    fn decline_and_agent_removal_return_offers() {
-        let mut book = book();
-        let o1 = book.offer("a1", "fw").unwrap();
-        book.decline(std::slice::from_ref(&o1.id));
-        assert_eq!(book.available("a1"), Some(r(2000, 1000)));
-        let o2 = book.offer("a2", "fw").unwrap();
-        let rescinded = book.remove_agent("a2");
-        assert_eq!(rescinded, vec![o2.clone()]);
-        assert_eq!(book.accept("fw", std::slice::from_ref(&o2.id), &[]), Err(OfferError::UnknownOffer(o2.id)));
-        assert_eq!(book.agents_with_available().len(), 1);
+    fn decline_rescind_and_expiry_take_offers_back() {
+        let t0 = Instant::now();
+        let mut book = OfferBook::new(1);
+        let o1 = book.make("a1", "fw", r(1000, 1), t0);
+        let o2 = book.make("a2", "fw", r(1000, 1), t0 + Duration::from_secs(5));
+        let o3 = book.make("a2", "other", r(1000, 1), t0 + Duration::from_secs(5));
+        assert!(book.decline("other", std::slice::from_ref(&o1.id)).is_empty(), "not its offer");
+        assert_eq!(book.expired(t0 + Duration::from_secs(9), Duration::from_secs(10)), vec![]);
+        assert_eq!(book.expired(t0 + Duration::from_secs(10), Duration::from_secs(10)), vec![o1]);
+        assert_eq!(book.rescind_framework("other"), vec![o3]);
+        assert_eq!(book.rescind_agent("a2"), vec![o2.clone()]);
+        assert_eq!(book.decline("fw", std::slice::from_ref(&o2.id)), vec![], "already gone");
+        assert_eq!(book.outstanding(), 0);
     }
 }

@@ -51,8 +51,32 @@ impl Resources {
         }
     }
 
+    /// Component-wise minimum (used to cap an offer at what a quota limit leaves).
+    pub fn min(&self, other: &Resources) -> Resources {
+        Resources {
+            millicpus: self.millicpus.min(other.millicpus),
+            mem_bytes: self.mem_bytes.min(other.mem_bytes),
+            disk_bytes: self.disk_bytes.min(other.disk_bytes),
+            wasm_slots: self.wasm_slots.min(other.wasm_slots),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.millicpus == 0 && self.mem_bytes == 0 && self.wasm_slots == 0
+    }
+}
+
+impl std::fmt::Display for Resources {
+    /// `cpus=0.25 mem=64MiB` (disk and wasm slots only when set).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cpus={} mem={}MiB", self.millicpus as f64 / 1000.0, self.mem_bytes as f64 / (1u64 << 20) as f64)?;
+        if self.disk_bytes > 0 {
+            write!(f, " disk={}MiB", self.disk_bytes >> 20)?;
+        }
+        if self.wasm_slots > 0 {
+            write!(f, " wasm_slots={}", self.wasm_slots)?;
+        }
+        Ok(())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::leader::Leader;
 use crate::registry::{EtcdRegistry, MemoryRegistry, Registry};
 use crate::replica::{self, Role};
-use crate::service::{MAX_MESSAGE_BYTES, agent::AgentApi, operator::OperatorApi};
+use crate::service::{MAX_MESSAGE_BYTES, agent::AgentApi, operator::OperatorApi, scheduler::SchedulerApi};
 
 /// A bound coordinator, ready to [`run`](Coordinator::run).
 #[derive(Debug)]
@@ -105,6 +105,9 @@ impl Coordinator {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let schedulers = pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(roles.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -113,6 +116,7 @@ impl Coordinator {
         let served = tonic::transport::Server::builder()
             .add_service(agents)
             .add_service(operators)
+            .add_service(schedulers)
             .add_service(artifacts)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.cancelled())
             .await;

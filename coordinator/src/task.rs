@@ -5,6 +5,7 @@
 //!    |                   |                  |
 //!    +--------kill-------+------------------+----------> KILLED
 //!                        +--agent lost------+----------> LOST
+//!                        +--no heartbeats---+--> UNREACHABLE --agent back--> RUNNING | any terminal
 //! ```
 //! Terminal states never change again; a repeated update of the same state is a duplicate, not an error.
 
@@ -39,7 +40,8 @@ pub fn transition(from: TaskState, to: TaskState) -> Transition {
         (from, to),
         (Pending, Staging | Killed | Failed)
             | (Staging, Running)
-            | (Staging | Running, Finished | Failed | Killed | Lost)
+            | (Staging | Running, Finished | Failed | Killed | Lost | Unreachable)
+            | (Unreachable, Running | Finished | Failed | Killed | Lost)
     );
     if allowed { Transition::Apply } else { Transition::Invalid }
 }
@@ -69,6 +71,13 @@ mod tests {
             (Failed, Finished, Transition::Invalid),
             (Killed, Failed, Transition::Invalid),
             (Lost, Running, Transition::Invalid),
+            (Running, Unreachable, Transition::Apply),
+            (Staging, Unreachable, Transition::Apply),
+            (Unreachable, Running, Transition::Apply),
+            (Unreachable, Finished, Transition::Apply),
+            (Unreachable, Lost, Transition::Apply),
+            (Unreachable, Staging, Transition::Invalid),
+            (Pending, Unreachable, Transition::Invalid),
         ];
         for (from, to, want) in cases {
             assert_eq!(transition(from, to), want, "{from:?} -> {to:?}");
@@ -80,7 +89,7 @@ mod tests {
         for s in [Finished, Failed, Killed, Lost] {
             assert!(is_terminal(s), "{s:?}");
         }
-        for s in [Unspecified, Pending, Staging, Running] {
+        for s in [Unspecified, Pending, Staging, Running, Unreachable] {
             assert!(!is_terminal(s), "{s:?}");
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod cp;
 pub mod dev;
+pub mod job;
 pub mod kill;
 pub mod logs;
 pub mod push;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod framework;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -363,4 +364,68 @@ pub fn wait_exit(proc: &mut Proc, within: Duration) -> (i32, String) {
         assert!(Instant::now() < deadline, "{} did not exit within {within:?}", proc.name);
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One coordinator (embedded registry) and several agents, each with its own arguments.
+pub struct Cluster {
+    pub coordinator: Proc,
+    pub agents: Vec<Proc>,
+    pub addr: String,
+    pub work_dirs: Vec<tempfile::TempDir>,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Agent `i` gets `agent_args[i]` and the attribute `idx=i`.
+    pub fn start(coordinator_args: &[&str], agent_args: &[&[&str]]) -> Cluster {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(bin("skiff-coordinator"));
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
+        let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
+        let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
+        let mut cluster = Cluster { coordinator, agents: Vec::new(), addr, work_dirs: Vec::new(), data_dir };
+        for (i, args) in agent_args.iter().enumerate() {
+            let work_dir = tempfile::tempdir().expect("temp dir");
+            let mut cmd = Command::new(bin("skiff-agent"));
+            cmd.args(["--coordinators", &cluster.addr, "--work-dir"]).arg(work_dir.path());
+            cmd.arg("--attribute").arg(format!("idx={i}")).args(*args);
+            let (agent, _) = spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10));
+            cluster.agents.push(agent);
+            cluster.work_dirs.push(work_dir);
+        }
+        let want = agent_args.len();
+        eventually(Duration::from_secs(10), "every agent registered", || {
+            (connected_agents(&cluster.addr).len() == want).then_some(())
+        });
+        cluster
+    }
+
+    /// SIGKILLs agent `i`.
+    pub fn kill_agent(&mut self, i: usize) {
+        let _ = self.agents[i].child.kill();
+        let _ = self.agents[i].child.wait();
+    }
+
+    /// `skiff <args>` against this cluster.
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("skiff"));
+        cmd.args(args).env("SKIFF_COORDINATORS", &self.addr);
+        run_bounded(cmd, None, Duration::from_secs(90))
+    }
+}
+
+/// The connected agents of a coordinator (ListAgents), with their attributes.
+pub fn connected_agents(addr: &str) -> Vec<skiff_proto::AgentInfo> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let Ok(mut client) =
+            skiff_proto::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await
+        else {
+            return Vec::new();
+        };
+        match client.list_agents(skiff_proto::ListAgentsRequest {}).await {
+            Ok(r) => r.into_inner().agents.into_iter().filter(|a| a.connected).collect(),
+            Err(_) => Vec::new(),
+        }
+    })
 }

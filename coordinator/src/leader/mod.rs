@@ -4,15 +4,24 @@
 //! state happens here, in order, with no locks. Each state change is written to the registry in one
 //! transaction (guarded by the record's mod revision) before it is announced to anyone.
 //!
-//! Placement is two-level, as in Mesos: after every batch of commands that changed something, free
-//! agent resources are offered to the built-in job framework ([`crate::jobs`]), which accepts offers
-//! with task launches; the [`OfferBook`] checks each accept fits before anything is launched.
+//! Placement is two-level, as in Mesos: after every batch of commands, and on a short interval, the
+//! [`Allocator`] divides agents' free resources between frameworks by weighted DRF; the [`OfferBook`]
+//! records the offers and checks that each accept fits. External frameworks get their offers over
+//! the scheduler stream ([`frameworks`]); the built-in job scheduler ([`crate::jobs`]) answers its own
+//! in-process ([`placement`]).
+//!
+//! Layout: [`agents`] (membership, heartbeats, status updates), [`frameworks`] (subscribe, calls,
+//! status forwarding, failover), [`jobs`] (the built-in job scheduler's jobs), [`placement`]
+//! (offer cycles and launches), [`recovery`] (takeover), [`gc`] (artifacts).
 
+mod agents;
+mod frameworks;
 mod gc;
+mod jobs;
 mod placement;
 mod recovery;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,15 +29,19 @@ use prost::Message;
 use skiff_proto as pb;
 use skiff_proto::{TaskState, coordinator_message::Msg as Out};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::allocator::{Allocator, RoleConfig};
 use crate::error::{Error, Result};
-use crate::jobs::{self, JobFramework};
+use crate::jobs::JobScheduler;
 use crate::offers::OfferBook;
 use crate::registry::{Registry, RegistryError, Txn, keys};
 use crate::resources::Resources;
-use crate::task::{self, Transition};
+use crate::task;
+
+pub use frameworks::FrameworkSender;
 
 /// Messages to one connected agent.
 pub type AgentSender = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, tonic::Status>>;
@@ -58,9 +71,25 @@ pub enum Command {
         agent_id: String,
         session: u64,
     },
+    /// A one-instance job; answers its task id and job id.
     Submit {
         spec: pb::TaskSpec,
-        reply: oneshot::Sender<Result<String>>,
+        reply: oneshot::Sender<Result<(String, String)>>,
+    },
+    SubmitJob {
+        spec: pb::JobSpec,
+        reply: oneshot::Sender<Result<pb::SubmitJobResponse>>,
+    },
+    GetJob {
+        job_id: String,
+        reply: oneshot::Sender<Result<pb::JobStatus>>,
+    },
+    ListJobs {
+        reply: oneshot::Sender<Vec<pb::JobStatus>>,
+    },
+    KillJob {
+        job_id: String,
+        reply: oneshot::Sender<Result<()>>,
     },
     Watch {
         task_id: String,
@@ -86,6 +115,17 @@ pub enum Command {
     RecordArtifact {
         record: pb::ArtifactRecord,
         reply: oneshot::Sender<Result<()>>,
+    },
+    /// A framework subscribes (or re-subscribes); answers its info with the id set.
+    Subscribe {
+        info: pb::FrameworkInfo,
+        tx: FrameworkSender,
+        reply: oneshot::Sender<Result<pb::FrameworkInfo>>,
+    },
+    /// A framework's call; answers the launched task ids of an accept.
+    Call {
+        call: pb::SchedulerCall,
+        reply: oneshot::Sender<Result<Vec<String>>>,
     },
 }
 
@@ -119,8 +159,22 @@ impl LeaderHandle {
 pub struct LeaderConfig {
     /// Leader epoch stamped on every command (the embedded registry has a single leader: 1).
     pub epoch: u64,
-    /// Heartbeat interval asked of agents.
+    /// Heartbeat interval asked of agents, and of the leader towards frameworks.
     pub heartbeat_interval: Duration,
+    /// An agent silent for this long is unreachable: its offers are rescinded, its tasks UNREACHABLE.
+    pub agent_timeout: Duration,
+    /// Offers are made at least this often (and after every batch of requests).
+    pub offer_interval: Duration,
+    /// An offer not answered within this time is rescinded.
+    pub offer_timeout: Duration,
+    /// Default decline filter.
+    pub refuse: Duration,
+    /// Failover timeout of frameworks that do not name one.
+    pub framework_failover_timeout: Duration,
+    /// Role weights and quotas (roles not listed: weight 1, no quota).
+    pub roles: Vec<(String, RoleConfig)>,
+    /// Role of the built-in job scheduler.
+    pub jobs_role: String,
     /// Terminal tasks whose events stay in memory for `watch` and `get`.
     pub retained_terminal_tasks: usize,
     /// After taking over, how long agents have to re-register before their tasks are reported LOST.
@@ -136,6 +190,13 @@ impl Default for LeaderConfig {
         Self {
             epoch: 1,
             heartbeat_interval: Duration::from_secs(1),
+            agent_timeout: Duration::from_secs(3),
+            offer_interval: Duration::from_millis(10),
+            offer_timeout: Duration::from_secs(30),
+            refuse: Duration::from_secs(5),
+            framework_failover_timeout: Duration::from_secs(60),
+            roles: Vec::new(),
+            jobs_role: "default".into(),
             retained_terminal_tasks: 4096,
             reregister_timeout: Duration::from_secs(10),
             artifact_grace: Duration::from_secs(3600),
@@ -150,7 +211,29 @@ struct AgentEntry {
     hostname: String,
     attributes: HashMap<String, String>,
     total: Resources,
+    /// Reserved by tasks.
+    used: Resources,
     tx: Option<AgentSender>,
+    last_seen: Instant,
+    reachable: bool,
+    /// Wasm modules (sha256) the agent has compiled, as far as this leader knows.
+    cached_modules: HashSet<String>,
+}
+
+impl AgentEntry {
+    fn new(hostname: String, attributes: HashMap<String, String>, total: Resources) -> Self {
+        AgentEntry {
+            session: 0,
+            hostname,
+            attributes,
+            total,
+            used: Resources::default(),
+            tx: None,
+            last_seen: Instant::now(),
+            reachable: false,
+            cached_modules: HashSet::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -171,6 +254,10 @@ impl TaskEntry {
         self.record.status.as_ref().map_or("", |s| s.agent_id.as_str())
     }
 
+    fn framework_id(&self) -> &str {
+        &self.record.framework_id
+    }
+
     fn publish(&mut self, event: pb::TaskEvent) {
         self.watchers.retain(|w| w.send(event.clone()).is_ok());
         self.events.push(event);
@@ -189,9 +276,13 @@ pub struct Leader {
     /// Artifacts the fleet holds, by sha256 (from the registry).
     artifacts: HashMap<String, pb::ArtifactRecord>,
     /// When each artifact was last used (in memory: a new leader counts from its takeover).
-    artifact_used: HashMap<String, tokio::time::Instant>,
+    artifact_used: HashMap<String, Instant>,
+    allocator: Allocator,
     offers: OfferBook,
-    jobs: JobFramework,
+    frameworks: HashMap<String, frameworks::FrameworkEntry>,
+    jobs: JobScheduler,
+    /// Whether the built-in job scheduler is suppressed in the allocator (it has nothing pending).
+    jobs_suppressed: bool,
     next_session: u64,
     /// Cancelled to step down (a fenced write failed) or by the owner (shutdown, lease lost).
     stop: CancellationToken,
@@ -203,9 +294,14 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn new_task_id() -> String {
+fn new_id(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("t-{}", &id[..16])
+    format!("{prefix}-{}", &id[..16])
+}
+
+/// The std instant of now (the allocator and offer book are pure and take std instants).
+fn std_now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 impl Leader {
@@ -213,6 +309,12 @@ impl Leader {
         let epoch = config.epoch;
         let (tx, rx) = mpsc::channel(4096);
         let handle = LeaderHandle { tx, epoch: config.epoch };
+        let mut allocator = Allocator::new();
+        for (role, role_config) in &config.roles {
+            allocator.set_role(role, role_config.clone());
+        }
+        allocator.add_framework(crate::jobs::FRAMEWORK_ID, &config.jobs_role);
+        allocator.suppress(crate::jobs::FRAMEWORK_ID);
         let leader = Leader {
             config,
             registry,
@@ -222,8 +324,11 @@ impl Leader {
             terminal: VecDeque::new(),
             artifacts: HashMap::new(),
             artifact_used: HashMap::new(),
+            allocator,
             offers: OfferBook::new(epoch),
-            jobs: JobFramework::new(),
+            frameworks: HashMap::new(),
+            jobs: JobScheduler::new(),
+            jobs_suppressed: true,
             next_session: 0,
             stop: CancellationToken::new(),
             recovery: None,
@@ -231,17 +336,23 @@ impl Leader {
         (leader, handle)
     }
 
-    /// Serves commands until `shutdown`; dropping the state then closes every agent and watch stream.
+    /// Serves commands until `shutdown`; dropping the state then closes every agent, framework and
+    /// watch stream.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         info!(epoch = self.config.epoch, "leading");
         self.stop = shutdown;
         let mut gc = tokio::time::interval(self.config.gc_interval);
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut offer_tick = tokio::time::interval(self.config.offer_interval);
+        offer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintenance = tokio::time::interval(Duration::from_millis(100));
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heartbeat = Instant::now();
         loop {
             let recovery_deadline = self.recovery.as_ref().map(|w| w.deadline);
             let cmd = tokio::select! {
                 _ = self.stop.cancelled() => break,
-                _ = tokio::time::sleep_until(recovery_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                _ = tokio::time::sleep_until(recovery_deadline.unwrap_or_else(Instant::now)),
                     if recovery_deadline.is_some() =>
                 {
                     self.end_recovery().await;
@@ -249,6 +360,21 @@ impl Leader {
                 }
                 _ = gc.tick() => {
                     self.collect_garbage().await;
+                    continue;
+                }
+                _ = offer_tick.tick() => {
+                    self.start_due_retries().await;
+                    self.offer_cycle().await;
+                    continue;
+                }
+                _ = maintenance.tick() => {
+                    self.check_agents().await;
+                    self.expire_offers();
+                    let beat = last_heartbeat.elapsed() >= self.config.heartbeat_interval;
+                    if beat {
+                        last_heartbeat = Instant::now();
+                    }
+                    self.check_frameworks(beat).await;
                     continue;
                 }
                 cmd = self.rx.recv() => match cmd {
@@ -266,9 +392,7 @@ impl Leader {
             if self.stop.is_cancelled() {
                 break;
             }
-            if self.jobs.has_pending() {
-                self.offer_cycle().await;
-            }
+            self.offer_cycle().await;
         }
         info!("leader stopped");
         Ok(())
@@ -285,6 +409,19 @@ impl Leader {
             }
             Command::Submit { spec, reply } => {
                 let _ = reply.send(self.submit(spec).await);
+            }
+            Command::SubmitJob { spec, reply } => {
+                let _ = reply.send(self.submit_job(spec).await);
+            }
+            Command::GetJob { job_id, reply } => {
+                let _ = reply.send(self.job_status(&job_id).ok_or(Error::JobNotFound(job_id)));
+            }
+            Command::ListJobs { reply } => {
+                let jobs = self.jobs.job_ids().iter().filter_map(|id| self.job_status(id)).collect();
+                let _ = reply.send(jobs);
+            }
+            Command::KillJob { job_id, reply } => {
+                let _ = reply.send(self.kill_job(&job_id).await);
             }
             Command::Watch { task_id, reply } => {
                 let _ = reply.send(self.watch(&task_id));
@@ -309,6 +446,12 @@ impl Leader {
             Command::RecordArtifact { record, reply } => {
                 let _ = reply.send(self.record_artifact(record).await);
             }
+            Command::Subscribe { info, tx, reply } => {
+                let _ = reply.send(self.subscribe(info, tx).await);
+            }
+            Command::Call { call, reply } => {
+                let _ = reply.send(self.call(call).await);
+            }
         }
     }
 
@@ -331,116 +474,13 @@ impl Leader {
         tx.send(Ok(pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) })).is_ok()
     }
 
-    async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
-        if register.agent_id.is_empty() {
-            return Err(Error::InvalidArgument("register: agent_id is empty".into()));
-        }
-        let total = Resources::from(&register.resources.unwrap_or_default());
-        let record = pb::AgentRecord {
-            agent_id: register.agent_id.clone(),
-            hostname: register.hostname.clone(),
-            resources: Some(total.into()),
-            attributes: register.attributes.clone(),
-            leader_epoch: self.config.epoch,
-        };
-        if register.highest_epoch > self.config.epoch {
-            return Err(Error::InvalidArgument(format!(
-                "agent {} has seen leader epoch {}, newer than this leader's {}",
-                register.agent_id, register.highest_epoch, self.config.epoch
-            )));
-        }
-        self.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
-
-        self.next_session += 1;
-        let session = self.next_session;
-        let id = register.agent_id;
-        if let Some(old) = self.agents.get(&id)
-            && old.tx.is_some()
-        {
-            info!(agent_id = %id, "agent reconnected; replacing its previous stream");
-        }
-        let fresh = self.offers.usage(&id).is_none();
-        self.offers.upsert_agent(&id, total);
-        self.agents.insert(
-            id.clone(),
-            AgentEntry { session, hostname: register.hostname, attributes: register.attributes, total, tx: Some(tx) },
-        );
-        info!(agent_id = %id, hostname = %self.agents[&id].hostname, ?total, "agent registered");
-        self.send_to_agent(
-            &id,
-            Out::Registered(pb::Registered {
-                agent_id: id.clone(),
-                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
-            }),
-        );
-        self.reconcile_agent(&id, register.tasks, fresh).await;
-        Ok(session)
-    }
-
-    fn agent_disconnect(&mut self, agent_id: &str, session: u64) {
-        if let Some(agent) = self.agents.get_mut(agent_id)
-            && agent.session == session
-        {
-            agent.tx = None;
-            self.offers.rescind_agent(agent_id);
-            info!(agent_id, "agent disconnected");
-        }
-    }
-
-    async fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
-        use pb::agent_message::Msg;
-        if self.agents.get(agent_id).is_none_or(|a| a.session != session) {
-            debug!(agent_id, "message from a replaced agent stream dropped");
-            return;
-        }
-        match msg {
-            Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
-            Msg::Heartbeat(_) => {}
-            Msg::Status(status) => self.status_update(agent_id, status).await,
-            Msg::Usage(report) => {
-                // Live usage is kept in memory only; the terminal status carries the final figures.
-                if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
-                    status.usage = report.usage;
-                }
-            }
-            Msg::Output(output) => {
-                if let Some(task) = self.tasks.get_mut(&output.task_id) {
-                    task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
-                }
-            }
-        }
-    }
-
-    async fn status_update(&mut self, agent_id: &str, mut status: pb::TaskStatus) {
-        let ack = Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() });
-        status.agent_id = agent_id.to_owned();
-        let Some(entry) = self.tasks.get(&status.task_id) else {
-            warn!(agent_id, task_id = %status.task_id, "status for an unknown task");
-            if !task::is_terminal(status.state()) {
-                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
-            }
-            self.send_to_agent(agent_id, ack);
-            return;
-        };
-        match task::transition(entry.state(), status.state()) {
-            Transition::Apply => {
-                if let Err(err) = self.set_status(status).await {
-                    // Not acknowledged: the agent will resend it.
-                    warn!(agent_id, %err, "could not persist a status update");
-                    return;
-                }
-            }
-            Transition::Duplicate => {}
-            Transition::Invalid => {
-                warn!(agent_id, task_id = %status.task_id, from = ?entry.state(), to = ?status.state(), "invalid status transition ignored");
-            }
-        }
-        self.send_to_agent(agent_id, ack);
-    }
-
-    /// Persists a new status of a known task, then publishes it; terminal statuses release resources.
-    async fn set_status(&mut self, status: pb::TaskStatus) -> Result<()> {
+    /// Persists a new status of a known task, then publishes it and hands it to the task's
+    /// framework; terminal statuses release the task's resources.
+    async fn set_status(&mut self, mut status: pb::TaskStatus) -> Result<()> {
         let task_id = status.task_id.clone();
+        if status.update_id.is_empty() {
+            status.update_id = uuid::Uuid::new_v4().to_string();
+        }
         let entry = self.tasks.get(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
         let mut record = entry.record.clone();
         record.status = Some(status.clone());
@@ -455,16 +495,38 @@ impl Leader {
         entry.mod_revision = revision;
         debug!(%task_id, state = ?status.state(), "task status");
         let terminal = task::is_terminal(status.state());
-        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
+        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status.clone())) });
+        let framework_id = entry.framework_id().to_owned();
+        let resources = entry.resources;
         if terminal {
             entry.watchers.clear();
-            let resources = entry.resources;
             if !previous_agent.is_empty() {
-                self.offers.release(&previous_agent, &resources);
+                self.release(&framework_id, &previous_agent, &resources);
             }
             self.retire(task_id);
         }
+        self.forward(&framework_id, status).await;
         Ok(())
+    }
+
+    /// Counts a task's resources as used on an agent (outside of an offer: a task found after a takeover).
+    fn reserve(&mut self, framework_id: &str, agent_id: &str, resources: &Resources) {
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = agent.used.saturating_add(resources);
+            self.allocator.allocate_used(framework_id, agent_id, *resources);
+        }
+    }
+
+    /// Gives back what an ended task reserved; the job scheduler may use it at once.
+    fn release(&mut self, framework_id: &str, agent_id: &str, resources: &Resources) {
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.used = agent.used.saturating_sub(resources);
+            self.allocator.recover(framework_id, agent_id, *resources, None, std_now());
+            self.allocator.revive(crate::jobs::FRAMEWORK_ID);
+            if self.jobs_suppressed {
+                self.allocator.suppress(crate::jobs::FRAMEWORK_ID);
+            }
+        }
     }
 
     /// Keeps a bounded number of terminal tasks in memory.
@@ -490,8 +552,10 @@ impl Leader {
         Ok(())
     }
 
-    async fn submit(&mut self, mut spec: pb::TaskSpec) -> Result<String> {
-        validate_spec(&spec)?;
+    /// Checks a task spec against the artifact store (its module and files must be there) and fills
+    /// in the module size.
+    fn check_artifacts(&mut self, spec: &mut pb::TaskSpec) -> Result<()> {
+        validate_spec(spec)?;
         if let Some(pb::task_spec::Kind::Wasm(wasm)) = spec.kind.as_mut() {
             let record = self.artifacts.get(&wasm.module_sha256).ok_or_else(|| {
                 Error::InvalidArgument(format!(
@@ -509,31 +573,8 @@ impl Leader {
                 )));
             }
         }
-        self.touch_artifacts(gc::referenced(&spec));
-        let task_id = new_task_id();
-        spec.task_id = task_id.clone();
-        let resources = Resources::from(&spec.resources.unwrap_or_default());
-        let status = pb::TaskStatus {
-            task_id: task_id.clone(),
-            state: TaskState::Pending as i32,
-            timestamp_ms: now_ms(),
-            ..Default::default()
-        };
-        let record = pb::TaskRecord {
-            spec: Some(spec),
-            status: Some(status.clone()),
-            framework_id: jobs::FRAMEWORK_ID.into(),
-            leader_epoch: self.config.epoch,
-        };
-        let key = keys::task(&task_id);
-        let revision = self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
-        let mut entry =
-            TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
-        entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
-        self.tasks.insert(task_id.clone(), entry);
-        self.jobs.enqueue(task_id.clone(), resources);
-        info!(%task_id, "task submitted");
-        Ok(task_id)
+        self.touch_artifacts(gc::referenced(spec));
+        Ok(())
     }
 
     fn watch(&mut self, task_id: &str) -> Result<Watch> {
@@ -581,26 +622,6 @@ impl Leader {
             wasm.module.clear();
         }
         Ok(pb::GetTaskResponse { spec, status: entry.record.status.clone() })
-    }
-
-    fn list_agents(&self) -> Vec<pb::AgentInfo> {
-        let mut agents: Vec<pb::AgentInfo> = self
-            .agents
-            .iter()
-            .map(|(id, a)| {
-                let used = self.offers.usage(id).map(|(_, used)| used).unwrap_or_default();
-                pb::AgentInfo {
-                    agent_id: id.clone(),
-                    hostname: a.hostname.clone(),
-                    total: Some(a.total.into()),
-                    used: Some(used.into()),
-                    attributes: a.attributes.clone(),
-                    connected: a.tx.is_some(),
-                }
-            })
-            .collect();
-        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        agents
     }
 }
 

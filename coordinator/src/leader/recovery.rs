@@ -8,7 +8,7 @@
 //! killed. Agents that do not come back within the re-registration window have their tasks reported
 //! LOST.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 use skiff_proto as pb;
@@ -16,8 +16,9 @@ use skiff_proto::{TaskState, coordinator_message::Msg as Out};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{AgentEntry, Leader, TaskEntry, now_ms};
+use super::{AgentEntry, Leader, TaskEntry, now_ms, std_now};
 use crate::error::{Error, Result};
+use crate::jobs::Attempt;
 use crate::registry::RegistryError;
 use crate::resources::Resources;
 use crate::task;
@@ -34,14 +35,27 @@ fn corrupt(key: &str, err: prost::DecodeError) -> Error {
 }
 
 impl Leader {
-    /// Loads agents and tasks from the registry (call once, before [`Leader::run`]).
+    /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
+    /// [`Leader::run`]).
     pub async fn recover(&mut self) -> Result<()> {
         for (key, value) in self.registry.range("agents/").await? {
             let record = pb::AgentRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
             let total = Resources::from(&record.resources.unwrap_or_default());
-            let entry =
-                AgentEntry { session: 0, hostname: record.hostname, attributes: record.attributes, total, tx: None };
-            self.agents.insert(record.agent_id, entry);
+            self.agents.insert(record.agent_id, AgentEntry::new(record.hostname, record.attributes, total));
+        }
+        for (key, value) in self.registry.range("frameworks/").await? {
+            let record = pb::FrameworkRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+            if let Some(info) = record.info {
+                self.recovered_framework(info);
+            }
+        }
+        let mut job_ids = Vec::new();
+        for (key, value) in self.registry.range("jobs/").await? {
+            let record = pb::JobRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+            if let Some(spec) = record.spec {
+                job_ids.push(spec.job_id.clone());
+                self.jobs.add_job(spec, record.submitted_ms, record.killed);
+            }
         }
         for (key, value) in self.registry.range("artifacts/").await? {
             let record = pb::ArtifactRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
@@ -58,9 +72,10 @@ impl Leader {
             let task_id = status.task_id.clone();
             let state = status.state();
             let stamp = status.timestamp_ms;
-            if matches!(state, TaskState::Staging | TaskState::Running) {
+            if matches!(state, TaskState::Staging | TaskState::Running | TaskState::Unreachable) {
                 waiting.insert(status.agent_id.clone());
             }
+            let job = (!record.job_id.is_empty()).then(|| (record.job_id.clone(), record.instance, record.attempt));
             let mut entry = TaskEntry {
                 record,
                 resources,
@@ -70,6 +85,10 @@ impl Leader {
             };
             entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
             self.tasks.insert(task_id.clone(), entry);
+            if let Some((job_id, instance, attempt)) = job {
+                let queued_state = if state == TaskState::Pending { TaskState::Unspecified } else { state };
+                self.jobs.add_task(&task_id, &job_id, instance, attempt, queued_state, resources);
+            }
             match state {
                 TaskState::Pending => pending.push((stamp, task_id, resources)),
                 s if task::is_terminal(s) => terminal.push((stamp, task_id)),
@@ -86,9 +105,25 @@ impl Leader {
             artifacts = self.artifacts.len(),
             "state recovered from the registry"
         );
+        // Pending tasks are queued in submission order.
         for (_, task_id, resources) in pending {
-            self.jobs.enqueue(task_id, resources);
+            self.jobs.requeue_back(&task_id, resources);
         }
+        // Instances a partly written submit left without a task, and retries that were waiting.
+        let missing: Vec<Attempt> = job_ids
+            .iter()
+            .flat_map(|job_id| {
+                self.jobs.missing_instances(job_id).into_iter().map(|instance| Attempt {
+                    job_id: job_id.clone(),
+                    instance,
+                    attempt: 0,
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.create_attempts(&missing).await?;
+        }
+        self.jobs.schedule_retries(std_now(), now_ms());
         for (_, task_id) in terminal {
             self.retire(task_id);
         }
@@ -101,7 +136,7 @@ impl Leader {
     /// Reconciles what a (re-)registering agent runs with what this leader believes it runs.
     /// `fresh`: the offer book did not know the agent yet (first registration under this leader).
     pub(super) async fn reconcile_agent(&mut self, agent_id: &str, reported: Vec<pb::TaskStatus>, fresh: bool) {
-        let mut reported_ids = HashSet::new();
+        let mut reported_ids = HashMap::new();
         for status in reported {
             let ours = self
                 .tasks
@@ -111,8 +146,9 @@ impl Leader {
                 warn!(agent_id, task_id = %status.task_id, "agent runs a task this leader did not give it; killing it");
                 self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
             }
-            reported_ids.insert(status.task_id);
+            reported_ids.insert(status.task_id.clone(), status);
         }
+        let reported = reported_ids;
         let mut mine: Vec<(String, TaskState, Resources)> = self
             .tasks
             .iter()
@@ -122,9 +158,14 @@ impl Leader {
         mine.sort_by(|a, b| a.0.cmp(&b.0));
         for (task_id, state, resources) in mine {
             if fresh {
-                self.offers.reserve(agent_id, &resources);
+                let framework_id = self.tasks.get(&task_id).map(|t| t.framework_id().to_owned()).unwrap_or_default();
+                self.reserve(&framework_id, agent_id, &resources);
             }
-            if reported_ids.contains(&task_id) {
+            if let Some(status) = reported.get(&task_id) {
+                if state == TaskState::Unreachable || (state == TaskState::Staging && status.state() != state) {
+                    // Back from a partition (or a launch whose RUNNING was not seen): take its word.
+                    self.status_update(agent_id, status.clone()).await;
+                }
                 continue;
             }
             if state == TaskState::Staging {

@@ -100,4 +100,12 @@ pub mod keys {
     pub fn artifact(sha256: &str) -> String {
         format!("artifacts/{sha256}")
     }
+
+    pub fn framework(framework_id: &str) -> String {
+        format!("frameworks/{framework_id}")
+    }
+
+    pub fn job(job_id: &str) -> String {
+        format!("jobs/{job_id}")
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod operator;
+pub mod scheduler;
 
 /// Largest gRPC message accepted or sent (task specs carry their module until artifacts move by hash).
 pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;

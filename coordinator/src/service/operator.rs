@@ -35,8 +35,36 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
-        let task_id = self.leader()?.ask(|reply| Command::Submit { spec, reply }).await??;
-        Ok(Response::new(pb::SubmitTaskResponse { task_id }))
+        let (task_id, job_id) = self.leader()?.ask(|reply| Command::Submit { spec, reply }).await??;
+        Ok(Response::new(pb::SubmitTaskResponse { task_id, job_id }))
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
+        Ok(Response::new(self.leader()?.ask(|reply| Command::SubmitJob { spec, reply }).await??))
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+        let job_id = request.into_inner().job_id;
+        let job = self.leader()?.ask(|reply| Command::GetJob { job_id, reply }).await??;
+        Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self.leader()?.ask(|reply| Command::ListJobs { reply }).await?;
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn kill_job(&self, request: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
+        let job_id = request.into_inner().job_id;
+        self.leader()?.ask(|reply| Command::KillJob { job_id, reply }).await??;
+        Ok(Response::new(pb::KillJobResponse {}))
     }
 
     async fn watch_task(

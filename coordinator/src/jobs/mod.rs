@@ -1,0 +1,397 @@
+//! The built-in job scheduler: the framework inside the leader that runs the CLI's jobs.
+//!
+//! A job is N instances of one task, with a retry policy and constraints on agent attributes. Each
+//! instance runs as a sequence of tasks (attempts): a failed or lost attempt is retried after a
+//! doubling backoff while attempts remain. Pending tasks wait in one FIFO queue and are placed the
+//! way any framework places tasks: each offer is accepted with the queued tasks that fit in it and
+//! whose job's constraints the agent satisfies (first fit, in queue order), or declined.
+//! Pure: no I/O and no clock of its own; the leader applies its decisions and passes the time in.
+//!
+//! Layout: [`constraint`] (attribute constraints).
+
+pub mod constraint;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use skiff_proto as pb;
+use skiff_proto::{JobState, TaskState};
+
+use crate::offers::Offer;
+use crate::resources::Resources;
+use crate::task;
+
+/// The framework id of the built-in job scheduler.
+pub const FRAMEWORK_ID: &str = "skiff-jobs";
+
+/// Largest number of instances of one job.
+pub const MAX_INSTANCES: u32 = 100_000;
+
+/// The framework's answer to one offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept { offer_id: String, launches: Vec<String> },
+    Decline { offer_id: String },
+}
+
+/// An instance to start a new attempt of (its retry backoff is over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub job_id: String,
+    pub instance: u32,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Instance {
+    /// Tasks started so far.
+    attempts: u32,
+    task_id: Option<String>,
+    state: TaskState,
+    retry_at: Option<(Instant, u64)>,
+}
+
+#[derive(Debug)]
+struct Job {
+    spec: pb::JobSpec,
+    submitted_ms: u64,
+    killed: bool,
+    instances: Vec<Instance>,
+}
+
+impl Job {
+    fn done(&self, i: &Instance) -> bool {
+        task::is_terminal(i.state) && i.retry_at.is_none() && !(retriable(i.state) && self.may_retry(i))
+    }
+
+    fn may_retry(&self, i: &Instance) -> bool {
+        !self.killed && i.attempts <= self.spec.retry.map_or(0, |r| r.attempts)
+    }
+
+    fn state(&self) -> JobState {
+        if self.killed {
+            JobState::Killed
+        } else if !self.instances.iter().all(|i| self.done(i)) {
+            JobState::Running
+        } else if self.instances.iter().all(|i| i.state == TaskState::Finished) {
+            JobState::Finished
+        } else {
+            JobState::Failed
+        }
+    }
+}
+
+/// Failed and lost attempts are retried; finished and killed ones are not.
+fn retriable(state: TaskState) -> bool {
+    matches!(state, TaskState::Failed | TaskState::Lost)
+}
+
+#[derive(Debug)]
+struct Queued {
+    task_id: String,
+    job_id: String,
+    resources: Resources,
+}
+
+/// Jobs, their instances, and the queue of pending tasks.
+#[derive(Debug, Default)]
+pub struct JobScheduler {
+    jobs: HashMap<String, Job>,
+    pending: VecDeque<Queued>,
+    /// task id -> (job id, instance).
+    tasks: HashMap<String, (String, u32)>,
+    retries: BTreeSet<(Instant, String, u32)>,
+    /// Component-wise minimum of the resources of every task queued since the queue was last empty.
+    floor: Resources,
+}
+
+/// The task of one instance of a job: the template with SKIFF_* env and `{instance}` in args.
+pub fn instance_spec(job: &pb::JobSpec, instance: u32) -> pb::TaskSpec {
+    let mut spec = job.task.clone().unwrap_or_default();
+    let index = instance.to_string();
+    for arg in &mut spec.args {
+        *arg = arg.replace("{instance}", &index);
+    }
+    spec.env.insert("SKIFF_JOB_ID".into(), job.job_id.clone());
+    spec.env.insert("SKIFF_INSTANCE".into(), index);
+    spec.env.insert("SKIFF_INSTANCES".into(), job.instances.to_string());
+    if spec.name.is_empty() {
+        spec.name = job.name.clone();
+    }
+    if job.instances > 1 {
+        spec.name = format!("{}[{instance}]", spec.name);
+    }
+    spec
+}
+
+/// Checks a job's own fields (its task is checked like any task); the error names the problem.
+pub fn validate(job: &pb::JobSpec) -> Result<(), String> {
+    if job.instances == 0 || job.instances > MAX_INSTANCES {
+        return Err(format!("job instances must be between 1 and {MAX_INSTANCES}, got {}", job.instances));
+    }
+    if job.task.is_none() {
+        return Err("job has no task".into());
+    }
+    if let Some(retry) = job.retry
+        && retry.attempts > 100
+    {
+        return Err(format!("retry attempts must be at most 100, got {}", retry.attempts));
+    }
+    constraint::validate(&job.constraints)
+}
+
+/// Backoff before attempt `attempt` (1 = the first retry): doubles from `backoff_ms`, capped.
+pub fn backoff(retry: &pb::RetryPolicy, attempt: u32) -> Duration {
+    let cap = if retry.max_backoff_ms == 0 { 60_000 } else { retry.max_backoff_ms };
+    let doubled = retry.backoff_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
+    Duration::from_millis(doubled.min(cap.max(retry.backoff_ms)))
+}
+
+impl JobScheduler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a job (submitted, or recovered from the registry).
+    pub fn add_job(&mut self, spec: pb::JobSpec, submitted_ms: u64, killed: bool) {
+        let instances = vec![Instance::default(); spec.instances as usize];
+        self.jobs.insert(spec.job_id.clone(), Job { spec, submitted_ms, killed, instances });
+    }
+
+    pub fn spec(&self, job_id: &str) -> Option<&pb::JobSpec> {
+        self.jobs.get(job_id).map(|j| &j.spec)
+    }
+
+    /// Records a task of an instance (a new attempt, or one recovered from the registry with its
+    /// state); a PENDING one is queued for placement.
+    pub fn add_task(
+        &mut self,
+        task_id: &str,
+        job_id: &str,
+        instance: u32,
+        attempt: u32,
+        state: TaskState,
+        resources: Resources,
+    ) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        let Some(slot) = job.instances.get_mut(instance as usize) else { return };
+        if attempt + 1 >= slot.attempts {
+            slot.attempts = attempt + 1;
+            slot.task_id = Some(task_id.to_owned());
+            slot.state = state;
+            slot.retry_at = None;
+        }
+        self.tasks.insert(task_id.to_owned(), (job_id.to_owned(), instance));
+        if state == TaskState::Pending {
+            self.queue(Queued { task_id: task_id.to_owned(), job_id: job_id.to_owned(), resources }, false);
+        }
+    }
+
+    /// Instances of `job_id` that have no task yet (a takeover after a partly written submit).
+    pub fn missing_instances(&self, job_id: &str) -> Vec<u32> {
+        let Some(job) = self.jobs.get(job_id) else { return Vec::new() };
+        if job.killed {
+            return Vec::new();
+        }
+        (0..job.spec.instances).filter(|i| job.instances[*i as usize].task_id.is_none()).collect()
+    }
+
+    /// Instances whose latest attempt ended unsuccessfully and may be retried: schedules them
+    /// (used after a takeover, when retries in flight were not persisted).
+    pub fn schedule_retries(&mut self, now: Instant, now_ms: u64) {
+        let ids: Vec<(String, u32)> = self
+            .jobs
+            .iter()
+            .flat_map(|(id, job)| {
+                job.instances.iter().enumerate().filter_map(move |(i, inst)| {
+                    let retry = retriable(inst.state) && inst.retry_at.is_none() && job.may_retry(inst);
+                    retry.then(|| (id.clone(), i as u32))
+                })
+            })
+            .collect();
+        for (job_id, instance) in ids {
+            self.schedule_retry(&job_id, instance, now, now_ms);
+        }
+    }
+
+    fn schedule_retry(&mut self, job_id: &str, instance: u32, now: Instant, now_ms: u64) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        let retry = job.spec.retry.unwrap_or_default();
+        let Some(slot) = job.instances.get_mut(instance as usize) else { return };
+        let wait = backoff(&retry, slot.attempts);
+        slot.retry_at = Some((now + wait, now_ms + wait.as_millis() as u64));
+        self.retries.insert((now + wait, job_id.to_owned(), instance));
+    }
+
+    /// A task's new state. A failed or lost attempt with attempts left is scheduled for a retry.
+    pub fn on_status(&mut self, task_id: &str, state: TaskState, now: Instant, now_ms: u64) {
+        let Some((job_id, instance)) = self.tasks.get(task_id).cloned() else { return };
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let Some(slot) = job.instances.get_mut(instance as usize) else { return };
+        if slot.task_id.as_deref() != Some(task_id) {
+            return;
+        }
+        slot.state = state;
+        if task::is_terminal(state) {
+            self.tasks.remove(task_id);
+            let slot = &job.instances[instance as usize];
+            if retriable(state) && job.may_retry(slot) {
+                self.schedule_retry(&job_id, instance, now, now_ms);
+            }
+        }
+    }
+
+    /// When the next retry is due.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.first().map(|(at, _, _)| *at)
+    }
+
+    /// Retries whose backoff is over, to start as new attempts.
+    pub fn due_retries(&mut self, now: Instant) -> Vec<Attempt> {
+        let mut due = Vec::new();
+        while let Some((at, job_id, instance)) = self.retries.first().cloned()
+            && at <= now
+        {
+            self.retries.pop_first();
+            let Some(job) = self.jobs.get_mut(&job_id) else { continue };
+            let Some(slot) = job.instances.get_mut(instance as usize) else { continue };
+            if job.killed || slot.retry_at.map(|r| r.0) != Some(at) {
+                continue;
+            }
+            slot.retry_at = None;
+            due.push(Attempt { job_id, instance, attempt: slot.attempts });
+        }
+        due
+    }
+
+    /// Kills a job: nothing more is started or retried. Returns its live tasks (pending ones are
+    /// dequeued; the leader kills them all).
+    pub fn kill(&mut self, job_id: &str) -> Option<Vec<String>> {
+        let job = self.jobs.get_mut(job_id)?;
+        job.killed = true;
+        for slot in &mut job.instances {
+            slot.retry_at = None;
+        }
+        self.retries.retain(|(_, j, _)| j != job_id);
+        self.pending.retain(|q| q.job_id != job_id);
+        let live =
+            job.instances.iter().filter(|i| !task::is_terminal(i.state)).filter_map(|i| i.task_id.clone()).collect();
+        Some(live)
+    }
+
+    /// Drops a queued task (killed before placement); true if it was queued.
+    pub fn remove(&mut self, task_id: &str) -> bool {
+        let before = self.pending.len();
+        self.pending.retain(|q| q.task_id != task_id);
+        before != self.pending.len()
+    }
+
+    /// Puts a task back at the head of the queue (its launch was refused or could not be recorded).
+    pub fn requeue_front(&mut self, task_id: &str, resources: Resources) {
+        if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {
+            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources }, true);
+        }
+    }
+
+    fn queue(&mut self, q: Queued, front: bool) {
+        self.floor = if self.pending.is_empty() { q.resources } else { self.floor.min(&q.resources) };
+        if front {
+            self.pending.push_front(q);
+        } else {
+            self.pending.push_back(q);
+        }
+    }
+
+    /// Queues a recovered PENDING task at the back of the queue.
+    pub fn requeue_back(&mut self, task_id: &str, resources: Resources) {
+        if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {
+            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources }, false);
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Answers a batch of offers; `attributes` gives each agent's attributes. Placed tasks leave the queue.
+    pub fn on_offers<'a>(
+        &mut self,
+        offers: &[Offer],
+        attributes: impl Fn(&str) -> Option<&'a HashMap<String, String>>,
+    ) -> Vec<Decision> {
+        let none = HashMap::new();
+        offers
+            .iter()
+            .map(|offer| {
+                let attrs = attributes(&offer.agent_id).unwrap_or(&none);
+                let mut left = offer.resources;
+                let mut launches = Vec::new();
+                let mut skipped = Vec::new();
+                // Nothing fits once the offer cannot hold the smallest of every resource queued.
+                while left.contains(&self.floor)
+                    && let Some(q) = self.pending.pop_front()
+                {
+                    let allowed =
+                        self.jobs.get(&q.job_id).is_some_and(|j| constraint::satisfied(&j.spec.constraints, attrs));
+                    match left.checked_sub(&q.resources) {
+                        Some(rest) if allowed => {
+                            left = rest;
+                            launches.push(q.task_id);
+                        }
+                        _ => skipped.push(q),
+                    }
+                }
+                for q in skipped.into_iter().rev() {
+                    self.pending.push_front(q);
+                }
+                if launches.is_empty() {
+                    Decision::Decline { offer_id: offer.id.clone() }
+                } else {
+                    Decision::Accept { offer_id: offer.id.clone(), launches }
+                }
+            })
+            .collect()
+    }
+
+    /// A job's status; `status_of` gives the latest status of a task.
+    pub fn status<'a>(
+        &self,
+        job_id: &str,
+        status_of: impl Fn(&str) -> Option<&'a pb::TaskStatus>,
+    ) -> Option<pb::JobStatus> {
+        let job = self.jobs.get(job_id)?;
+        let instances = job
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(index, i)| pb::JobInstance {
+                index: index as u32,
+                attempts: i.attempts,
+                task_id: i.task_id.clone().unwrap_or_default(),
+                status: i.task_id.as_deref().and_then(&status_of).cloned(),
+                retry_at_ms: i.retry_at.map_or(0, |r| r.1),
+            })
+            .collect();
+        Some(pb::JobStatus {
+            spec: Some(job.spec.clone()),
+            state: job.state() as i32,
+            instances,
+            submitted_ms: job.submitted_ms,
+            scheduler: "fifo, greedy first fit".into(),
+        })
+    }
+
+    /// Every job id, oldest first.
+    pub fn job_ids(&self) -> Vec<String> {
+        let mut ids: Vec<(u64, &String)> = self.jobs.iter().map(|(id, j)| (j.submitted_ms, id)).collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! Agent membership: registration, heartbeats, unreachable agents, and the status updates agents send.
+//!
+//! Heartbeats are never written to the registry: an agent's liveness is the leader's memory of when
+//! it last heard from it. An agent silent for `agent_timeout` is unreachable: it gets no offers, its
+//! outstanding offers are rescinded and its tasks are reported UNREACHABLE. It is reconciled when it
+//! registers again (a stream that outlived the silence is closed so that it does).
+
+use prost::Message;
+use skiff_proto as pb;
+use skiff_proto::{TaskState, coordinator_message::Msg as Out};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{AgentEntry, AgentSender, Leader, now_ms, std_now};
+use crate::error::{Error, Result};
+use crate::registry::{Txn, keys};
+use crate::resources::Resources;
+use crate::task::{self, Transition};
+
+impl Leader {
+    pub(super) async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
+        if register.agent_id.is_empty() {
+            return Err(Error::InvalidArgument("register: agent_id is empty".into()));
+        }
+        if register.highest_epoch > self.config.epoch {
+            return Err(Error::InvalidArgument(format!(
+                "agent {} has seen leader epoch {}, newer than this leader's {}",
+                register.agent_id, register.highest_epoch, self.config.epoch
+            )));
+        }
+        let total = Resources::from(&register.resources.unwrap_or_default());
+        let record = pb::AgentRecord {
+            agent_id: register.agent_id.clone(),
+            hostname: register.hostname.clone(),
+            resources: Some(total.into()),
+            attributes: register.attributes.clone(),
+            leader_epoch: self.config.epoch,
+        };
+        self.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
+
+        self.next_session += 1;
+        let session = self.next_session;
+        let id = register.agent_id;
+        let fresh = match self.agents.get(&id) {
+            Some(old) => {
+                if old.tx.is_some() {
+                    info!(agent_id = %id, "agent reconnected; replacing its previous stream");
+                }
+                old.session == 0
+            }
+            None => true,
+        };
+        let entry = self
+            .agents
+            .entry(id.clone())
+            .or_insert_with(|| AgentEntry::new(register.hostname.clone(), register.attributes.clone(), total));
+        entry.session = session;
+        entry.hostname = register.hostname;
+        entry.attributes = register.attributes;
+        entry.total = total;
+        entry.tx = Some(tx);
+        entry.last_seen = Instant::now();
+        entry.reachable = true;
+        entry.cached_modules = register.cached_modules.into_iter().collect();
+        self.allocator.add_agent(&id, total);
+        self.allocator.activate_agent(&id, true);
+        info!(agent_id = %id, hostname = %self.agents[&id].hostname, %total, "agent registered");
+        self.send_to_agent(
+            &id,
+            Out::Registered(pb::Registered {
+                agent_id: id.clone(),
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            }),
+        );
+        self.reconcile_agent(&id, register.tasks, fresh).await;
+        Ok(session)
+    }
+
+    pub(super) fn agent_disconnect(&mut self, agent_id: &str, session: u64) {
+        if let Some(agent) = self.agents.get_mut(agent_id)
+            && agent.session == session
+        {
+            agent.tx = None;
+            info!(agent_id, "agent disconnected");
+            self.allocator.activate_agent(agent_id, false);
+            self.rescind_agent_offers(agent_id, "agent disconnected");
+        }
+    }
+
+    pub(super) async fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
+        use pb::agent_message::Msg;
+        let Some(agent) = self.agents.get_mut(agent_id).filter(|a| a.session == session) else {
+            debug!(agent_id, "message from a replaced agent stream dropped");
+            return;
+        };
+        agent.last_seen = Instant::now();
+        if !agent.reachable {
+            // Heard from again on the same stream: have it register anew so that its tasks are reconciled.
+            info!(agent_id, "unreachable agent heard from again; asking it to re-register");
+            if let Some(tx) = agent.tx.take() {
+                let _ = tx.send(Err(tonic::Status::unavailable("missed heartbeats: register again")));
+            }
+            return;
+        }
+        match msg {
+            Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
+            Msg::Heartbeat(_) => {}
+            Msg::Status(status) => self.status_update(agent_id, status).await,
+            Msg::Usage(report) => {
+                // Live usage is kept in memory only; the terminal status carries the final figures.
+                if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
+                    status.usage = report.usage;
+                }
+            }
+            Msg::Output(output) => {
+                if let Some(task) = self.tasks.get_mut(&output.task_id) {
+                    task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
+                }
+            }
+        }
+    }
+
+    pub(super) async fn status_update(&mut self, agent_id: &str, mut status: pb::TaskStatus) {
+        let ack = Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() });
+        status.agent_id = agent_id.to_owned();
+        let Some(entry) = self.tasks.get(&status.task_id) else {
+            warn!(agent_id, task_id = %status.task_id, "status for an unknown task");
+            if !task::is_terminal(status.state()) {
+                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
+            }
+            self.send_to_agent(agent_id, ack);
+            return;
+        };
+        match task::transition(entry.state(), status.state()) {
+            Transition::Apply => {
+                if status.state() == TaskState::Running
+                    && let Some(pb::task_spec::Kind::Wasm(w)) = entry.record.spec.as_ref().and_then(|s| s.kind.as_ref())
+                    && let Some(agent) = self.agents.get_mut(agent_id)
+                {
+                    agent.cached_modules.insert(w.module_sha256.clone());
+                }
+                if let Err(err) = self.set_status(status).await {
+                    // Not acknowledged: the agent will resend it.
+                    warn!(agent_id, %err, "could not persist a status update");
+                    return;
+                }
+            }
+            Transition::Duplicate => {}
+            Transition::Invalid => {
+                warn!(agent_id, task_id = %status.task_id, from = ?entry.state(), to = ?status.state(), "invalid status transition ignored");
+            }
+        }
+        self.send_to_agent(agent_id, ack);
+    }
+
+    /// Marks agents silent for longer than the agent timeout unreachable.
+    pub(super) async fn check_agents(&mut self) {
+        let timeout = self.config.agent_timeout;
+        let mut silent: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.reachable && a.last_seen.elapsed() >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        silent.sort();
+        for agent_id in silent {
+            self.mark_unreachable(&agent_id).await;
+        }
+    }
+
+    async fn mark_unreachable(&mut self, agent_id: &str) {
+        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        warn!(agent_id, silent = ?agent.last_seen.elapsed(), "agent missed its heartbeats: unreachable");
+        agent.reachable = false;
+        self.allocator.activate_agent(agent_id, false);
+        self.rescind_agent_offers(agent_id, "agent unreachable");
+        let mut running: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.agent_id() == agent_id && matches!(t.state(), TaskState::Staging | TaskState::Running))
+            .map(|(id, _)| id.clone())
+            .collect();
+        running.sort();
+        for task_id in running {
+            let status = pb::TaskStatus {
+                task_id: task_id.clone(),
+                state: TaskState::Unreachable as i32,
+                reason: pb::Reason::AgentUnreachable as i32,
+                message: format!("agent {agent_id} missed its heartbeats for {:?}", self.config.agent_timeout),
+                agent_id: agent_id.to_owned(),
+                timestamp_ms: now_ms(),
+                ..Default::default()
+            };
+            if let Err(err) = self.set_status(status).await {
+                warn!(%task_id, %err, "could not record an unreachable task");
+            }
+        }
+    }
+
+    /// Rescinds every offer on an agent and gives its resources back to the allocator.
+    pub(super) fn rescind_agent_offers(&mut self, agent_id: &str, reason: &str) {
+        let now = std_now();
+        for offer in self.offers.rescind_agent(agent_id) {
+            self.allocator.recover(&offer.framework_id, agent_id, offer.resources, None, now);
+            self.send_rescind(&offer.framework_id, &offer.id, reason);
+        }
+    }
+
+    pub(super) fn list_agents(&self) -> Vec<pb::AgentInfo> {
+        let mut agents: Vec<pb::AgentInfo> = self
+            .agents
+            .iter()
+            .map(|(id, a)| pb::AgentInfo {
+                agent_id: id.clone(),
+                hostname: a.hostname.clone(),
+                total: Some(a.total.into()),
+                used: Some(a.used.into()),
+                attributes: a.attributes.clone(),
+                connected: a.tx.is_some() && a.reachable,
+            })
+            .collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        agents
+    }
+
+    /// Agents' cached modules, sorted (for offers).
+    pub(super) fn cached_modules(&self, agent_id: &str) -> Vec<String> {
+        let mut mods: Vec<String> =
+            self.agents.get(agent_id).map(|a| a.cached_modules.iter().cloned().collect()).unwrap_or_default();
+        mods.sort();
+        mods
+    }
+}

@@ -1,0 +1,381 @@
+//! External frameworks: subscription, calls, status updates forwarded until acknowledged, and
+//! failover (a disconnected framework's tasks survive its failover timeout, then are killed).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prost::Message;
+use skiff_proto as pb;
+use skiff_proto::{TaskState, coordinator_message::Msg as Out, scheduler_call::Call, scheduler_event::Event};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::placement::LAUNCHES_PER_TXN;
+use super::{Leader, TaskEntry, new_id, now_ms, std_now};
+use crate::error::{Error, Result};
+use crate::jobs;
+use crate::registry::{Txn, keys};
+use crate::resources::Resources;
+use crate::task;
+
+/// Events to one subscribed framework.
+pub type FrameworkSender = mpsc::UnboundedSender<Result<pb::SchedulerEvent, tonic::Status>>;
+
+#[derive(Debug)]
+pub(super) struct FrameworkEntry {
+    info: pb::FrameworkInfo,
+    tx: Option<FrameworkSender>,
+    /// When it disconnected (or when this leader took over without it).
+    disconnected_at: Option<Instant>,
+    /// Latest unacknowledged update of each task.
+    unacked: HashMap<String, pb::TaskStatus>,
+}
+
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl Leader {
+    fn failover_timeout(&self, info: &pb::FrameworkInfo) -> Duration {
+        match info.failover_timeout_ms {
+            0 => self.config.framework_failover_timeout,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// A framework known from the registry after a takeover: disconnected until it re-subscribes.
+    pub(super) fn recovered_framework(&mut self, info: pb::FrameworkInfo) {
+        self.allocator.add_framework(&info.framework_id, &info.role);
+        self.allocator.activate_framework(&info.framework_id, false);
+        let entry = FrameworkEntry { info, tx: None, disconnected_at: Some(Instant::now()), unacked: HashMap::new() };
+        self.frameworks.insert(entry.info.framework_id.clone(), entry);
+    }
+
+    pub(super) async fn subscribe(
+        &mut self,
+        mut info: pb::FrameworkInfo,
+        tx: FrameworkSender,
+    ) -> Result<pb::FrameworkInfo> {
+        if info.name.is_empty() {
+            return Err(Error::InvalidArgument("subscribe: framework name is empty".into()));
+        }
+        if info.role.is_empty() {
+            info.role = "default".into();
+        }
+        if info.framework_id == jobs::FRAMEWORK_ID {
+            return Err(Error::InvalidArgument(format!(
+                "framework id {} is the built-in job scheduler's",
+                jobs::FRAMEWORK_ID
+            )));
+        }
+        if info.framework_id.is_empty() {
+            info.framework_id = new_id("fw");
+        } else if let Some(old) = self.frameworks.get(&info.framework_id) {
+            if old.info.role != info.role {
+                return Err(Error::InvalidArgument(format!(
+                    "framework {} subscribed in role {:?}; it cannot re-subscribe in role {:?}",
+                    info.framework_id, old.info.role, info.role
+                )));
+            }
+        } else if !valid_task_id(&info.framework_id) {
+            return Err(Error::InvalidArgument("framework_id: at most 64 of [A-Za-z0-9._-]".into()));
+        }
+        let id = info.framework_id.clone();
+        let known = self.frameworks.get(&id).map(|f| &f.info);
+        if known != Some(&info) {
+            let record = pb::FrameworkRecord { info: Some(info.clone()), leader_epoch: self.config.epoch };
+            self.commit(Txn::new().put(keys::framework(&id), record.encode_to_vec())).await?;
+        }
+        // A stream it had before is replaced; its offers are rescinded (it would not know them).
+        self.rescind_framework_offers(&id, "framework re-subscribed");
+        let unacked = self.frameworks.remove(&id).map(|f| f.unacked).unwrap_or_default();
+        let subscribed = pb::SchedulerEvent {
+            epoch: self.config.epoch,
+            event: Some(Event::Subscribed(pb::scheduler_event::Subscribed {
+                framework: Some(info.clone()),
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            })),
+        };
+        let _ = tx.send(Ok(subscribed));
+        for status in unacked.values() {
+            let _ = tx
+                .send(Ok(pb::SchedulerEvent { epoch: self.config.epoch, event: Some(Event::Update(status.clone())) }));
+        }
+        self.allocator.add_framework(&id, &info.role);
+        self.allocator.activate_framework(&id, true);
+        self.allocator.revive(&id);
+        info!(framework_id = %id, name = %info.name, role = %info.role, "framework subscribed");
+        self.frameworks.insert(id, FrameworkEntry { info: info.clone(), tx: Some(tx), disconnected_at: None, unacked });
+        Ok(info)
+    }
+
+    /// Sends an event to a framework; false (and the framework is marked disconnected) if it is gone.
+    pub(super) fn send_event(&mut self, framework_id: &str, event: Event) -> bool {
+        let epoch = self.config.epoch;
+        let Some(fw) = self.frameworks.get_mut(framework_id) else { return false };
+        let sent =
+            fw.tx.as_ref().is_some_and(|tx| tx.send(Ok(pb::SchedulerEvent { epoch, event: Some(event) })).is_ok());
+        if !sent && fw.tx.is_some() {
+            self.framework_disconnected(framework_id);
+        }
+        sent
+    }
+
+    pub(super) fn send_rescind(&mut self, framework_id: &str, offer_id: &str, reason: &str) {
+        if framework_id != jobs::FRAMEWORK_ID {
+            self.send_event(
+                framework_id,
+                Event::Rescind(pb::Rescind { offer_id: offer_id.to_owned(), reason: reason.to_owned() }),
+            );
+        }
+    }
+
+    fn framework_disconnected(&mut self, framework_id: &str) {
+        let Some(fw) = self.frameworks.get_mut(framework_id) else { return };
+        fw.tx = None;
+        fw.disconnected_at = Some(Instant::now());
+        info!(framework_id, timeout = ?self.failover_timeout(&self.frameworks[framework_id].info), "framework disconnected");
+        self.allocator.activate_framework(framework_id, false);
+        self.rescind_framework_offers(framework_id, "framework disconnected");
+    }
+
+    fn rescind_framework_offers(&mut self, framework_id: &str, reason: &str) {
+        let now = std_now();
+        for offer in self.offers.rescind_framework(framework_id) {
+            self.allocator.recover(framework_id, &offer.agent_id, offer.resources, None, now);
+            self.send_rescind(framework_id, &offer.id, reason);
+        }
+    }
+
+    /// Hands a status to the task's framework: the built-in job scheduler, or an external framework
+    /// that holds it until acknowledged.
+    pub(super) async fn forward(&mut self, framework_id: &str, status: pb::TaskStatus) {
+        if framework_id == jobs::FRAMEWORK_ID {
+            self.jobs.on_status(&status.task_id, status.state(), std_now(), now_ms());
+            return;
+        }
+        let Some(fw) = self.frameworks.get_mut(framework_id) else { return };
+        fw.unacked.insert(status.task_id.clone(), status.clone());
+        self.send_event(framework_id, Event::Update(status));
+    }
+
+    /// Detects closed framework streams, sends heartbeats (`beat`), and removes frameworks whose
+    /// failover timeout passed.
+    pub(super) async fn check_frameworks(&mut self, beat: bool) {
+        let mut ids: Vec<String> = self.frameworks.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            let Some(fw) = self.frameworks.get(&id) else { continue };
+            match (&fw.tx, fw.disconnected_at) {
+                (Some(tx), _) if tx.is_closed() => self.framework_disconnected(&id),
+                (Some(_), _) if beat => {
+                    self.send_event(&id, Event::Heartbeat(pb::scheduler_event::Heartbeat {}));
+                }
+                (None, Some(since)) if since.elapsed() >= self.failover_timeout(&fw.info) => {
+                    warn!(framework_id = %id, "framework did not re-subscribe within its failover timeout; killing its tasks");
+                    self.remove_framework(&id).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets a framework (teardown, or failover timeout): its tasks are killed, its record deleted.
+    async fn remove_framework(&mut self, framework_id: &str) {
+        if let Err(err) = self.commit(Txn::new().delete(keys::framework(framework_id))).await {
+            warn!(framework_id, %err, "could not delete the framework record; will try again");
+            return;
+        }
+        self.rescind_framework_offers(framework_id, "framework removed");
+        self.frameworks.remove(framework_id);
+        let mut live: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.framework_id() == framework_id && !task::is_terminal(t.state()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        live.sort();
+        if live.is_empty() {
+            self.allocator.remove_framework(framework_id);
+        }
+        for task_id in live {
+            let _ = self.kill(&task_id).await;
+        }
+        info!(framework_id, "framework removed");
+    }
+
+    pub(super) async fn call(&mut self, call: pb::SchedulerCall) -> Result<Vec<String>> {
+        let id = call.framework_id.clone();
+        if !self.frameworks.contains_key(&id) {
+            return Err(Error::FrameworkNotFound(id));
+        }
+        if call.epoch != self.config.epoch {
+            return Err(Error::FailedPrecondition(format!(
+                "call made under leader epoch {}, but this leader's epoch is {}: subscribe again",
+                call.epoch, self.config.epoch
+            )));
+        }
+        let now = std_now();
+        match call.call {
+            None => Err(Error::InvalidArgument("call: no call given".into())),
+            Some(Call::Accept(accept)) => self.accept(&id, accept).await,
+            Some(Call::Decline(decline)) => {
+                let refuse = decline.refuse_seconds.map_or(self.config.refuse, refuse_duration);
+                for offer in self.offers.decline(&id, &decline.offer_ids) {
+                    self.allocator.recover(&id, &offer.agent_id, offer.resources, Some(refuse), now);
+                }
+                Ok(Vec::new())
+            }
+            Some(Call::Kill(kill)) => {
+                if self.tasks.get(&kill.task_id).is_none_or(|t| t.framework_id() != id) {
+                    return Err(Error::TaskNotFound(kill.task_id));
+                }
+                self.kill(&kill.task_id).await.map(|()| Vec::new())
+            }
+            Some(Call::Acknowledge(ack)) => {
+                if let Some(fw) = self.frameworks.get_mut(&id)
+                    && fw.unacked.get(&ack.task_id).is_some_and(|s| s.update_id == ack.update_id)
+                {
+                    fw.unacked.remove(&ack.task_id);
+                }
+                Ok(Vec::new())
+            }
+            Some(Call::Reconcile(reconcile)) => {
+                self.reconcile_framework(&id, reconcile.task_ids);
+                Ok(Vec::new())
+            }
+            Some(Call::Suppress(_)) => {
+                self.allocator.suppress(&id);
+                self.rescind_framework_offers(&id, "framework suppressed offers");
+                Ok(Vec::new())
+            }
+            Some(Call::Revive(_)) => {
+                self.allocator.revive(&id);
+                Ok(Vec::new())
+            }
+            Some(Call::Teardown(_)) => {
+                self.remove_framework(&id).await;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn reconcile_framework(&mut self, framework_id: &str, task_ids: Vec<String>) {
+        let mut answers: Vec<pb::TaskStatus> = if task_ids.is_empty() {
+            self.tasks
+                .values()
+                .filter(|t| t.framework_id() == framework_id && !task::is_terminal(t.state()))
+                .filter_map(|t| t.record.status.clone())
+                .collect()
+        } else {
+            task_ids
+                .into_iter()
+                .map(|task_id| match self.tasks.get(&task_id).filter(|t| t.framework_id() == framework_id) {
+                    Some(t) => t.record.status.clone().unwrap_or_default(),
+                    None => pb::TaskStatus {
+                        task_id,
+                        state: TaskState::Lost as i32,
+                        message: "unknown to the leader".into(),
+                        timestamp_ms: now_ms(),
+                        ..Default::default()
+                    },
+                })
+                .collect()
+        };
+        answers.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        for mut status in answers {
+            status.update_id.clear();
+            self.send_event(framework_id, Event::Update(status));
+        }
+    }
+
+    async fn accept(&mut self, framework_id: &str, accept: pb::scheduler_call::Accept) -> Result<Vec<String>> {
+        let mut specs = accept.launches;
+        let mut seen = std::collections::HashSet::new();
+        for spec in &mut specs {
+            if spec.task_id.is_empty() {
+                spec.task_id = new_id("t");
+            } else if !valid_task_id(&spec.task_id) {
+                return Err(Error::InvalidArgument(format!(
+                    "task id {:?}: at most 64 of [A-Za-z0-9._-]",
+                    spec.task_id
+                )));
+            } else if self.tasks.contains_key(&spec.task_id) || !seen.insert(spec.task_id.clone()) {
+                return Err(Error::InvalidArgument(format!("task id {} is already in use", spec.task_id)));
+            }
+            self.check_artifacts(spec).map_err(|err| match err {
+                Error::InvalidArgument(msg) => Error::InvalidArgument(format!("task {}: {msg}", spec.task_id)),
+                other => other,
+            })?;
+        }
+        let wanted: Vec<(String, Resources)> =
+            specs.iter().map(|s| (s.task_id.clone(), Resources::from(&s.resources.unwrap_or_default()))).collect();
+        let accepted = self.offers.accept(framework_id, &accept.offer_ids, &wanted)?;
+        let now = std_now();
+        let refuse = refuse_duration(accept.refuse_seconds);
+        self.allocator.recover(framework_id, &accepted.agent_id, accepted.returned, Some(refuse), now);
+        let agent_id = accepted.agent_id;
+        let mut launched = Vec::new();
+        for chunk in specs.chunks(LAUNCHES_PER_TXN) {
+            let mut txn = Txn::new();
+            let mut entries = Vec::new();
+            for spec in chunk {
+                let status = pb::TaskStatus {
+                    task_id: spec.task_id.clone(),
+                    state: TaskState::Staging as i32,
+                    agent_id: agent_id.clone(),
+                    timestamp_ms: now_ms(),
+                    update_id: uuid::Uuid::new_v4().to_string(),
+                    ..Default::default()
+                };
+                let record = pb::TaskRecord {
+                    spec: Some(spec.clone()),
+                    status: Some(status),
+                    framework_id: framework_id.to_owned(),
+                    leader_epoch: self.config.epoch,
+                    ..Default::default()
+                };
+                let key = keys::task(&spec.task_id);
+                txn = txn.if_mod_revision(&key, 0).put(key, record.encode_to_vec());
+                entries.push(record);
+            }
+            let revision = match self.commit(txn).await {
+                Ok(revision) => revision,
+                Err(err) => {
+                    // What was not recorded is not launched; its resources go back.
+                    for spec in specs.iter().skip(launched.len()) {
+                        let res = Resources::from(&spec.resources.unwrap_or_default());
+                        self.allocator.recover(framework_id, &agent_id, res, None, now);
+                    }
+                    if launched.is_empty() {
+                        return Err(err);
+                    }
+                    warn!(%err, launched = launched.len(), "only part of an accept could be recorded");
+                    break;
+                }
+            };
+            for record in entries {
+                let spec = record.spec.clone().unwrap_or_default();
+                let resources = Resources::from(&spec.resources.unwrap_or_default());
+                if let Some(agent) = self.agents.get_mut(&agent_id) {
+                    agent.used = agent.used.saturating_add(&resources);
+                }
+                let task_id = spec.task_id.clone();
+                let mut entry =
+                    TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
+                let status = entry.record.status.clone();
+                entry.publish(pb::TaskEvent { event: status.map(pb::task_event::Event::Status) });
+                self.tasks.insert(task_id.clone(), entry);
+                self.send_to_agent(&agent_id, Out::Launch(pb::LaunchTask { spec: Some(spec) }));
+                launched.push(task_id);
+            }
+        }
+        info!(framework_id, %agent_id, tasks = launched.len(), "offer accepted");
+        Ok(launched)
+    }
+}
+
+fn refuse_duration(seconds: f64) -> Duration {
+    if seconds.is_finite() && seconds > 0.0 { Duration::from_secs_f64(seconds.min(86_400.0)) } else { Duration::ZERO }
+}

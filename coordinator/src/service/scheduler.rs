@@ -1,0 +1,47 @@
+//! `SchedulerService`: the framework API. A subscription is a stream of events fed by the leader;
+//! calls are forwarded to it. When the leader steps down its streams end, and frameworks subscribe
+//! again with the new one (their calls name the epoch they subscribed under).
+
+use skiff_proto as pb;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::leader_of;
+use crate::leader::Command;
+use crate::replica::Role;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerApi {
+    roles: watch::Receiver<Role>,
+}
+
+impl SchedulerApi {
+    pub fn new(roles: watch::Receiver<Role>) -> Self {
+        Self { roles }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
+    type SubscribeStream = UnboundedReceiverStream<Result<pb::SchedulerEvent, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let info = request
+            .into_inner()
+            .framework
+            .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        leader_of(&self.roles)?.ask(|reply| Command::Subscribe { info, tx, reply }).await??;
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn call(&self, request: Request<pb::SchedulerCall>) -> Result<Response<pb::SchedulerCallResponse>, Status> {
+        let call = request.into_inner();
+        let task_ids = leader_of(&self.roles)?.ask(|reply| Command::Call { call, reply }).await??;
+        Ok(Response::new(pb::SchedulerCallResponse { task_ids }))
+    }
+}
