@@ -228,4 +228,8 @@ async fn a_framework_keeps_its_tasks_for_its_failover_timeout_and_gets_unacknowl
     let after = gone.elapsed();
     eprintln!("task killed {after:?} after its framework disconnected (failover timeout 2 s)");
     assert!(after >= Duration::from_secs(2), "killed before the failover timeout: {after:?}");
+    // The removed framework no longer takes offers: the job scheduler (same role) places at once.
+    let out = tokio::task::block_in_place(|| cluster.skiff(&["run", "-q", "--native", "--", "/bin/echo", "placed"]));
+    assert_eq!(out.status.code(), Some(0), "{}", fleet::text(&out.stderr));
+    assert_eq!(fleet::text(&out.stdout).trim(), "placed");
 }

@@ -254,6 +254,21 @@ impl Allocator {
         });
     }
 
+    /// Clears a framework's filter on one agent (resources were freed there).
+    pub fn unfilter(&mut self, framework_id: &str, agent_id: &str) {
+        let (Some(&f), Some(&a)) = (self.framework_slots.get(framework_id), self.agent_slots.get(agent_id)) else {
+            return;
+        };
+        if let Some(fw) = self.frameworks.get_mut(f).and_then(Option::as_mut) {
+            fw.filters.remove(&a);
+        }
+    }
+
+    /// Whether the allocator knows a framework.
+    pub fn has_framework(&self, framework_id: &str) -> bool {
+        self.framework_slots.contains_key(framework_id)
+    }
+
     /// Adds an active agent, or updates the total of a known one (its allocations and activity stay).
     pub fn add_agent(&mut self, agent_id: &str, total: Resources) {
         if let Some(&a) = self.agent_slots.get(agent_id) {
@@ -810,6 +825,24 @@ mod tests {
         assert_eq!(al.allocated("fl"), limit);
         assert!(limit.contains(&al.role_allocated("l")));
         check_invariants(&al);
+    }
+
+    #[test]
+    fn unfilter_clears_one_agent_only() {
+        let t0 = Instant::now();
+        let mut al = Allocator::new();
+        al.add_framework("fw", "r");
+        for a in ["a1", "a2"] {
+            al.add_agent(a, Resources { millicpus: 1000, mem_bytes: 1 << 30, disk_bytes: 0, wasm_slots: 0 });
+        }
+        for offer in al.allocate(t0) {
+            al.recover("fw", &offer.agent_id, offer.resources, Some(Duration::from_secs(60)), t0);
+        }
+        assert!(al.allocate(t0).is_empty(), "both agents filtered");
+        al.unfilter("fw", "a2");
+        let again: Vec<String> = al.allocate(t0).into_iter().map(|a| a.agent_id).collect();
+        assert_eq!(again, vec!["a2".to_string()]);
+        assert!(al.has_framework("fw") && !al.has_framework("other"));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum OfferError {
     MixedAgents(String, String),
     #[error("an accept must name at least one offer")]
     NoOffers,
+    #[error("offer {0} is named twice")]
+    Duplicate(String),
     #[error("task {task_id} does not fit: it needs {need} but only {left} of the offer is left")]
     DoesNotFit { task_id: String, need: Resources, left: Resources },
 }
@@ -88,7 +90,10 @@ impl OfferBook {
         let first = offer_ids.first().ok_or(OfferError::NoOffers)?;
         let mut agent_id: Option<&str> = None;
         let mut offered = Resources::default();
-        for id in offer_ids {
+        for (i, id) in offer_ids.iter().enumerate() {
+            if offer_ids[..i].contains(id) {
+                return Err(OfferError::Duplicate(id.clone()));
+            }
             let offer = self.offers.get(id).ok_or_else(|| OfferError::UnknownOffer(id.clone()))?;
             if offer.framework_id != framework_id {
                 return Err(OfferError::NotYours {
@@ -200,6 +205,7 @@ mod tests {
                 OfferError::NotYours { offer_id: o1.id.clone(), owner: "fw".into(), framework_id: "other".into() },
             ),
             ("fw", vec![o1.id.clone(), o2.id.clone()], vec![], OfferError::MixedAgents(o1.id.clone(), o2.id.clone())),
+            ("fw", vec![o1.id.clone(), o1.id.clone()], vec![], OfferError::Duplicate(o1.id.clone())),
             (
                 "fw",
                 vec![o2.id.clone()],

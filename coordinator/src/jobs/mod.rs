@@ -132,10 +132,14 @@ pub fn validate(job: &pb::JobSpec) -> Result<(), String> {
     if job.task.is_none() {
         return Err("job has no task".into());
     }
-    if let Some(retry) = job.retry
-        && retry.attempts > 100
-    {
-        return Err(format!("retry attempts must be at most 100, got {}", retry.attempts));
+    if let Some(retry) = job.retry {
+        if retry.attempts > 100 {
+            return Err(format!("retry attempts must be at most 100, got {}", retry.attempts));
+        }
+        const DAY_MS: u64 = 86_400_000;
+        if retry.backoff_ms > DAY_MS || retry.max_backoff_ms > DAY_MS {
+            return Err("retry backoff and max_backoff must be at most 24h".into());
+        }
     }
     constraint::validate(&job.constraints)
 }
@@ -156,6 +160,16 @@ impl JobScheduler {
     pub fn add_job(&mut self, spec: pb::JobSpec, submitted_ms: u64, killed: bool) {
         let instances = vec![Instance::default(); spec.instances as usize];
         self.jobs.insert(spec.job_id.clone(), Job { spec, submitted_ms, killed, instances });
+    }
+
+    /// Whether a job was killed (nothing of it may run).
+    pub fn is_killed(&self, job_id: &str) -> bool {
+        self.jobs.get(job_id).is_some_and(|j| j.killed)
+    }
+
+    /// Whether every instance of a job is done (finished, or failed for good).
+    pub fn is_done(&self, job_id: &str) -> bool {
+        self.jobs.get(job_id).is_some_and(|j| j.state() != JobState::Running)
     }
 
     pub fn spec(&self, job_id: &str) -> Option<&pb::JobSpec> {
@@ -182,7 +196,7 @@ impl JobScheduler {
             slot.retry_at = None;
         }
         self.tasks.insert(task_id.to_owned(), (job_id.to_owned(), instance));
-        if state == TaskState::Pending {
+        if state == TaskState::Pending && !job.killed {
             self.queue(Queued { task_id: task_id.to_owned(), job_id: job_id.to_owned(), resources }, false);
         }
     }
@@ -214,12 +228,13 @@ impl JobScheduler {
         }
     }
 
-    fn schedule_retry(&mut self, job_id: &str, instance: u32, now: Instant, now_ms: u64) {
+    /// Schedules (again) a retry of an instance after its backoff (also when starting it failed).
+    pub fn schedule_retry(&mut self, job_id: &str, instance: u32, now: Instant, now_ms: u64) {
         let Some(job) = self.jobs.get_mut(job_id) else { return };
         let retry = job.spec.retry.unwrap_or_default();
         let Some(slot) = job.instances.get_mut(instance as usize) else { return };
         let wait = backoff(&retry, slot.attempts);
-        slot.retry_at = Some((now + wait, now_ms + wait.as_millis() as u64));
+        slot.retry_at = Some((now + wait, now_ms.saturating_add(wait.as_millis() as u64)));
         self.retries.insert((now + wait, job_id.to_owned(), instance));
     }
 

@@ -153,6 +153,7 @@ fn instance_specs_and_validation() {
         (job("j", 0, None, vec![]), Some("instances")),
         (pb::JobSpec { task: None, ..job("j", 1, None, vec![]) }, Some("no task")),
         (job("j", 1, Some(pb::RetryPolicy { attempts: 101, ..Default::default() }), vec![]), Some("at most 100")),
+        (job("j", 1, Some(pb::RetryPolicy { backoff_ms: u64::MAX, ..Default::default() }), vec![]), Some("24h")),
     ];
     for (spec, want) in cases {
         match (validate(&spec), want) {

@@ -9,7 +9,7 @@ use skiff_proto as pb;
 use skiff_proto::{TaskState, coordinator_message::Msg as Out, scheduler_call::Call, scheduler_event::Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::placement::LAUNCHES_PER_TXN;
 use super::{Leader, TaskEntry, new_id, now_ms, std_now};
@@ -189,6 +189,9 @@ impl Leader {
         }
         self.rescind_framework_offers(framework_id, "framework removed");
         self.frameworks.remove(framework_id);
+        // No more offers; it stays in the allocator (what its tasks use stays counted) until they end.
+        self.allocator.suppress(framework_id);
+        self.allocator.activate_framework(framework_id, false);
         let mut live: Vec<String> = self
             .tasks
             .iter()
@@ -196,12 +199,13 @@ impl Leader {
             .map(|(id, _)| id.clone())
             .collect();
         live.sort();
-        if live.is_empty() {
-            self.allocator.remove_framework(framework_id);
-        }
         for task_id in live {
-            let _ = self.kill(&task_id).await;
+            // An agent that is away now is told again when it re-registers (reconcile_agent).
+            if let Err(err) = self.kill(&task_id).await {
+                debug!(%task_id, %err, "kill of a removed framework's task deferred");
+            }
         }
+        self.forget_if_gone(framework_id);
         info!(framework_id, "framework removed");
     }
 
@@ -242,7 +246,7 @@ impl Leader {
                 Ok(Vec::new())
             }
             Some(Call::Reconcile(reconcile)) => {
-                self.reconcile_framework(&id, reconcile.task_ids);
+                self.reconcile_framework(&id, reconcile.task_ids).await;
                 Ok(Vec::new())
             }
             Some(Call::Suppress(_)) => {
@@ -261,7 +265,7 @@ impl Leader {
         }
     }
 
-    fn reconcile_framework(&mut self, framework_id: &str, task_ids: Vec<String>) {
+    async fn reconcile_framework(&mut self, framework_id: &str, task_ids: Vec<String>) {
         let mut answers: Vec<pb::TaskStatus> = if task_ids.is_empty() {
             self.tasks
                 .values()
@@ -269,10 +273,18 @@ impl Leader {
                 .filter_map(|t| t.record.status.clone())
                 .collect()
         } else {
-            task_ids
-                .into_iter()
-                .map(|task_id| match self.tasks.get(&task_id).filter(|t| t.framework_id() == framework_id) {
-                    Some(t) => t.record.status.clone().unwrap_or_default(),
+            let mut answers = Vec::with_capacity(task_ids.len());
+            for task_id in task_ids {
+                let known = match self.tasks.get(&task_id) {
+                    Some(t) => Some(t.record.clone()),
+                    // Terminal tasks leave memory; their record stays in the registry.
+                    None => match self.registry.get(&keys::task(&task_id)).await {
+                        Ok(Some(v)) => pb::TaskRecord::decode(&v.value[..]).ok(),
+                        _ => None,
+                    },
+                };
+                answers.push(match known.filter(|r| r.framework_id == framework_id).and_then(|r| r.status) {
+                    Some(status) => status,
                     None => pb::TaskStatus {
                         task_id,
                         state: TaskState::Lost as i32,
@@ -280,8 +292,9 @@ impl Leader {
                         timestamp_ms: now_ms(),
                         ..Default::default()
                     },
-                })
-                .collect()
+                });
+            }
+            answers
         };
         answers.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         for mut status in answers {
@@ -301,7 +314,10 @@ impl Leader {
                     "task id {:?}: at most 64 of [A-Za-z0-9._-]",
                     spec.task_id
                 )));
-            } else if self.tasks.contains_key(&spec.task_id) || !seen.insert(spec.task_id.clone()) {
+            } else if self.tasks.contains_key(&spec.task_id)
+                || !seen.insert(spec.task_id.clone())
+                || self.registry.get(&keys::task(&spec.task_id)).await?.is_some()
+            {
                 return Err(Error::InvalidArgument(format!("task id {} is already in use", spec.task_id)));
             }
             self.check_artifacts(spec).map_err(|err| match err {

@@ -102,12 +102,22 @@ impl Leader {
             info!(job_id = %a.job_id, instance = a.instance, attempt = a.attempt, "retrying a job instance");
         }
         if let Err(err) = self.create_attempts(&due).await {
-            warn!(%err, "could not create retry attempts; they are retried after a takeover");
+            warn!(%err, "could not create retry attempts; trying again after their backoff");
+            for a in &due {
+                if !self.tasks.values().any(|t| {
+                    t.record.job_id == a.job_id && t.record.instance == a.instance && t.record.attempt == a.attempt
+                }) {
+                    self.jobs.schedule_retry(&a.job_id, a.instance, std_now(), now_ms());
+                }
+            }
         }
     }
 
     pub(super) async fn kill_job(&mut self, job_id: &str) -> Result<()> {
         let spec = self.jobs.spec(job_id).cloned().ok_or_else(|| Error::JobNotFound(job_id.to_owned()))?;
+        if self.jobs.is_done(job_id) {
+            return Err(Error::FailedPrecondition(format!("job {job_id} is already done; nothing to kill")));
+        }
         let submitted_ms = self.job_status(job_id).map_or(0, |j| j.submitted_ms);
         let record = pb::JobRecord { spec: Some(spec), submitted_ms, killed: true, leader_epoch: self.config.epoch };
         self.commit(Txn::new().put(keys::job(job_id), record.encode_to_vec())).await?;

@@ -368,6 +368,12 @@ impl Leader {
                     continue;
                 }
                 _ = maintenance.tick() => {
+                    // Heartbeats already queued count before anyone is judged silent.
+                    while !self.stop.is_cancelled()
+                        && let Ok(cmd) = self.rx.try_recv()
+                    {
+                        self.handle(cmd).await;
+                    }
                     self.check_agents().await;
                     self.expire_offers();
                     let beat = last_heartbeat.elapsed() >= self.config.heartbeat_interval;
@@ -509,10 +515,17 @@ impl Leader {
         Ok(())
     }
 
-    /// Counts a task's resources as used on an agent (outside of an offer: a task found after a takeover).
+    /// Counts a task's resources as used on an agent (outside of an offer: a task found after a
+    /// takeover). A framework the leader does not know (removed, its tasks still running) is kept
+    /// in the allocator, inactive, so that what its tasks use is not offered again.
     fn reserve(&mut self, framework_id: &str, agent_id: &str, resources: &Resources) {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used = agent.used.saturating_add(resources);
+            if !self.allocator.has_framework(framework_id) {
+                self.allocator.add_framework(framework_id, "default");
+                self.allocator.suppress(framework_id);
+                self.allocator.activate_framework(framework_id, false);
+            }
             self.allocator.allocate_used(framework_id, agent_id, *resources);
         }
     }
@@ -522,10 +535,18 @@ impl Leader {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.used = agent.used.saturating_sub(resources);
             self.allocator.recover(framework_id, agent_id, *resources, None, std_now());
-            self.allocator.revive(crate::jobs::FRAMEWORK_ID);
-            if self.jobs_suppressed {
-                self.allocator.suppress(crate::jobs::FRAMEWORK_ID);
-            }
+            self.allocator.unfilter(crate::jobs::FRAMEWORK_ID, agent_id);
+        }
+        self.forget_if_gone(framework_id);
+    }
+
+    /// Drops a removed framework from the allocator once none of its tasks is live.
+    fn forget_if_gone(&mut self, framework_id: &str) {
+        if framework_id == crate::jobs::FRAMEWORK_ID || self.frameworks.contains_key(framework_id) {
+            return;
+        }
+        if !self.tasks.values().any(|t| t.framework_id() == framework_id && !task::is_terminal(t.state())) {
+            self.allocator.remove_framework(framework_id);
         }
     }
 
@@ -592,7 +613,8 @@ impl Leader {
         let entry = self.tasks.get(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         match entry.state() {
             TaskState::Pending => {
-                self.jobs.remove(task_id);
+                let resources = entry.resources;
+                let queued = self.jobs.remove(task_id);
                 let status = pb::TaskStatus {
                     task_id: task_id.to_owned(),
                     state: TaskState::Killed as i32,
@@ -601,7 +623,11 @@ impl Leader {
                     timestamp_ms: now_ms(),
                     ..Default::default()
                 };
-                self.set_status(status).await
+                let killed = self.set_status(status).await;
+                if killed.is_err() && queued {
+                    self.jobs.requeue_front(task_id, resources);
+                }
+                killed
             }
             state if task::is_terminal(state) => Ok(()),
             _ => {
@@ -644,8 +670,8 @@ fn validate_spec(spec: &pb::TaskSpec) -> Result<()> {
         Some(_) => {}
     }
     let res = spec.resources.unwrap_or_default();
-    if !(res.cpus.is_finite() && res.cpus > 0.0) {
-        return bad("cpus must be a positive number");
+    if !(res.cpus.is_finite() && res.cpus >= 0.001) {
+        return bad("cpus must be a number of at least 0.001 (one milli-CPU)");
     }
     if res.mem_bytes == 0 {
         return bad("mem must be positive");
@@ -683,6 +709,7 @@ mod tests {
             (spec(wasm(b"", &sha.to_uppercase()), 0.5, 1), Some("64 lower-case hex")),
             (spec(wasm(b"", &sha), 0.0, 1), Some("cpus")),
             (spec(wasm(b"", &sha), f64::NAN, 1), Some("cpus")),
+            (spec(wasm(b"", &sha), 0.0004, 1), Some("milli-CPU")),
             (spec(wasm(b"", &sha), 1.0, 0), Some("mem")),
         ];
         for (spec, want) in cases {

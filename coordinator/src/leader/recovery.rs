@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::{AgentEntry, Leader, TaskEntry, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::jobs::Attempt;
-use crate::registry::RegistryError;
+use crate::registry::{RegistryError, Txn, keys};
 use crate::resources::Resources;
 use crate::task;
 
@@ -105,8 +105,16 @@ impl Leader {
             artifacts = self.artifacts.len(),
             "state recovered from the registry"
         );
-        // Pending tasks are queued in submission order.
+        // Pending tasks are queued in submission order; those of killed jobs are killed, and those
+        // written before jobs existed become jobs of one instance.
         for (_, task_id, resources) in pending {
+            let job_id = self.tasks.get(&task_id).map(|t| t.record.job_id.clone()).unwrap_or_default();
+            if job_id.is_empty() {
+                self.adopt_into_job(&task_id).await?;
+            } else if self.jobs.is_killed(&job_id) {
+                self.kill(&task_id).await?;
+                continue;
+            }
             self.jobs.requeue_back(&task_id, resources);
         }
         // Instances a partly written submit left without a task, and retries that were waiting.
@@ -133,6 +141,42 @@ impl Leader {
         Ok(())
     }
 
+    /// Makes a PENDING task without a job (written by a coordinator before jobs existed) a job of
+    /// one instance, so that the job scheduler places it.
+    async fn adopt_into_job(&mut self, task_id: &str) -> Result<()> {
+        let Some(entry) = self.tasks.get(task_id) else { return Ok(()) };
+        let (mut record, resources, mod_revision) = (entry.record.clone(), entry.resources, entry.mod_revision);
+        let spec = record.spec.clone().unwrap_or_default();
+        let job_id = format!("j-{task_id}");
+        let job = pb::JobSpec {
+            job_id: job_id.clone(),
+            name: spec.name.clone(),
+            instances: 1,
+            task: Some(spec),
+            ..Default::default()
+        };
+        let submitted_ms = record.status.as_ref().map_or(0, |s| s.timestamp_ms);
+        let job_record =
+            pb::JobRecord { spec: Some(job.clone()), submitted_ms, killed: false, leader_epoch: self.config.epoch };
+        record.job_id = job_id.clone();
+        record.leader_epoch = self.config.epoch;
+        let key = keys::task(task_id);
+        let txn = Txn::new()
+            .if_mod_revision(&key, mod_revision)
+            .put(key, record.encode_to_vec())
+            .if_mod_revision(keys::job(&job_id), 0)
+            .put(keys::job(&job_id), job_record.encode_to_vec());
+        let revision = self.commit(txn).await?;
+        if let Some(entry) = self.tasks.get_mut(task_id) {
+            entry.record = record;
+            entry.mod_revision = revision;
+        }
+        self.jobs.add_job(job, submitted_ms, false);
+        self.jobs.add_task(task_id, &job_id, 0, 0, TaskState::Unspecified, resources);
+        info!(task_id, %job_id, "pending task from before jobs adopted into a job of one instance");
+        Ok(())
+    }
+
     /// Reconciles what a (re-)registering agent runs with what this leader believes it runs.
     /// `fresh`: the offer book did not know the agent yet (first registration under this leader).
     pub(super) async fn reconcile_agent(&mut self, agent_id: &str, reported: Vec<pb::TaskStatus>, fresh: bool) {
@@ -144,6 +188,9 @@ impl Leader {
                 .is_some_and(|t| t.agent_id() == agent_id && !task::is_terminal(t.state()));
             if !ours && !task::is_terminal(status.state()) {
                 warn!(agent_id, task_id = %status.task_id, "agent runs a task this leader did not give it; killing it");
+                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
+            } else if ours && !task::is_terminal(status.state()) && self.unwanted(&status.task_id) {
+                info!(agent_id, task_id = %status.task_id, "task of a removed framework or killed job; killing it");
                 self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
             }
             reported_ids.insert(status.task_id.clone(), status);
@@ -183,6 +230,17 @@ impl Leader {
                 info!("every agent with tasks has re-registered");
                 self.recovery = None;
             }
+        }
+    }
+
+    /// Whether a live task should not run any more: its framework was removed, or its job killed.
+    fn unwanted(&self, task_id: &str) -> bool {
+        let Some(t) = self.tasks.get(task_id) else { return false };
+        let framework = t.framework_id();
+        if framework == crate::jobs::FRAMEWORK_ID {
+            self.jobs.is_killed(&t.record.job_id)
+        } else {
+            !self.frameworks.contains_key(framework)
         }
     }
 
