@@ -10,16 +10,19 @@
 //! the scheduler stream ([`frameworks`]); the built-in job scheduler ([`crate::jobs`]) answers its own
 //! in-process ([`placement`]).
 //!
-//! Layout: [`agents`] (membership, heartbeats, status updates), [`frameworks`] (subscribe, calls,
-//! status forwarding, failover), [`jobs`] (the built-in job scheduler's jobs), [`placement`]
-//! (offer cycles and launches), [`recovery`] (takeover), [`gc`] (artifacts).
+//! Layout: [`handle`] (the commands and the handle services use), [`agents`] (membership,
+//! heartbeats, status updates), [`frameworks`] (subscribe, calls, status forwarding, failover),
+//! [`jobs`] (the built-in job scheduler's jobs), [`placement`] (offer cycles and launches),
+//! [`spec`] (task spec checks), [`recovery`] (takeover), [`gc`] (artifacts).
 
 mod agents;
 mod frameworks;
 mod gc;
+mod handle;
 mod jobs;
 mod placement;
 mod recovery;
+mod spec;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use skiff_proto as pb;
 use skiff_proto::{TaskState, coordinator_message::Msg as Out};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -43,116 +46,7 @@ use crate::task;
 
 pub use frameworks::FrameworkSender;
 
-/// Messages to one connected agent.
-pub type AgentSender = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, tonic::Status>>;
-
-/// A watcher's view of a task: what happened so far, then live events until the task is terminal.
-#[derive(Debug)]
-pub struct Watch {
-    pub history: Vec<pb::TaskEvent>,
-    /// `None` when the task is already terminal.
-    pub live: Option<mpsc::UnboundedReceiver<pb::TaskEvent>>,
-}
-
-/// Requests to the leader.
-#[derive(Debug)]
-pub enum Command {
-    AgentConnect {
-        register: pb::Register,
-        tx: AgentSender,
-        reply: oneshot::Sender<Result<u64>>,
-    },
-    AgentMessage {
-        agent_id: String,
-        session: u64,
-        msg: pb::agent_message::Msg,
-    },
-    AgentDisconnect {
-        agent_id: String,
-        session: u64,
-    },
-    /// A one-instance job; answers its task id and job id.
-    Submit {
-        spec: pb::TaskSpec,
-        reply: oneshot::Sender<Result<(String, String)>>,
-    },
-    SubmitJob {
-        spec: pb::JobSpec,
-        reply: oneshot::Sender<Result<pb::SubmitJobResponse>>,
-    },
-    GetJob {
-        job_id: String,
-        reply: oneshot::Sender<Result<pb::JobStatus>>,
-    },
-    ListJobs {
-        reply: oneshot::Sender<Vec<pb::JobStatus>>,
-    },
-    KillJob {
-        job_id: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Watch {
-        task_id: String,
-        reply: oneshot::Sender<Result<Watch>>,
-    },
-    Kill {
-        task_id: String,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    GetTask {
-        task_id: String,
-        reply: oneshot::Sender<Result<pb::GetTaskResponse>>,
-    },
-    ListAgents {
-        reply: oneshot::Sender<Vec<pb::AgentInfo>>,
-    },
-    /// The registry's record of an artifact, if the fleet holds it.
-    StatArtifact {
-        sha256: String,
-        reply: oneshot::Sender<Option<pb::ArtifactRecord>>,
-    },
-    /// Records an artifact that a majority of the replicas now hold.
-    RecordArtifact {
-        record: pb::ArtifactRecord,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    /// A framework subscribes (or re-subscribes); answers its info with the id set.
-    Subscribe {
-        info: pb::FrameworkInfo,
-        tx: FrameworkSender,
-        reply: oneshot::Sender<Result<pb::FrameworkInfo>>,
-    },
-    /// A framework's call; answers the launched task ids of an accept.
-    Call {
-        call: pb::SchedulerCall,
-        reply: oneshot::Sender<Result<Vec<String>>>,
-    },
-}
-
-/// Cheap, cloneable access to the leader.
-#[derive(Debug, Clone)]
-pub struct LeaderHandle {
-    tx: mpsc::Sender<Command>,
-    epoch: u64,
-}
-
-impl LeaderHandle {
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Sends a command that carries no reply.
-    pub async fn send(&self, cmd: Command) -> Result<()> {
-        self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
-    }
-
-    /// Sends a command built around a reply channel and waits for the answer.
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
-        let (reply, rx) = oneshot::channel();
-        self.send(make(reply)).await?;
-        rx.await.map_err(|_| Error::ShuttingDown)
-    }
-}
+pub use handle::{AgentSender, Command, LeaderHandle, Watch};
 
 /// Leader settings.
 #[derive(Debug, Clone)]
@@ -308,7 +202,7 @@ impl Leader {
     pub fn new(config: LeaderConfig, registry: Arc<dyn Registry>) -> (Self, LeaderHandle) {
         let epoch = config.epoch;
         let (tx, rx) = mpsc::channel(4096);
-        let handle = LeaderHandle { tx, epoch: config.epoch };
+        let handle = LeaderHandle::new(tx, config.epoch);
         let mut allocator = Allocator::new();
         for (role, role_config) in &config.roles {
             allocator.set_role(role, role_config.clone());
@@ -573,31 +467,6 @@ impl Leader {
         Ok(())
     }
 
-    /// Checks a task spec against the artifact store (its module and files must be there) and fills
-    /// in the module size.
-    fn check_artifacts(&mut self, spec: &mut pb::TaskSpec) -> Result<()> {
-        validate_spec(spec)?;
-        if let Some(pb::task_spec::Kind::Wasm(wasm)) = spec.kind.as_mut() {
-            let record = self.artifacts.get(&wasm.module_sha256).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "module {} is not in the artifact store: upload it first (skiff run does)",
-                    wasm.module_sha256
-                ))
-            })?;
-            wasm.module_size = record.size;
-        }
-        for file in spec.files.iter().chain(spec.dirs.iter().flat_map(|d| d.files.iter())) {
-            if !self.artifacts.contains_key(&file.sha256) {
-                return Err(Error::InvalidArgument(format!(
-                    "file {} ({}) is not in the artifact store: upload it first (skiff run does)",
-                    file.path, file.sha256
-                )));
-            }
-        }
-        self.touch_artifacts(gc::referenced(spec));
-        Ok(())
-    }
-
     fn watch(&mut self, task_id: &str) -> Result<Watch> {
         let entry = self.tasks.get_mut(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
         let history = entry.events.clone();
@@ -648,76 +517,5 @@ impl Leader {
             wasm.module.clear();
         }
         Ok(pb::GetTaskResponse { spec, status: entry.record.status.clone() })
-    }
-}
-
-/// Checks a submitted spec; the error names what is wrong.
-fn validate_spec(spec: &pb::TaskSpec) -> Result<()> {
-    let bad = |msg: &str| Err(Error::InvalidArgument(msg.to_owned()));
-    match &spec.kind {
-        None => return bad("task has neither a wasm module nor a native command"),
-        Some(pb::task_spec::Kind::Wasm(w)) if !w.module.is_empty() => {
-            return bad(
-                "wasm tasks name their module by sha256 (upload it to the artifact store); inline module bytes are for agent-local use",
-            );
-        }
-        Some(pb::task_spec::Kind::Wasm(w)) if !crate::artifacts::valid_sha256(&w.module_sha256) => {
-            return bad("wasm task: module_sha256 must be 64 lower-case hex digits");
-        }
-        Some(pb::task_spec::Kind::Native(n)) if n.command.is_empty() => {
-            return bad("native task has an empty command");
-        }
-        Some(_) => {}
-    }
-    let res = spec.resources.unwrap_or_default();
-    if !(res.cpus.is_finite() && res.cpus >= 0.001) {
-        return bad("cpus must be a number of at least 0.001 (one milli-CPU)");
-    }
-    if res.mem_bytes == 0 {
-        return bad("mem must be positive");
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(kind: Option<pb::task_spec::Kind>, cpus: f64, mem_bytes: u64) -> pb::TaskSpec {
-        pb::TaskSpec {
-            resources: Some(pb::Resources { cpus, mem_bytes, ..Default::default() }),
-            kind,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn spec_validation() {
-        let sha = "a".repeat(64);
-        let wasm = |m: &[u8], sha: &str| {
-            Some(pb::task_spec::Kind::Wasm(pb::WasmTask {
-                module: m.to_vec(),
-                module_sha256: sha.into(),
-                ..Default::default()
-            }))
-        };
-        let cases = [
-            (spec(wasm(b"", &sha), 0.5, 1), None),
-            (spec(None, 0.5, 1), Some("neither")),
-            (spec(wasm(b"\0asm", &sha), 0.5, 1), Some("by sha256")),
-            (spec(wasm(b"", "abc"), 0.5, 1), Some("64 lower-case hex")),
-            (spec(wasm(b"", &sha.to_uppercase()), 0.5, 1), Some("64 lower-case hex")),
-            (spec(wasm(b"", &sha), 0.0, 1), Some("cpus")),
-            (spec(wasm(b"", &sha), f64::NAN, 1), Some("cpus")),
-            (spec(wasm(b"", &sha), 0.0004, 1), Some("milli-CPU")),
-            (spec(wasm(b"", &sha), 1.0, 0), Some("mem")),
-        ];
-        for (spec, want) in cases {
-            match (validate_spec(&spec), want) {
-                (Ok(()), None) => {}
-                (Err(err), Some(text)) => assert!(err.to_string().contains(text), "{err} should mention {text}"),
-                (got, want) => panic!("got {got:?}, want error containing {want:?}"),
-            }
-        }
     }
 }

@@ -1,0 +1,122 @@
+//! How the gRPC services talk to the leader: [`Command`]s over a channel, through a [`LeaderHandle`].
+
+use skiff_proto as pb;
+use tokio::sync::{mpsc, oneshot};
+
+use super::FrameworkSender;
+use crate::error::{Error, Result};
+
+/// Messages to one connected agent.
+pub type AgentSender = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// A watcher's view of a task: what happened so far, then live events until the task is terminal.
+#[derive(Debug)]
+pub struct Watch {
+    pub history: Vec<pb::TaskEvent>,
+    /// `None` when the task is already terminal.
+    pub live: Option<mpsc::UnboundedReceiver<pb::TaskEvent>>,
+}
+
+/// Requests to the leader.
+#[derive(Debug)]
+pub enum Command {
+    AgentConnect {
+        register: pb::Register,
+        tx: AgentSender,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    AgentMessage {
+        agent_id: String,
+        session: u64,
+        msg: pb::agent_message::Msg,
+    },
+    AgentDisconnect {
+        agent_id: String,
+        session: u64,
+    },
+    /// A one-instance job; answers its task id and job id.
+    Submit {
+        spec: pb::TaskSpec,
+        reply: oneshot::Sender<Result<(String, String)>>,
+    },
+    SubmitJob {
+        spec: pb::JobSpec,
+        reply: oneshot::Sender<Result<pb::SubmitJobResponse>>,
+    },
+    GetJob {
+        job_id: String,
+        reply: oneshot::Sender<Result<pb::JobStatus>>,
+    },
+    ListJobs {
+        reply: oneshot::Sender<Vec<pb::JobStatus>>,
+    },
+    KillJob {
+        job_id: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Watch {
+        task_id: String,
+        reply: oneshot::Sender<Result<Watch>>,
+    },
+    Kill {
+        task_id: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    GetTask {
+        task_id: String,
+        reply: oneshot::Sender<Result<pb::GetTaskResponse>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<pb::AgentInfo>>,
+    },
+    /// The registry's record of an artifact, if the fleet holds it.
+    StatArtifact {
+        sha256: String,
+        reply: oneshot::Sender<Option<pb::ArtifactRecord>>,
+    },
+    /// Records an artifact that a majority of the replicas now hold.
+    RecordArtifact {
+        record: pb::ArtifactRecord,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A framework subscribes (or re-subscribes); answers its info with the id set.
+    Subscribe {
+        info: pb::FrameworkInfo,
+        tx: FrameworkSender,
+        reply: oneshot::Sender<Result<pb::FrameworkInfo>>,
+    },
+    /// A framework's call; answers the launched task ids of an accept.
+    Call {
+        call: pb::SchedulerCall,
+        reply: oneshot::Sender<Result<Vec<String>>>,
+    },
+}
+
+/// Cheap, cloneable access to the leader.
+#[derive(Debug, Clone)]
+pub struct LeaderHandle {
+    tx: mpsc::Sender<Command>,
+    epoch: u64,
+}
+
+impl LeaderHandle {
+    pub(super) fn new(tx: mpsc::Sender<Command>, epoch: u64) -> Self {
+        Self { tx, epoch }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Sends a command that carries no reply.
+    pub async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Sends a command built around a reply channel and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+}
