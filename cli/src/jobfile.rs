@@ -4,6 +4,8 @@
 //! ```toml
 //! name = "primes"
 //! instances = 4                 # copies of the task (default 1)
+//! priority = 10                 # higher first under --queue-order priority (default 0)
+//! expected_duration = "30s"     # one task's expected run time, for --queue-order sjf / srtf
 //!
 //! [task]
 //! wasm = "primes.wasm"          # a Wasm module, relative to the job file ...
@@ -42,6 +44,9 @@ pub struct JobFile {
     pub name: Option<String>,
     #[serde(default = "one")]
     pub instances: u32,
+    #[serde(default)]
+    pub priority: i32,
+    pub expected_duration: Option<String>,
     pub task: TaskSection,
     pub retry: Option<RetrySection>,
     #[serde(default)]
@@ -180,8 +185,20 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
         None => None,
     };
     let constraints = file.constraint.into_iter().map(constraint).collect::<Result<Vec<_>, _>>()?;
-    let spec =
-        pb::JobSpec { job_id: String::new(), name, instances: file.instances, task: Some(spec), retry, constraints };
+    let expected_duration_ms = match &file.expected_duration {
+        Some(t) => units::parse_duration(t).map_err(|e| format!("expected_duration: {e}"))?.as_millis() as u64,
+        None => 0,
+    };
+    let spec = pb::JobSpec {
+        job_id: String::new(),
+        name,
+        instances: file.instances,
+        task: Some(spec),
+        retry,
+        constraints,
+        priority: file.priority,
+        expected_duration_ms,
+    };
     skiff_coordinator::jobs::validate(&spec)?;
     Ok(Job { spec, program })
 }
@@ -213,6 +230,8 @@ mod tests {
         let text = r#"
 name = "sweep"
 instances = 3
+priority = 5
+expected_duration = "2s"
 [task]
 wasm = "primes.wasm"
 args = ["{instance}000"]
@@ -231,7 +250,10 @@ values = ["a", "b"]
         let job = parse(text, Path::new("/jobs")).unwrap();
         assert!(matches!(&job.program, Program::Wasm(p) if p == Path::new("/jobs/primes.wasm")));
         let spec = job.spec;
-        assert_eq!((spec.name.as_str(), spec.instances), ("sweep", 3));
+        assert_eq!(
+            (spec.name.as_str(), spec.instances, spec.priority, spec.expected_duration_ms),
+            ("sweep", 3, 5, 2000)
+        );
         let task = spec.task.unwrap();
         assert_eq!(task.args, vec!["{instance}000".to_string()]);
         assert_eq!(task.resources.unwrap().mem_bytes, 32 << 20);
@@ -265,6 +287,7 @@ values = ["a", "b"]
             ),
             ("[task]\nwasm = \"a.wasm\"\n[retry]\nbackoff = \"soon\"\n", "retry.backoff"),
             ("instances = \"x\"", "invalid type"),
+            ("expected_duration = \"long\"\n[task]\nwasm = \"a.wasm\"\n", "expected_duration"),
         ];
         for (text, want) in cases {
             let err = parse(text, Path::new(".")).unwrap_err();

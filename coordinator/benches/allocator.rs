@@ -120,7 +120,8 @@ fn job_scheduler_placement() {
         scheduler.add_task(&format!("t-{i}"), "j", i, 0, pb::TaskState::Pending, task);
     }
     let mut book = OfferBook::new(1);
-    let none = std::collections::HashMap::new();
+    let (attributes, cached) = (std::collections::HashMap::new(), std::collections::HashSet::new());
+    let view = jobs::AgentView { attributes: &attributes, cached: &cached, total: agent };
     let started = Instant::now();
     let mut placed = 0usize;
     let mut cycles = 0;
@@ -130,7 +131,7 @@ fn job_scheduler_placement() {
         let offers: Vec<_> =
             al.allocate(now).into_iter().map(|a| book.make(&a.agent_id, &a.framework_id, a.resources, now)).collect();
         assert!(!offers.is_empty(), "the fleet has room for every task");
-        for decision in scheduler.on_offers(&offers, |_| Some(&none)) {
+        for decision in scheduler.on_offers(&offers, |_| Some(view)) {
             if let Decision::Accept { offer_id, launches } = decision {
                 let wanted: Vec<(String, Resources)> = launches.into_iter().map(|id| (id, task)).collect();
                 let accepted = book.accept(jobs::FRAMEWORK_ID, std::slice::from_ref(&offer_id), &wanted).expect("fits");

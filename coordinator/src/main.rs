@@ -70,6 +70,15 @@ struct Args {
     /// Role of the built-in job scheduler (the tasks of `skiff run` and `skiff job run`).
     #[arg(long, default_value = "default")]
     jobs_role: String,
+    /// Order the job scheduler serves its queue in: fifo, priority, sjf, srtf.
+    #[arg(long, default_value = "fifo")]
+    queue_order: skiff_coordinator::jobs::QueueOrder,
+    /// How the job scheduler places queued tasks into offers: greedy (first fit) or mcf (min-cost flow).
+    #[arg(long, default_value = "greedy")]
+    placement: skiff_coordinator::jobs::Placement,
+    /// Under `--queue-order priority`, a waiting task's priority rises by one per this long (0s: never).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    priority_aging: Duration,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -157,6 +166,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.leader.offer_timeout = args.offer_timeout;
     config.leader.framework_failover_timeout = args.framework_failover_timeout;
     config.leader.jobs_role = args.jobs_role;
+    config.leader.jobs_policy = skiff_coordinator::jobs::Policy {
+        order: args.queue_order,
+        placement: args.placement,
+        aging: args.priority_aging,
+    };
     config.leader.roles = config::roles(&args.role_weights, &args.role_guarantees, &args.role_limits)
         .map_err(skiff_coordinator::Error::InvalidArgument)?;
     let coordinator = Coordinator::bind(config).await?;

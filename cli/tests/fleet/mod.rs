@@ -384,20 +384,25 @@ impl Cluster {
         let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
         let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
         let mut cluster = Cluster { coordinator, agents: Vec::new(), addr, work_dirs: Vec::new(), data_dir };
-        for (i, args) in agent_args.iter().enumerate() {
-            let work_dir = tempfile::tempdir().expect("temp dir");
-            let mut cmd = Command::new(bin("skiff-agent"));
-            cmd.args(["--coordinators", &cluster.addr, "--work-dir"]).arg(work_dir.path());
-            cmd.arg("--attribute").arg(format!("idx={i}")).args(*args);
-            let (agent, _) = spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10));
-            cluster.agents.push(agent);
-            cluster.work_dirs.push(work_dir);
+        for args in agent_args {
+            cluster.add_agent(args);
         }
-        let want = agent_args.len();
-        eventually(Duration::from_secs(10), "every agent registered", || {
-            (connected_agents(&cluster.addr).len() == want).then_some(())
-        });
         cluster
+    }
+
+    /// Starts one more agent (attribute `idx=N`) and waits until it has registered.
+    pub fn add_agent(&mut self, args: &[&str]) {
+        let i = self.agents.len();
+        let work_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(bin("skiff-agent"));
+        cmd.args(["--coordinators", &self.addr, "--work-dir"]).arg(work_dir.path());
+        cmd.arg("--attribute").arg(format!("idx={i}")).args(args);
+        let (agent, _) = spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10));
+        self.agents.push(agent);
+        self.work_dirs.push(work_dir);
+        eventually(Duration::from_secs(10), "the agent registered", || {
+            (connected_agents(&self.addr).len() == i + 1).then_some(())
+        });
     }
 
     /// SIGKILLs agent `i`.

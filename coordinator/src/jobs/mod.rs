@@ -7,11 +7,18 @@
 //! whose job's constraints the agent satisfies (first fit, in queue order), or declined.
 //! Pure: no I/O and no clock of its own; the leader applies its decisions and passes the time in.
 //!
-//! Layout: [`constraint`] (attribute constraints).
+//! The queue order and the placement are policies ([`policy`]): FIFO and greedy first fit by
+//! default; priority (with aging), shortest-job-first, shortest-remaining-time-first; min-cost-flow
+//! placement ([`mcf`]).
+//!
+//! Layout: [`constraint`] (attribute constraints), [`policy`] (queue orders, placements),
+//! [`mcf`] (the min-cost max-flow solver).
 
 pub mod constraint;
+pub mod mcf;
+pub mod policy;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use skiff_proto as pb;
@@ -20,6 +27,7 @@ use skiff_proto::{JobState, TaskState};
 use crate::offers::Offer;
 use crate::resources::Resources;
 use crate::task;
+pub use policy::{Placement, Policy, QueueOrder};
 
 /// The framework id of the built-in job scheduler.
 pub const FRAMEWORK_ID: &str = "skiff-jobs";
@@ -49,6 +57,8 @@ struct Instance {
     task_id: Option<String>,
     state: TaskState,
     retry_at: Option<(Instant, u64)>,
+    /// Since when the latest attempt runs (for remaining time).
+    running_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -57,9 +67,42 @@ struct Job {
     submitted_ms: u64,
     killed: bool,
     instances: Vec<Instance>,
+    /// Run times (ms) of its finished tasks.
+    durations: Vec<u64>,
 }
 
 impl Job {
+    /// Expected run time of one task: declared, else the median of the finished ones.
+    fn expected_ms(&self) -> Option<u64> {
+        match self.spec.expected_duration_ms {
+            0 => policy::median(&self.durations),
+            ms => Some(ms),
+        }
+    }
+
+    /// Task-milliseconds left: the expected time of every unfinished instance, less what running
+    /// ones have run.
+    fn remaining_ms(&self, now: Instant) -> Option<u64> {
+        let expected = self.expected_ms()?;
+        let left = self
+            .instances
+            .iter()
+            .filter(|i| !self.done(i) && i.state != TaskState::Finished)
+            .map(|i| {
+                let ran = i.running_since.map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+                expected.saturating_sub(ran)
+            })
+            .sum();
+        Some(left)
+    }
+
+    fn module(&self) -> Option<String> {
+        match self.spec.task.as_ref().and_then(|t| t.kind.as_ref()) {
+            Some(pb::task_spec::Kind::Wasm(w)) => Some(w.module_sha256.clone()),
+            _ => None,
+        }
+    }
+
     fn done(&self, i: &Instance) -> bool {
         task::is_terminal(i.state) && i.retry_at.is_none() && !(retriable(i.state) && self.may_retry(i))
     }
@@ -91,11 +134,25 @@ struct Queued {
     task_id: String,
     job_id: String,
     resources: Resources,
+    /// Order of queueing (FIFO among equals under every order).
+    seq: i64,
+    since: Instant,
+}
+
+/// What placement knows of an offer's agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentView<'a> {
+    pub attributes: &'a HashMap<String, String>,
+    /// Wasm modules (sha256) it has compiled.
+    pub cached: &'a HashSet<String>,
+    pub total: Resources,
 }
 
 /// Jobs, their instances, and the queue of pending tasks.
 #[derive(Debug, Default)]
 pub struct JobScheduler {
+    policy: Policy,
+    next_seq: i64,
     jobs: HashMap<String, Job>,
     pending: VecDeque<Queued>,
     /// task id -> (job id, instance).
@@ -156,10 +213,18 @@ impl JobScheduler {
         Self::default()
     }
 
+    pub fn with_policy(policy: Policy) -> Self {
+        Self { policy, ..Self::default() }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// Adds a job (submitted, or recovered from the registry).
     pub fn add_job(&mut self, spec: pb::JobSpec, submitted_ms: u64, killed: bool) {
         let instances = vec![Instance::default(); spec.instances as usize];
-        self.jobs.insert(spec.job_id.clone(), Job { spec, submitted_ms, killed, instances });
+        self.jobs.insert(spec.job_id.clone(), Job { spec, submitted_ms, killed, instances, durations: Vec::new() });
     }
 
     /// Whether a job was killed (nothing of it may run).
@@ -197,7 +262,16 @@ impl JobScheduler {
         }
         self.tasks.insert(task_id.to_owned(), (job_id.to_owned(), instance));
         if state == TaskState::Pending && !job.killed {
-            self.queue(Queued { task_id: task_id.to_owned(), job_id: job_id.to_owned(), resources }, false);
+            self.queue(
+                Queued {
+                    task_id: task_id.to_owned(),
+                    job_id: job_id.to_owned(),
+                    resources,
+                    seq: 0,
+                    since: Instant::now(),
+                },
+                false,
+            );
         }
     }
 
@@ -238,8 +312,9 @@ impl JobScheduler {
         self.retries.insert((now + wait, job_id.to_owned(), instance));
     }
 
-    /// A task's new state. A failed or lost attempt with attempts left is scheduled for a retry.
-    pub fn on_status(&mut self, task_id: &str, state: TaskState, now: Instant, now_ms: u64) {
+    /// A task's new state (`wall_us`: its run time when it ended, 0 if unknown). A failed or lost
+    /// attempt with attempts left is scheduled for a retry.
+    pub fn on_status(&mut self, task_id: &str, state: TaskState, wall_us: u64, now: Instant, now_ms: u64) {
         let Some((job_id, instance)) = self.tasks.get(task_id).cloned() else { return };
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
         let Some(slot) = job.instances.get_mut(instance as usize) else { return };
@@ -247,7 +322,14 @@ impl JobScheduler {
             return;
         }
         slot.state = state;
+        if state == TaskState::Running {
+            slot.running_since = Some(now);
+        }
+        if state == TaskState::Finished && wall_us > 0 {
+            job.durations.push(wall_us / 1000);
+        }
         if task::is_terminal(state) {
+            slot.running_since = None;
             self.tasks.remove(task_id);
             let slot = &job.instances[instance as usize];
             if retriable(state) && job.may_retry(slot) {
@@ -304,11 +386,13 @@ impl JobScheduler {
     /// Puts a task back at the head of the queue (its launch was refused or could not be recorded).
     pub fn requeue_front(&mut self, task_id: &str, resources: Resources) {
         if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {
-            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources }, true);
+            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources, seq: 0, since: Instant::now() }, true);
         }
     }
 
-    fn queue(&mut self, q: Queued, front: bool) {
+    fn queue(&mut self, mut q: Queued, front: bool) {
+        self.next_seq += 1;
+        q.seq = if front { -self.next_seq } else { self.next_seq };
         self.floor = if self.pending.is_empty() { q.resources } else { self.floor.min(&q.resources) };
         if front {
             self.pending.push_front(q);
@@ -320,7 +404,7 @@ impl JobScheduler {
     /// Queues a recovered PENDING task at the back of the queue.
     pub fn requeue_back(&mut self, task_id: &str, resources: Resources) {
         if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {
-            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources }, false);
+            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources, seq: 0, since: Instant::now() }, false);
         }
     }
 
@@ -332,17 +416,52 @@ impl JobScheduler {
         self.pending.len()
     }
 
-    /// Answers a batch of offers; `attributes` gives each agent's attributes. Placed tasks leave the queue.
-    pub fn on_offers<'a>(
-        &mut self,
-        offers: &[Offer],
-        attributes: impl Fn(&str) -> Option<&'a HashMap<String, String>>,
-    ) -> Vec<Decision> {
+    /// Answers a batch of offers; `agent` tells what placement knows of each offer's agent.
+    /// Placed tasks leave the queue.
+    pub fn on_offers<'a>(&mut self, offers: &[Offer], agent: impl Fn(&str) -> Option<AgentView<'a>>) -> Vec<Decision> {
+        self.sort_queue(Instant::now());
+        let launches = match self.policy.placement {
+            Placement::Greedy => self.first_fit(offers, &agent),
+            Placement::Mcf => self.min_cost_flow(offers, &agent),
+        };
+        offers
+            .iter()
+            .zip(launches)
+            .map(|(offer, launches)| {
+                if launches.is_empty() {
+                    Decision::Decline { offer_id: offer.id.clone() }
+                } else {
+                    Decision::Accept { offer_id: offer.id.clone(), launches }
+                }
+            })
+            .collect()
+    }
+
+    /// Puts the queue in the policy's order (FIFO needs nothing: it is kept in order).
+    fn sort_queue(&mut self, now: Instant) {
+        let order = self.policy.order;
+        if order == QueueOrder::Fifo || self.pending.len() < 2 {
+            return;
+        }
+        let mut job_keys: HashMap<&str, (i32, Option<u64>, Option<u64>)> = HashMap::new();
+        for (id, job) in &self.jobs {
+            job_keys.insert(id.as_str(), (job.spec.priority, job.expected_ms(), job.remaining_ms(now)));
+        }
+        let aging = self.policy.aging;
+        let key = |q: &Queued| {
+            let (priority, expected, remaining) = job_keys.get(q.job_id.as_str()).copied().unwrap_or((0, None, None));
+            let priority = policy::aged_priority(priority, policy::waited(q.since, now), aging);
+            (policy::job_key(order, priority, expected, remaining), q.seq)
+        };
+        self.pending.make_contiguous().sort_by_cached_key(key);
+    }
+
+    fn first_fit<'a>(&mut self, offers: &[Offer], agent: &impl Fn(&str) -> Option<AgentView<'a>>) -> Vec<Vec<String>> {
         let none = HashMap::new();
         offers
             .iter()
             .map(|offer| {
-                let attrs = attributes(&offer.agent_id).unwrap_or(&none);
+                let attrs = agent(&offer.agent_id).map_or(&none, |a| a.attributes);
                 let mut left = offer.resources;
                 let mut launches = Vec::new();
                 let mut skipped = Vec::new();
@@ -363,13 +482,72 @@ impl JobScheduler {
                 for q in skipped.into_iter().rev() {
                     self.pending.push_front(q);
                 }
-                if launches.is_empty() {
-                    Decision::Decline { offer_id: offer.id.clone() }
-                } else {
-                    Decision::Accept { offer_id: offer.id.clone(), launches }
-                }
+                launches
             })
             .collect()
+    }
+
+    /// One min-cost max-flow over the (sorted) queue, grouped by job, and the offers.
+    fn min_cost_flow<'a>(
+        &mut self,
+        offers: &[Offer],
+        agent: &impl Fn(&str) -> Option<AgentView<'a>>,
+    ) -> Vec<Vec<String>> {
+        let none_attrs = HashMap::new();
+        let none_cached = HashSet::new();
+        let mut class_of: HashMap<&str, usize> = HashMap::new();
+        let mut classes: Vec<policy::Class> = Vec::new();
+        let mut class_jobs: Vec<&str> = Vec::new();
+        let mut members: Vec<VecDeque<usize>> = Vec::new();
+        for (i, q) in self.pending.iter().enumerate() {
+            let c = *class_of.entry(q.job_id.as_str()).or_insert_with(|| {
+                classes.push(policy::Class {
+                    resources: q.resources,
+                    count: 0,
+                    module: self.jobs.get(&q.job_id).and_then(Job::module),
+                });
+                class_jobs.push(q.job_id.as_str());
+                members.push(VecDeque::new());
+                classes.len() - 1
+            });
+            classes[c].count += 1;
+            members[c].push_back(i);
+        }
+        let views: Vec<Option<AgentView<'a>>> = offers.iter().map(|o| agent(&o.agent_id)).collect();
+        let slots: Vec<policy::Slot> = offers
+            .iter()
+            .zip(&views)
+            .map(|(o, v)| policy::Slot {
+                free: o.resources,
+                total: v.map_or(o.resources, |v| v.total),
+                cached: v.map_or(&none_cached, |v| v.cached).clone(),
+            })
+            .collect();
+        let allowed = |c: usize, s: usize| {
+            let attrs = views[s].map_or(&none_attrs, |v| v.attributes);
+            self.jobs.get(class_jobs[c]).is_some_and(|j| constraint::satisfied(&j.spec.constraints, attrs))
+        };
+        let placed = policy::place_mcf(&classes, &slots, allowed);
+        // Apply, checking each offer's real fit (jobs of different shapes share an agent's room).
+        let mut left: Vec<Resources> = offers.iter().map(|o| o.resources).collect();
+        let mut launches: Vec<Vec<String>> = vec![Vec::new(); offers.len()];
+        let mut taken = vec![false; self.pending.len()];
+        for (c, s, n) in placed {
+            for _ in 0..n {
+                let Some(&i) = members[c].front() else { break };
+                let Some(rest) = left[s].checked_sub(&self.pending[i].resources) else { break };
+                members[c].pop_front();
+                left[s] = rest;
+                taken[i] = true;
+                launches[s].push(self.pending[i].task_id.clone());
+            }
+        }
+        let mut i = 0;
+        self.pending.retain(|_| {
+            i += 1;
+            !taken[i - 1]
+        });
+        launches
     }
 
     /// A job's status; `status_of` gives the latest status of a task.
@@ -396,7 +574,7 @@ impl JobScheduler {
             state: job.state() as i32,
             instances,
             submitted_ms: job.submitted_ms,
-            scheduler: "fifo, greedy first fit".into(),
+            scheduler: self.policy.to_string(),
         })
     }
 

@@ -152,7 +152,8 @@ impl Leader {
     /// that holds it until acknowledged.
     pub(super) async fn forward(&mut self, framework_id: &str, status: pb::TaskStatus) {
         if framework_id == jobs::FRAMEWORK_ID {
-            self.jobs.on_status(&status.task_id, status.state(), std_now(), now_ms());
+            let wall_us = status.usage.as_ref().map_or(0, |u| u.wall_time_us);
+            self.jobs.on_status(&status.task_id, status.state(), wall_us, std_now(), now_ms());
             return;
         }
         let Some(fw) = self.frameworks.get_mut(framework_id) else { return };

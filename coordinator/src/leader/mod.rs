@@ -69,6 +69,8 @@ pub struct LeaderConfig {
     pub roles: Vec<(String, RoleConfig)>,
     /// Role of the built-in job scheduler.
     pub jobs_role: String,
+    /// Queue order and placement of the built-in job scheduler.
+    pub jobs_policy: crate::jobs::Policy,
     /// Terminal tasks whose events stay in memory for `watch` and `get`.
     pub retained_terminal_tasks: usize,
     /// After taking over, how long agents have to re-register before their tasks are reported LOST.
@@ -91,6 +93,7 @@ impl Default for LeaderConfig {
             framework_failover_timeout: Duration::from_secs(60),
             roles: Vec::new(),
             jobs_role: "default".into(),
+            jobs_policy: crate::jobs::Policy::default(),
             retained_terminal_tasks: 4096,
             reregister_timeout: Duration::from_secs(10),
             artifact_grace: Duration::from_secs(3600),
@@ -200,7 +203,7 @@ fn std_now() -> std::time::Instant {
 
 impl Leader {
     pub fn new(config: LeaderConfig, registry: Arc<dyn Registry>) -> (Self, LeaderHandle) {
-        let epoch = config.epoch;
+        let (epoch, jobs_policy) = (config.epoch, config.jobs_policy);
         let (tx, rx) = mpsc::channel(4096);
         let handle = LeaderHandle::new(tx, config.epoch);
         let mut allocator = Allocator::new();
@@ -221,7 +224,7 @@ impl Leader {
             allocator,
             offers: OfferBook::new(epoch),
             frameworks: HashMap::new(),
-            jobs: JobScheduler::new(),
+            jobs: JobScheduler::with_policy(jobs_policy),
             jobs_suppressed: true,
             next_session: 0,
             stop: CancellationToken::new(),

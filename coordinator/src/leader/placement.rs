@@ -81,7 +81,13 @@ impl Leader {
     async fn answer_job_offers(&mut self, offers: Vec<Offer>) {
         let now = std_now();
         let agents = &self.agents;
-        let decisions = self.jobs.on_offers(&offers, |id| agents.get(id).map(|a| &a.attributes));
+        let decisions = self.jobs.on_offers(&offers, |id| {
+            agents.get(id).map(|a| jobs::AgentView {
+                attributes: &a.attributes,
+                cached: &a.cached_modules,
+                total: a.total,
+            })
+        });
         let agent_of: HashMap<String, String> = offers.iter().map(|o| (o.id.clone(), o.agent_id.clone())).collect();
         for decision in decisions {
             match decision {
@@ -168,7 +174,7 @@ impl Leader {
                     entry.mod_revision = revision;
                     entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status.clone())) });
                 }
-                self.jobs.on_status(&task_id, TaskState::Staging, std_now(), now_ms());
+                self.jobs.on_status(&task_id, TaskState::Staging, 0, std_now(), now_ms());
                 if self.send_to_agent(agent_id, Out::Launch(pb::LaunchTask { spec })) {
                     debug!(%task_id, agent_id, "task launched");
                 } else {
