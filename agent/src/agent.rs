@@ -4,9 +4,12 @@
 //! and the latest status of its tasks), then receives commands and sends heartbeats, status updates
 //! and task output. When the stream breaks it reconnects with backoff, trying each configured
 //! coordinator in turn and following redirects to the leader. Status updates stay queued until the
-//! coordinator acknowledges them and are sent again after a reconnect.
+//! coordinator acknowledges them and are sent again after a reconnect. An agent that has had no
+//! registered session for its partition timeout kills its tasks and reports them LOST: by the time
+//! the coordinators give up on it (their longer `--agent-lost-after`) and start copies elsewhere,
+//! the originals are gone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +31,13 @@ use crate::host;
 use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
 use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;
+use crate::updates::UpdateLog;
 
 /// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+
+/// Bound of connecting and of opening a session.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -48,6 +55,10 @@ pub struct Agent {
     events: mpsc::UnboundedReceiver<TaskEvent>,
     /// Status updates sent but not yet acknowledged, oldest first.
     unacked: VecDeque<pb::TaskStatus>,
+    /// Updates on disk until acknowledged (the executor writes them as tasks produce them).
+    log: Arc<std::sync::Mutex<UpdateLog>>,
+    /// Tasks killed because no coordinator was reachable: their end is reported LOST.
+    partition_killed: HashSet<String>,
     /// Latest status of every task that is running or whose terminal status is unacknowledged.
     tasks: HashMap<String, pb::TaskStatus>,
     highest_epoch: u64,
@@ -132,15 +143,29 @@ impl Agent {
         )
         .map_err(Error::io("prepare the blob cache in", &blobs))?;
         let artifacts = Arc::new(artifacts);
+        let updates_dir = config.work_dir.join("updates");
+        let (mut log, loaded) =
+            UpdateLog::open(&updates_dir).map_err(Error::io("open the update log in", &updates_dir))?;
+        for path in &loaded.corrupt {
+            warn!(path = %path.display(), "a damaged status update was dropped; the coordinator reconciles its task");
+        }
+        let (unacked, tasks) = carry_over(&mut log, loaded.updates, &agent_id);
+        if !unacked.is_empty() {
+            info!(updates = unacked.len(), "status updates from before the restart will be sent again");
+        }
+        let log = Arc::new(std::sync::Mutex::new(log));
         let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?
-            .with_artifacts(artifacts.clone());
+            .with_artifacts(artifacts.clone())
+            .with_update_log(log.clone());
         Ok(Self {
             config,
             agent_id,
             executor,
             events,
-            unacked: VecDeque::new(),
-            tasks: HashMap::new(),
+            unacked,
+            log,
+            partition_killed: Default::default(),
+            tasks,
             highest_epoch,
             artifacts,
             session_address: String::new(),
@@ -163,6 +188,8 @@ impl Agent {
         let mut next = 0usize;
         let mut redirect: Option<String> = None;
         let mut redirect_count = 0u32;
+        // Since when no session has been registered (tasks exist only after one was).
+        let mut alone_since = tokio::time::Instant::now();
         loop {
             let addr = redirect.take().unwrap_or_else(|| {
                 let a = self.config.coordinators[next % self.config.coordinators.len()].clone();
@@ -190,6 +217,11 @@ impl Agent {
                 SessionEnd::Closed(why) => debug!(%addr, %why, "coordinator not reachable"),
             }
             redirect_count = 0;
+            if registered {
+                alone_since = tokio::time::Instant::now();
+            } else if alone_since.elapsed() >= self.config.partition_timeout {
+                self.kill_partitioned();
+            }
             // A coordinator answered (or was the leader): an election is under way or just done, so try
             // again soon; only when nothing answers does the backoff grow.
             if registered || answered {
@@ -204,6 +236,16 @@ impl Agent {
         info!("agent stopping; killing its tasks");
         self.executor.shutdown(Duration::from_secs(5)).await;
         Ok(())
+    }
+
+    /// No coordinator for the partition timeout: kill every task, so that the copies the coordinators
+    /// start elsewhere once they give up on this agent never run beside these.
+    fn kill_partitioned(&mut self) {
+        let killed = self.executor.kill_all();
+        if !killed.is_empty() {
+            warn!(tasks = killed.len(), after = ?self.config.partition_timeout, "no coordinator reachable; killing this agent's tasks");
+            self.partition_killed.extend(killed);
+        }
     }
 
     /// What the host has, unless the operator said what to offer (`--cpus`, `--mem`).
@@ -252,11 +294,13 @@ impl Agent {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2));
+        // A frozen coordinator accepts TCP connections but never answers: bound every step.
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = endpoint.connect() => match c {
-                Ok(c) => c,
-                Err(e) => return Ok(SessionEnd::Closed(format!("cannot connect: {e}"))),
+            c = tokio::time::timeout(SETUP_TIMEOUT, endpoint.connect()) => match c {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Ok(SessionEnd::Closed(format!("cannot connect: {e}"))),
+                Err(_) => return Ok(SessionEnd::Closed("connecting timed out".into())),
             },
         };
         let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
@@ -264,9 +308,14 @@ impl Agent {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(1024);
         let _ = out.send(self.register_message()).await;
-        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => return Ok(SessionEnd::Closed(format!("register refused: {status}"))),
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            r = tokio::time::timeout(SETUP_TIMEOUT, client.session(ReceiverStream::new(out_rx))) => r,
+        };
+        let mut inbound = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => return Ok(SessionEnd::Closed(format!("register refused: {status}"))),
+            Err(_) => return Ok(SessionEnd::Closed("opening the session timed out".into())),
         };
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -286,7 +335,19 @@ impl Agent {
                 // Not before the coordinator has registered us: until then events wait, in order, in the channel.
                 Some(event) = self.events.recv(), if *registered => {
                     let msg = match event {
-                        TaskEvent::Status(status) => {
+                        TaskEvent::Status(mut status) => {
+                            if self.partition_killed.remove(&status.task_id) {
+                                status.state = pb::TaskState::Lost as i32;
+                                status.reason = pb::Reason::AgentLost as i32;
+                                status.message = format!(
+                                    "killed by its agent after {:?} without a coordinator",
+                                    self.config.partition_timeout
+                                );
+                                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Err(err) = log.remove(&status.update_id).and_then(|()| log.append(&status)) {
+                                    warn!(%err, "cannot rewrite a status update on disk");
+                                }
+                            }
                             self.tasks.insert(status.task_id.clone(), status.clone());
                             self.unacked.push_back(status.clone());
                             pb::agent_message::Msg::Status(status)
@@ -384,6 +445,9 @@ impl Agent {
             }
             In::Ack(ack) => {
                 self.unacked.retain(|s| s.update_id != ack.update_id);
+                if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).remove(&ack.update_id) {
+                    warn!(%err, update_id = %ack.update_id, "cannot remove an acknowledged update from disk");
+                }
                 let done = self.tasks.get(&ack.task_id).is_some_and(|s| {
                     s.update_id == ack.update_id && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
                 });
@@ -395,6 +459,46 @@ impl Agent {
         }
         None
     }
+}
+
+/// The updates an earlier run of this agent left unacknowledged: sent again in order. A task they
+/// show still running ran under the earlier process and is gone (its cgroup was cleaned up at
+/// start): it is reported LOST.
+fn carry_over(
+    log: &mut UpdateLog,
+    updates: Vec<pb::TaskStatus>,
+    agent_id: &str,
+) -> (VecDeque<pb::TaskStatus>, HashMap<String, pb::TaskStatus>) {
+    let mut latest: HashMap<String, pb::TaskStatus> = HashMap::new();
+    let mut unacked: VecDeque<pb::TaskStatus> = updates.into();
+    for status in &unacked {
+        latest.insert(status.task_id.clone(), status.clone());
+    }
+    let mut orphans: Vec<&pb::TaskStatus> =
+        latest.values().filter(|s| !pb::TaskState::try_from(s.state).is_ok_and(is_terminal)).collect();
+    orphans.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    let lost: Vec<pb::TaskStatus> = orphans
+        .into_iter()
+        .map(|s| {
+            crate::executor::status_update(
+                &s.task_id,
+                agent_id,
+                pb::TaskState::Lost,
+                pb::Reason::AgentLost,
+                "the agent restarted while the task ran; it was not re-attached".into(),
+                None,
+                None,
+            )
+        })
+        .collect();
+    for status in lost {
+        if let Err(err) = log.append(&status) {
+            warn!(%err, "cannot write a status update to disk");
+        }
+        latest.insert(status.task_id.clone(), status.clone());
+        unacked.push_back(status);
+    }
+    (unacked, latest)
 }
 
 fn is_terminal(state: skiff_proto::TaskState) -> bool {

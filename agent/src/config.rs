@@ -29,6 +29,10 @@ pub struct Config {
     pub run_tasks_as: Option<String>,
     /// Whether native tasks may run as the agent's user (root).
     pub allow_root_tasks: bool,
+    /// Without a registered session for this long, the agent kills its tasks (reported LOST) so
+    /// that a copy the coordinators start elsewhere never runs beside them. Keep it below the
+    /// coordinators' `--agent-lost-after`.
+    pub partition_timeout: Duration,
     /// Reconnect backoff bounds.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -49,6 +53,7 @@ impl Config {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             run_tasks_as: Some("nobody".into()),
             allow_root_tasks: false,
+            partition_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),
         }

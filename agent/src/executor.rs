@@ -29,6 +29,7 @@ use crate::runtime::wasm::limits::Meter;
 use crate::runtime::wasm::{ModuleSource, WasmRuntime, WasmTask};
 use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
+use crate::updates::UpdateLog;
 
 /// A task ready to run.
 #[derive(Debug)]
@@ -69,6 +70,8 @@ struct Inner {
     handle: tokio::runtime::Handle,
     /// Where modules named by hash come from (`None`: inline modules only).
     artifacts: Option<Arc<Artifacts>>,
+    /// Where every status update is written before it is handed on (`None`: memory only).
+    updates: Option<Arc<Mutex<UpdateLog>>>,
 }
 
 impl Drop for Inner {
@@ -150,8 +153,27 @@ impl Executor {
                 runtime: Mutex::new(Some(runtime)),
                 handle,
                 artifacts: None,
+                updates: None,
             }),
         })
+    }
+
+    /// Writes every status update to `log` before it is handed on (so it survives a restart).
+    pub fn with_update_log(mut self, log: Arc<Mutex<UpdateLog>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.updates = Some(log);
+        }
+        self
+    }
+
+    /// Hands a status on, after writing it to the update log.
+    fn emit(&self, status: pb::TaskStatus) {
+        if let Some(log) = &self.inner.updates
+            && let Err(err) = log.lock().unwrap_or_else(|p| p.into_inner()).append(&status)
+        {
+            tracing::warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
+        }
+        let _ = self.inner.events.send(TaskEvent::Status(status));
     }
 
     /// Lets tasks name their module by hash, fetched through `artifacts`.
@@ -186,7 +208,7 @@ impl Executor {
         let (state, reason, message, code) = exit.report();
         let mut status = status_update(task_id, &self.inner.agent_id, state, reason, message, code, usage);
         status.outputs = outputs;
-        let _ = self.inner.events.send(TaskEvent::Status(status));
+        self.emit(status);
     }
 
     /// Starts a task; its statuses arrive on the event channel.
@@ -217,6 +239,17 @@ impl Executor {
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
+    /// Kills every running task; returns their ids.
+    pub fn kill_all(&self) -> Vec<String> {
+        let running = self.running();
+        for kill in running.values() {
+            kill.cancel();
+        }
+        let mut ids: Vec<String> = running.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn kill(&self, task_id: &str) -> bool {
         match self.running().get(task_id) {
             Some(kill) => {
@@ -400,7 +433,7 @@ impl Executor {
             None,
             None,
         );
-        let _ = self.inner.events.send(TaskEvent::Status(status));
+        self.emit(status);
     }
 
     async fn run_wasm(&self, task_id: &str, task: WasmTask) -> (TaskExit, pb::Usage) {

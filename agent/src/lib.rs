@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`config`]: the agent's settings;
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
+//! - [`updates`]: the on-disk log of status updates not acknowledged yet;
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
 //! - [`files`]: a task's input files put into place and its output files collected;
@@ -28,6 +29,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod sys;
 pub mod task;
+pub mod updates;
 
 pub use agent::Agent;
 pub use config::Config;

@@ -37,6 +37,10 @@ struct Args {
     /// Memory to offer, in MiB (default: the host's total memory).
     #[arg(long, value_name = "MIB")]
     mem_mib: Option<u64>,
+    /// Kill this agent's tasks (reported LOST) after this long without a coordinator; keep it below
+    /// the coordinators' --agent-lost-after (30s).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    partition_kill_after: Duration,
     /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
     config.cpus = args.cpus;
+    config.partition_timeout = args.partition_kill_after;
     config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;
     config.blob_cache_bytes = args.blob_cache_mib << 20;

@@ -49,6 +49,10 @@ struct Args {
     /// An agent silent this long is unreachable: its offers are rescinded, its tasks UNREACHABLE.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     agent_timeout: Duration,
+    /// An agent silent this long has its UNREACHABLE tasks reported LOST, so jobs retry them elsewhere;
+    /// keep it above the agents' --partition-kill-after (20s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    agent_lost_after: Duration,
     /// Offers are made at least this often (and after every batch of requests).
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     offer_interval: Duration,
@@ -162,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.leader.artifact_grace = args.artifact_grace;
     config.leader.gc_interval = args.gc_interval;
     config.leader.agent_timeout = args.agent_timeout;
+    config.leader.agent_lost_after = args.agent_lost_after;
     config.leader.offer_interval = args.offer_interval;
     config.leader.offer_timeout = args.offer_timeout;
     config.leader.framework_failover_timeout = args.framework_failover_timeout;

@@ -370,6 +370,7 @@ pub fn wait_exit(proc: &mut Proc, within: Duration) -> (i32, String) {
 pub struct Cluster {
     pub coordinator: Proc,
     pub agents: Vec<Proc>,
+    agent_args: Vec<Vec<String>>,
     pub addr: String,
     pub work_dirs: Vec<tempfile::TempDir>,
     pub data_dir: tempfile::TempDir,
@@ -383,7 +384,8 @@ impl Cluster {
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
         let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
         let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
-        let mut cluster = Cluster { coordinator, agents: Vec::new(), addr, work_dirs: Vec::new(), data_dir };
+        let mut cluster =
+            Cluster { coordinator, agents: Vec::new(), agent_args: Vec::new(), addr, work_dirs: Vec::new(), data_dir };
         for args in agent_args {
             cluster.add_agent(args);
         }
@@ -393,16 +395,25 @@ impl Cluster {
     /// Starts one more agent (attribute `idx=N`) and waits until it has registered.
     pub fn add_agent(&mut self, args: &[&str]) {
         let i = self.agents.len();
-        let work_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &self.addr, "--work-dir"]).arg(work_dir.path());
-        cmd.arg("--attribute").arg(format!("idx={i}")).args(args);
-        let (agent, _) = spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10));
+        self.work_dirs.push(tempfile::tempdir().expect("temp dir"));
+        self.agent_args.push(args.iter().map(|a| a.to_string()).collect());
+        let agent = self.spawn_agent(i);
         self.agents.push(agent);
-        self.work_dirs.push(work_dir);
         eventually(Duration::from_secs(10), "the agent registered", || {
             (connected_agents(&self.addr).len() == i + 1).then_some(())
         });
+    }
+
+    fn spawn_agent(&self, i: usize) -> Proc {
+        let mut cmd = Command::new(bin("skiff-agent"));
+        cmd.args(["--coordinators", &self.addr, "--work-dir"]).arg(self.work_dirs[i].path());
+        cmd.arg("--attribute").arg(format!("idx={i}")).args(&self.agent_args[i]);
+        spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10)).0
+    }
+
+    /// Starts agent `i` again (after [`Cluster::kill_agent`]) on the same work directory.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.agents[i] = self.spawn_agent(i);
     }
 
     /// SIGKILLs agent `i`.

@@ -166,6 +166,22 @@ impl Leader {
         for agent_id in silent {
             self.mark_unreachable(&agent_id).await;
         }
+        // Silent past the partition window: the agent has killed its tasks by now; they are lost.
+        let lost_after = self.config.agent_lost_after;
+        let mut gone: Vec<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state() == TaskState::Unreachable)
+            .filter(|(_, t)| {
+                self.agents.get(t.agent_id()).is_some_and(|a| !a.reachable && a.last_seen.elapsed() >= lost_after)
+            })
+            .map(|(id, t)| (id.clone(), t.agent_id().to_owned()))
+            .collect();
+        gone.sort();
+        for (task_id, agent_id) in gone {
+            let message = format!("agent {agent_id} unreachable for {lost_after:?}");
+            self.mark_lost(&task_id, &agent_id, message).await;
+        }
     }
 
     async fn mark_unreachable(&mut self, agent_id: &str) {

@@ -57,6 +57,9 @@ pub struct LeaderConfig {
     pub heartbeat_interval: Duration,
     /// An agent silent for this long is unreachable: its offers are rescinded, its tasks UNREACHABLE.
     pub agent_timeout: Duration,
+    /// An agent silent for this long has its UNREACHABLE tasks reported LOST (jobs retry them
+    /// elsewhere). Longer than agents' `--partition-kill-after`, so the originals are gone by then.
+    pub agent_lost_after: Duration,
     /// Offers are made at least this often (and after every batch of requests).
     pub offer_interval: Duration,
     /// An offer not answered within this time is rescinded.
@@ -87,6 +90,7 @@ impl Default for LeaderConfig {
             epoch: 1,
             heartbeat_interval: Duration::from_secs(1),
             agent_timeout: Duration::from_secs(3),
+            agent_lost_after: Duration::from_secs(30),
             offer_interval: Duration::from_millis(10),
             offer_timeout: Duration::from_secs(30),
             refuse: Duration::from_secs(5),

@@ -187,7 +187,9 @@ impl Leader {
                 .get(&status.task_id)
                 .is_some_and(|t| t.agent_id() == agent_id && !task::is_terminal(t.state()));
             if !ours && !task::is_terminal(status.state()) {
-                warn!(agent_id, task_id = %status.task_id, "agent runs a task this leader did not give it; killing it");
+                let gave_up = self.tasks.get(&status.task_id).is_some_and(|t| t.agent_id() == agent_id);
+                let why = if gave_up { "the leader gave up on it (LOST)" } else { "this leader did not give it" };
+                warn!(agent_id, task_id = %status.task_id, why, "agent runs a task it should not; killing it");
                 self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
             } else if ours && !task::is_terminal(status.state()) && self.unwanted(&status.task_id) {
                 info!(agent_id, task_id = %status.task_id, "task of a removed framework or killed job; killing it");
@@ -263,7 +265,7 @@ impl Leader {
         }
     }
 
-    async fn mark_lost(&mut self, task_id: &str, agent_id: &str, message: String) {
+    pub(super) async fn mark_lost(&mut self, task_id: &str, agent_id: &str, message: String) {
         warn!(task_id, agent_id, %message, "task lost");
         let status = pb::TaskStatus {
             task_id: task_id.to_owned(),
