@@ -12,14 +12,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use skiff_proto as pb;
 
-fn job_status(addr: &str, job_id: &str) -> Option<pb::JobStatus> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut c = pb::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await.ok()?;
-        c.get_job(pb::GetJobRequest { job_id: job_id.into() }).await.ok()?.into_inner().job
-    })
-}
-
 /// Whether a process with exactly this command line runs on this host.
 fn process_running(cmdline: &[&str]) -> bool {
     let want: Vec<u8> = cmdline.iter().flat_map(|a| a.bytes().chain([0])).collect();
@@ -43,7 +35,7 @@ fn submit(cluster: &Cluster, body: &str) -> String {
 }
 
 fn instance(cluster: &Cluster, job_id: &str) -> pb::JobInstance {
-    job_status(&cluster.addr, job_id).expect("job status").instances[0].clone()
+    fleet::job_status(&cluster.addr, job_id).expect("job status").instances[0].clone()
 }
 
 fn state(i: &pb::JobInstance) -> pb::TaskState {

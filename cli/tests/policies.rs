@@ -12,15 +12,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn job_status(addr: &str, job_id: &str) -> pb::JobStatus {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut c =
-            pb::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await.unwrap();
-        c.get_job(pb::GetJobRequest { job_id: job_id.into() }).await.unwrap().into_inner().job.unwrap()
-    })
-}
-
 /// Submits one long and three short one-CPU spin jobs (long first) while no agent is up, then
 /// starts a one-CPU agent; returns the jobs' mean completion time (ms after the agent came up) and
 /// whether the long job finished last.
@@ -47,7 +38,7 @@ fn mean_completion_ms(order: &str) -> (f64, bool) {
         .iter()
         .map(|job_id| {
             fleet::eventually(Duration::from_secs(30), "the job finished", || {
-                let job = job_status(&cluster.addr, job_id);
+                let job = fleet::job_status(&cluster.addr, job_id).expect("job status");
                 (job.state() == pb::JobState::Finished)
                     .then(|| job.instances[0].status.as_ref().unwrap().timestamp_ms.saturating_sub(start))
             })

@@ -445,3 +445,13 @@ pub fn connected_agents(addr: &str) -> Vec<skiff_proto::AgentInfo> {
         }
     })
 }
+
+/// A job's status from the leader at `addr` (GetJob), if it answers.
+pub fn job_status(addr: &str, job_id: &str) -> Option<skiff_proto::JobStatus> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let url = format!("http://{addr}");
+        let mut client = skiff_proto::operator_service_client::OperatorServiceClient::connect(url).await.ok()?;
+        client.get_job(skiff_proto::GetJobRequest { job_id: job_id.into() }).await.ok()?.into_inner().job
+    })
+}

@@ -443,14 +443,19 @@ impl JobScheduler {
         if order == QueueOrder::Fifo || self.pending.len() < 2 {
             return;
         }
+        // Only the jobs with queued tasks (finished jobs stay in `jobs`).
         let mut job_keys: HashMap<&str, (i32, Option<u64>, Option<u64>)> = HashMap::new();
-        for (id, job) in &self.jobs {
-            job_keys.insert(id.as_str(), (job.spec.priority, job.expected_ms(), job.remaining_ms(now)));
+        for q in &self.pending {
+            if let Some((id, job)) = self.jobs.get_key_value(&q.job_id) {
+                job_keys
+                    .entry(id.as_str())
+                    .or_insert_with(|| (job.spec.priority, job.expected_ms(), job.remaining_ms(now)));
+            }
         }
         let aging = self.policy.aging;
         let key = |q: &Queued| {
             let (priority, expected, remaining) = job_keys.get(q.job_id.as_str()).copied().unwrap_or((0, None, None));
-            let priority = policy::aged_priority(priority, policy::waited(q.since, now), aging);
+            let priority = policy::aged_priority(priority, now.saturating_duration_since(q.since), aging);
             (policy::job_key(order, priority, expected, remaining), q.seq)
         };
         self.pending.make_contiguous().sort_by_cached_key(key);

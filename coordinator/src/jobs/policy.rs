@@ -21,7 +21,7 @@
 //!   shapes on one agent are checked against the offer afterwards; what does not fit stays queued.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::mcf::Network;
 use crate::resources::Resources;
@@ -238,11 +238,6 @@ pub fn placement_cost(classes: &[Class], slots: &[Slot], placed: &[(usize, usize
         cost += LOAD_WEIGHT * used_percent(&slot.total, &after);
     }
     cost
-}
-
-/// When a waiting time started, for aging.
-pub fn waited(since: Instant, now: Instant) -> Duration {
-    now.saturating_duration_since(since)
 }
 
 #[cfg(test)]

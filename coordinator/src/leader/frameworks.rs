@@ -374,15 +374,11 @@ impl Leader {
             };
             for record in entries {
                 let spec = record.spec.clone().unwrap_or_default();
-                let resources = Resources::from(&spec.resources.unwrap_or_default());
+                let entry = TaskEntry::new(record, revision);
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
-                    agent.used = agent.used.saturating_add(&resources);
+                    agent.used = agent.used.saturating_add(&entry.resources);
                 }
                 let task_id = spec.task_id.clone();
-                let mut entry =
-                    TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
-                let status = entry.record.status.clone();
-                entry.publish(pb::TaskEvent { event: status.map(pb::task_event::Event::Status) });
                 self.tasks.insert(task_id.clone(), entry);
                 self.send_to_agent(&agent_id, Out::Launch(pb::LaunchTask { spec: Some(spec) }));
                 launched.push(task_id);

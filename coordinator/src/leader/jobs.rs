@@ -11,7 +11,6 @@ use super::{Leader, TaskEntry, new_id, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Attempt};
 use crate::registry::{Txn, keys};
-use crate::resources::Resources;
 
 impl Leader {
     /// `skiff run`: a job of one instance without retries; answers (task id, job id).
@@ -76,12 +75,9 @@ impl Leader {
             let revision = self.commit(txn).await?;
             for record in records {
                 let task_id = record.status.as_ref().map(|s| s.task_id.clone()).unwrap_or_default();
-                let resources = Resources::from(&record.spec.as_ref().and_then(|s| s.resources).unwrap_or_default());
                 let (job_id, instance, attempt) = (record.job_id.clone(), record.instance, record.attempt);
-                let mut entry =
-                    TaskEntry { record, resources, mod_revision: revision, events: Vec::new(), watchers: Vec::new() };
-                let status = entry.record.status.clone();
-                entry.publish(pb::TaskEvent { event: status.map(pb::task_event::Event::Status) });
+                let entry = TaskEntry::new(record, revision);
+                let resources = entry.resources;
                 self.tasks.insert(task_id.clone(), entry);
                 self.jobs.add_task(&task_id, &job_id, instance, attempt, TaskState::Pending, resources);
                 created.push(task_id);

@@ -147,6 +147,15 @@ struct TaskEntry {
 }
 
 impl TaskEntry {
+    /// The entry of a record just written (or loaded) at `mod_revision`, its status published.
+    fn new(record: pb::TaskRecord, mod_revision: i64) -> Self {
+        let resources = Resources::from(&record.spec.as_ref().and_then(|s| s.resources).unwrap_or_default());
+        let status = record.status.clone();
+        let mut entry = TaskEntry { record, resources, mod_revision, events: Vec::new(), watchers: Vec::new() };
+        entry.publish(pb::TaskEvent { event: status.map(pb::task_event::Event::Status) });
+        entry
+    }
+
     fn state(&self) -> TaskState {
         self.record.status.as_ref().map_or(TaskState::Unspecified, |s| s.state())
     }

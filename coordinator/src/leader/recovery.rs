@@ -68,7 +68,6 @@ impl Leader {
         for (key, value) in self.registry.range("tasks/").await? {
             let record = pb::TaskRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
             let Some(status) = record.status.clone() else { continue };
-            let resources = Resources::from(&record.spec.as_ref().and_then(|s| s.resources).unwrap_or_default());
             let task_id = status.task_id.clone();
             let state = status.state();
             let stamp = status.timestamp_ms;
@@ -76,14 +75,8 @@ impl Leader {
                 waiting.insert(status.agent_id.clone());
             }
             let job = (!record.job_id.is_empty()).then(|| (record.job_id.clone(), record.instance, record.attempt));
-            let mut entry = TaskEntry {
-                record,
-                resources,
-                mod_revision: value.mod_revision,
-                events: Vec::new(),
-                watchers: Vec::new(),
-            };
-            entry.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Status(status)) });
+            let entry = TaskEntry::new(record, value.mod_revision);
+            let resources = entry.resources;
             self.tasks.insert(task_id.clone(), entry);
             if let Some((job_id, instance, attempt)) = job {
                 let queued_state = if state == TaskState::Pending { TaskState::Unspecified } else { state };
