@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::host;
+use crate::outbox::Outbox;
 use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
 use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;
@@ -53,8 +54,8 @@ pub struct Agent {
     agent_id: String,
     executor: Executor,
     events: mpsc::UnboundedReceiver<TaskEvent>,
-    /// Status updates sent but not yet acknowledged, oldest first.
-    unacked: VecDeque<pb::TaskStatus>,
+    /// Status updates not acknowledged yet, oldest first, resent with backoff.
+    outbox: Outbox,
     /// Updates on disk until acknowledged (the executor writes them as tasks produce them).
     log: Arc<std::sync::Mutex<UpdateLog>>,
     /// Tasks killed because no coordinator was reachable: their end is reported LOST.
@@ -146,12 +147,16 @@ impl Agent {
         let updates_dir = config.work_dir.join("updates");
         let (mut log, loaded) =
             UpdateLog::open(&updates_dir).map_err(Error::io("open the update log in", &updates_dir))?;
-        for path in &loaded.corrupt {
-            warn!(path = %path.display(), "a damaged status update was dropped; the coordinator reconciles its task");
+        for damage in &loaded.corrupt {
+            warn!(%damage, "damaged status updates were dropped; the coordinator reconciles their tasks");
         }
         let (unacked, tasks) = carry_over(&mut log, loaded.updates, &agent_id);
         if !unacked.is_empty() {
             info!(updates = unacked.len(), "status updates from before the restart will be sent again");
+        }
+        let mut outbox = Outbox::default();
+        for status in unacked {
+            outbox.push(status);
         }
         let log = Arc::new(std::sync::Mutex::new(log));
         let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?
@@ -162,7 +167,7 @@ impl Agent {
             agent_id,
             executor,
             events,
-            unacked,
+            outbox,
             log,
             partition_killed: Default::default(),
             tasks,
@@ -349,7 +354,7 @@ impl Agent {
                                 }
                             }
                             self.tasks.insert(status.task_id.clone(), status.clone());
-                            self.unacked.push_back(status.clone());
+                            self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
                             pb::agent_message::Msg::Status(status)
                         }
                         TaskEvent::Output(output) => pb::agent_message::Msg::Output(output),
@@ -357,6 +362,18 @@ impl Agent {
                     };
                     if out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
+                // Unacknowledged past their retry interval (a lost ack, or not persisted): again.
+                _ = sleep_until_due(self.outbox.next_due()), if *registered && !self.outbox.is_empty() => {
+                    let due = self.outbox.due(tokio::time::Instant::now());
+                    if !due.is_empty() {
+                        debug!(updates = due.len(), "status updates sent again: not acknowledged in time");
+                    }
+                    for status in due {
+                        if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) }).await.is_err() {
+                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                        }
                     }
                 }
                 _ = heartbeat.tick(), if *registered => {
@@ -408,7 +425,8 @@ impl Agent {
                 let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 *heartbeat = tokio::time::interval(interval);
                 // Whatever was not acknowledged before goes again, in order.
-                for status in self.unacked.clone() {
+                self.outbox.reconnected();
+                for status in self.outbox.unsent(tokio::time::Instant::now()) {
                     let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) };
                     if out.send(m).await.is_err() {
                         return Some(SessionEnd::Closed("outbound stream closed".into()));
@@ -444,7 +462,7 @@ impl Agent {
                 }
             }
             In::Ack(ack) => {
-                self.unacked.retain(|s| s.update_id != ack.update_id);
+                self.outbox.ack(&ack.update_id);
                 if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).remove(&ack.update_id) {
                     warn!(%err, update_id = %ack.update_id, "cannot remove an acknowledged update from disk");
                 }
@@ -499,6 +517,14 @@ fn carry_over(
         unacked.push_back(status);
     }
     (unacked, latest)
+}
+
+/// Sleeps until `due` (forever without one).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn is_terminal(state: skiff_proto::TaskState) -> bool {

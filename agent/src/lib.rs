@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`config`]: the agent's settings;
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
+//! - [`outbox`]: status updates sent and not acknowledged yet, resent with backoff;
 //! - [`updates`]: the on-disk log of status updates not acknowledged yet;
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
@@ -25,6 +26,7 @@ pub mod error;
 pub mod executor;
 pub mod files;
 pub mod host;
+pub mod outbox;
 pub mod runtime;
 pub mod sandbox;
 pub mod sys;

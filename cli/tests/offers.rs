@@ -233,3 +233,81 @@ async fn a_framework_keeps_its_tasks_for_its_failover_timeout_and_gets_unacknowl
     assert_eq!(out.status.code(), Some(0), "{}", fleet::text(&out.stderr));
     assert_eq!(fleet::text(&out.stdout).trim(), "placed");
 }
+
+/// A framework that loses 30% of its acknowledgements (never sent the first time) still gets every
+/// update: the leader forwards unacknowledged ones again (after 2 s, then with doubling intervals)
+/// until acknowledged, and the framework's handler, which deduplicates by update id, handles each
+/// exactly once. Once all are acknowledged nothing more is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_whose_acks_are_lost_are_forwarded_again_and_handled_once() {
+    const TASKS: usize = 20;
+    let agent: &[&str] = &["--cpus", "2", "--mem-mib", "4096"];
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&[], &[agent]));
+    let mut fw = TestFramework::subscribe(&cluster.addr, "lossy", "default").await;
+    let mut launched: Vec<String> = Vec::new();
+    // Deliveries of each update, and what the handler did with each distinct one.
+    let mut deliveries: HashMap<String, usize> = HashMap::new();
+    let mut handled: Vec<pb::TaskStatus> = Vec::new();
+    let mut ack_dropped = 0;
+    let mut terminal: HashSet<String> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        assert!(Instant::now() < deadline, "not done: {} of {TASKS} tasks ended as handled", terminal.len());
+        let all_acked = terminal.len() == TASKS && handled.iter().all(|s| deliveries[&s.update_id] > 0);
+        // Done when every task ended and nothing came for 5 s (more than two resend intervals).
+        if all_acked && quiet_since.is_some_and(|q| q.elapsed() >= Duration::from_secs(5)) {
+            break;
+        }
+        match fw.next(Duration::from_millis(500)).await {
+            Some(Event::Offers(offers)) => {
+                for offer in offers.offers {
+                    if launched.len() < TASKS && fits(&offer, TASK_CPUS, 64 << 20) {
+                        launched
+                            .extend(fw.accept(&offer.offer_id, vec![sleep_task(0, TASK_CPUS)]).await.expect("accept"));
+                    } else {
+                        fw.decline(&offer.offer_id, 600.0).await;
+                    }
+                }
+            }
+            Some(Event::Update(status)) if !status.update_id.is_empty() => {
+                quiet_since = None;
+                let n = deliveries.entry(status.update_id.clone()).or_default();
+                *n += 1;
+                if *n == 1 {
+                    // The handler: each distinct update once.
+                    handled.push(status.clone());
+                    if TaskState::try_from(status.state).is_ok_and(|s| s == TaskState::Finished) {
+                        assert!(terminal.insert(status.task_id.clone()), "two terminal updates of one task");
+                    }
+                    // Lose every acknowledgement whose turn is 0, 3 or 6 of each 10.
+                    if [0, 3, 6].contains(&(handled.len() % 10)) {
+                        ack_dropped += 1;
+                        continue;
+                    }
+                }
+                fw.acknowledge(&status).await;
+            }
+            Some(_) => {}
+            None => {
+                quiet_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    let redelivered = deliveries.values().filter(|&&n| n > 1).count();
+    eprintln!(
+        "{} distinct updates handled, {ack_dropped} acks lost, {redelivered} forwarded again, deliveries {}",
+        handled.len(),
+        deliveries.values().sum::<usize>()
+    );
+    assert_eq!(terminal.len(), TASKS, "every task's end handled once");
+    assert!(ack_dropped >= handled.len() * 3 / 10 - 1, "{ack_dropped} of {} acks lost", handled.len());
+    // Every lost ack of a task's last update was made good by a second delivery (an earlier update
+    // of a task is superseded by its later one, which is what is kept and forwarded again).
+    let last: HashMap<&str, &str> = handled.iter().map(|s| (s.task_id.as_str(), s.update_id.as_str())).collect();
+    for (i, status) in handled.iter().enumerate() {
+        if [0, 3, 6].contains(&((i + 1) % 10)) && last[status.task_id.as_str()] == status.update_id {
+            assert!(deliveries[&status.update_id] >= 2, "update {status:?} was not forwarded again");
+        }
+    }
+}

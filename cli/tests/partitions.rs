@@ -124,15 +124,11 @@ fn an_update_that_could_not_be_sent_survives_an_agent_restart() {
     fleet::eventually(Duration::from_secs(15), "the task ended", || {
         (!process_running(&["/bin/sh", "-c", "sleep 4; exit 3"])).then_some(())
     });
-    // The FAILED update is on the agent's disk (an update file: the encoded status, then its sha256).
+    // The FAILED update is in the agent's update log on disk.
     let updates = cluster.work_dirs[0].path().join("updates");
     fleet::eventually(Duration::from_secs(5), "the FAILED update written to disk", || {
-        let files = std::fs::read_dir(&updates).ok()?.filter_map(Result::ok);
-        files
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| <pb::TaskStatus as prost::Message>::decode(&b[..b.len().saturating_sub(32)]).ok())
-            .any(|s| s.state() == pb::TaskState::Failed)
-            .then_some(())
+        let loaded = skiff_agent::updates::read(&updates).ok()?;
+        loaded.updates.iter().any(|s| s.state() == pb::TaskState::Failed).then_some(())
     });
     cluster.kill_agent(0);
     signal(&cluster.coordinator, Signal::SIGCONT);

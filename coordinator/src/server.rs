@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use skiff_proto as pb;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,12 +114,21 @@ impl Coordinator {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         info!(%addr, "coordinator serving");
+        // Small messages (acks, status updates, launches) go out at once: without TCP_NODELAY each
+        // waits for the peer's delayed ACK (40 ms). Server::tcp_nodelay does not apply to an
+        // incoming stream of our own, so it is set here.
+        let incoming = TcpListenerStream::new(self.listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
         let served = tonic::transport::Server::builder()
             .add_service(agents)
             .add_service(operators)
             .add_service(schedulers)
             .add_service(artifacts)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown.cancelled())
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
             .await;
         leader_token.cancel();
         tracker.close();

@@ -243,6 +243,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             Some(watch(&mut client, &task_id).await?)
         }
     };
+    // One listener for the whole run: a Ctrl-C that lands while an event is being handled waits in
+    // it (a `ctrl_c()` future made anew each turn would miss it, and the handler installed by the
+    // first one keeps the default action from ending the process).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::Other(format!("cannot listen for Ctrl-C: {e}")))?;
     let mut kill_sent = false;
     let mut last_state = TaskState::Unspecified;
     // Re-watches in a row without an event in between (a stream that keeps ending is an error).
@@ -250,7 +255,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     loop {
         let event = tokio::select! {
             e = next_event(&mut events) => e,
-            _ = tokio::signal::ctrl_c(), if !kill_sent => {
+            _ = interrupt.recv(), if !kill_sent => {
                 kill_sent = true;
                 say(format!("interrupted: killing task {task_id}"));
                 if let Err(s) = client.kill_task(pb::KillTaskRequest { task_id: task_id.clone() }).await {

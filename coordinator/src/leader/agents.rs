@@ -15,7 +15,6 @@ use super::{AgentEntry, AgentSender, Leader, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::registry::{Txn, keys};
 use crate::resources::Resources;
-use crate::task::{self, Transition};
 
 impl Leader {
     pub(super) async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
@@ -87,7 +86,7 @@ impl Leader {
         }
     }
 
-    pub(super) async fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
+    pub(super) fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
         use pb::agent_message::Msg;
         let Some(agent) = self.agents.get_mut(agent_id).filter(|a| a.session == session) else {
             debug!(agent_id, "message from a replaced agent stream dropped");
@@ -105,52 +104,15 @@ impl Leader {
         match msg {
             Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
             Msg::Heartbeat(_) => {}
-            Msg::Status(status) => self.status_update(agent_id, status).await,
+            Msg::Status(status) => self.queue_status(agent_id, status),
             Msg::Usage(report) => {
                 // Live usage is kept in memory only; the terminal status carries the final figures.
                 if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
                     status.usage = report.usage;
                 }
             }
-            Msg::Output(output) => {
-                if let Some(task) = self.tasks.get_mut(&output.task_id) {
-                    task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
-                }
-            }
+            Msg::Output(output) => self.queue_output(output),
         }
-    }
-
-    pub(super) async fn status_update(&mut self, agent_id: &str, mut status: pb::TaskStatus) {
-        let ack = Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() });
-        status.agent_id = agent_id.to_owned();
-        let Some(entry) = self.tasks.get(&status.task_id) else {
-            warn!(agent_id, task_id = %status.task_id, "status for an unknown task");
-            if !task::is_terminal(status.state()) {
-                self.send_to_agent(agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
-            }
-            self.send_to_agent(agent_id, ack);
-            return;
-        };
-        match task::transition(entry.state(), status.state()) {
-            Transition::Apply => {
-                if status.state() == TaskState::Running
-                    && let Some(pb::task_spec::Kind::Wasm(w)) = entry.record.spec.as_ref().and_then(|s| s.kind.as_ref())
-                    && let Some(agent) = self.agents.get_mut(agent_id)
-                {
-                    agent.cached_modules.insert(w.module_sha256.clone());
-                }
-                if let Err(err) = self.set_status(status).await {
-                    // Not acknowledged: the agent will resend it.
-                    warn!(agent_id, %err, "could not persist a status update");
-                    return;
-                }
-            }
-            Transition::Duplicate => {}
-            Transition::Invalid => {
-                warn!(agent_id, task_id = %status.task_id, from = ?entry.state(), to = ?status.state(), "invalid status transition ignored");
-            }
-        }
-        self.send_to_agent(agent_id, ack);
     }
 
     /// Marks agents silent for longer than the agent timeout unreachable.

@@ -29,7 +29,30 @@ pub(super) struct FrameworkEntry {
     /// When it disconnected (or when this leader took over without it).
     disconnected_at: Option<Instant>,
     /// Latest unacknowledged update of each task.
-    unacked: HashMap<String, pb::TaskStatus>,
+    unacked: HashMap<String, Unacked>,
+}
+
+/// An update forwarded to a framework and not acknowledged yet.
+#[derive(Debug)]
+struct Unacked {
+    status: pb::TaskStatus,
+    /// Sends so far, and when the next is due if no acknowledgement comes.
+    attempts: u32,
+    due: Instant,
+}
+
+/// Wait before forwarding an unacknowledged update again; doubles per send up to [`MAX_RESEND`].
+const FIRST_RESEND: Duration = Duration::from_secs(2);
+const MAX_RESEND: Duration = Duration::from_secs(30);
+
+fn resend_after(attempts: u32) -> Duration {
+    FIRST_RESEND.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(MAX_RESEND)
+}
+
+impl Unacked {
+    fn new(status: pb::TaskStatus, now: Instant) -> Self {
+        Unacked { status, attempts: 1, due: now + resend_after(1) }
+    }
 }
 
 fn valid_task_id(id: &str) -> bool {
@@ -98,9 +121,14 @@ impl Leader {
             })),
         };
         let _ = tx.send(Ok(subscribed));
-        for status in unacked.values() {
-            let _ = tx
-                .send(Ok(pb::SchedulerEvent { epoch: self.config.epoch, event: Some(Event::Update(status.clone())) }));
+        let mut unacked = unacked;
+        let now = Instant::now();
+        for u in unacked.values_mut() {
+            *u = Unacked::new(u.status.clone(), now);
+            let _ = tx.send(Ok(pb::SchedulerEvent {
+                epoch: self.config.epoch,
+                event: Some(Event::Update(u.status.clone())),
+            }));
         }
         self.allocator.add_framework(&id, &info.role);
         self.allocator.activate_framework(&id, true);
@@ -157,7 +185,7 @@ impl Leader {
             return;
         }
         let Some(fw) = self.frameworks.get_mut(framework_id) else { return };
-        fw.unacked.insert(status.task_id.clone(), status.clone());
+        fw.unacked.insert(status.task_id.clone(), Unacked::new(status.clone(), Instant::now()));
         self.send_event(framework_id, Event::Update(status));
     }
 
@@ -172,6 +200,7 @@ impl Leader {
                 (Some(tx), _) if tx.is_closed() => self.framework_disconnected(&id),
                 (Some(_), _) if beat => {
                     self.send_event(&id, Event::Heartbeat(pb::scheduler_event::Heartbeat {}));
+                    self.resend_unacked(&id);
                 }
                 (None, Some(since)) if since.elapsed() >= self.failover_timeout(&fw.info) => {
                     warn!(framework_id = %id, "framework did not re-subscribe within its failover timeout; killing its tasks");
@@ -179,6 +208,27 @@ impl Leader {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Forwards again, with doubling intervals, the updates a connected framework has not
+    /// acknowledged (frameworks must handle an update twice: dedup by update id).
+    fn resend_unacked(&mut self, framework_id: &str) {
+        let now = Instant::now();
+        let Some(fw) = self.frameworks.get_mut(framework_id) else { return };
+        let mut due: Vec<&mut Unacked> = fw.unacked.values_mut().filter(|u| u.due <= now).collect();
+        due.sort_by_key(|u| u.status.timestamp_ms);
+        let mut statuses = Vec::with_capacity(due.len());
+        for u in due {
+            u.attempts += 1;
+            u.due = now + resend_after(u.attempts);
+            statuses.push(u.status.clone());
+        }
+        if !statuses.is_empty() {
+            debug!(framework_id, updates = statuses.len(), "unacknowledged updates forwarded again");
+        }
+        for status in statuses {
+            self.send_event(framework_id, Event::Update(status));
         }
     }
 
@@ -240,7 +290,7 @@ impl Leader {
             }
             Some(Call::Acknowledge(ack)) => {
                 if let Some(fw) = self.frameworks.get_mut(&id)
-                    && fw.unacked.get(&ack.task_id).is_some_and(|s| s.update_id == ack.update_id)
+                    && fw.unacked.get(&ack.task_id).is_some_and(|u| u.status.update_id == ack.update_id)
                 {
                     fw.unacked.remove(&ack.task_id);
                 }

@@ -23,6 +23,7 @@ mod jobs;
 mod placement;
 mod recovery;
 mod spec;
+mod updates;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -198,6 +199,8 @@ pub struct Leader {
     stop: CancellationToken,
     /// Agents that still have to re-register after a takeover, and until when.
     recovery: Option<recovery::Window>,
+    /// Status updates and output received and not applied yet (see [`updates`]).
+    incoming: Vec<updates::Incoming>,
 }
 
 fn now_ms() -> u64 {
@@ -242,6 +245,7 @@ impl Leader {
             next_session: 0,
             stop: CancellationToken::new(),
             recovery: None,
+            incoming: Vec::new(),
         };
         (leader, handle)
     }
@@ -265,14 +269,17 @@ impl Leader {
                 _ = tokio::time::sleep_until(recovery_deadline.unwrap_or_else(Instant::now)),
                     if recovery_deadline.is_some() =>
                 {
+                    self.flush_updates().await;
                     self.end_recovery().await;
                     continue;
                 }
                 _ = gc.tick() => {
+                    self.flush_updates().await;
                     self.collect_garbage().await;
                     continue;
                 }
                 _ = offer_tick.tick() => {
+                    self.flush_updates().await;
                     self.start_due_retries().await;
                     self.offer_cycle().await;
                     continue;
@@ -284,6 +291,7 @@ impl Leader {
                     {
                         self.handle(cmd).await;
                     }
+                    self.flush_updates().await;
                     self.check_agents().await;
                     self.expire_offers();
                     let beat = last_heartbeat.elapsed() >= self.config.heartbeat_interval;
@@ -305,6 +313,7 @@ impl Leader {
             {
                 self.handle(cmd).await;
             }
+            self.flush_updates().await;
             if self.stop.is_cancelled() {
                 break;
             }
@@ -315,11 +324,15 @@ impl Leader {
     }
 
     async fn handle(&mut self, cmd: Command) {
+        // Status updates queued so far are applied before anything that may look at them.
+        if !matches!(cmd, Command::AgentMessage { .. }) {
+            self.flush_updates().await;
+        }
         match cmd {
             Command::AgentConnect { register, tx, reply } => {
                 let _ = reply.send(self.agent_connect(register, tx).await);
             }
-            Command::AgentMessage { agent_id, session, msg } => self.agent_message(&agent_id, session, msg).await,
+            Command::AgentMessage { agent_id, session, msg } => self.agent_message(&agent_id, session, msg),
             Command::AgentDisconnect { agent_id, session } => {
                 self.agent_disconnect(&agent_id, session);
             }
@@ -390,22 +403,38 @@ impl Leader {
         tx.send(Ok(pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) })).is_ok()
     }
 
+    /// The record of a task with `status` as its new status (`status` gets an update id if it has
+    /// none); `base` is the record already decided for it in this batch, if any.
+    fn status_record(&self, status: &mut pb::TaskStatus, base: Option<&pb::TaskRecord>) -> pb::TaskRecord {
+        if status.update_id.is_empty() {
+            status.update_id = uuid::Uuid::new_v4().to_string();
+        }
+        let mut record =
+            base.or_else(|| self.tasks.get(&status.task_id).map(|t| &t.record)).cloned().unwrap_or_default();
+        record.status = Some(status.clone());
+        record.leader_epoch = self.config.epoch;
+        record
+    }
+
     /// Persists a new status of a known task, then publishes it and hands it to the task's
     /// framework; terminal statuses release the task's resources.
     async fn set_status(&mut self, mut status: pb::TaskStatus) -> Result<()> {
         let task_id = status.task_id.clone();
-        if status.update_id.is_empty() {
-            status.update_id = uuid::Uuid::new_v4().to_string();
-        }
         let entry = self.tasks.get(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
-        let mut record = entry.record.clone();
-        record.status = Some(status.clone());
-        record.leader_epoch = self.config.epoch;
+        let mod_revision = entry.mod_revision;
+        let record = self.status_record(&mut status, None);
         let key = keys::task(&task_id);
         let revision =
-            self.commit(Txn::new().if_mod_revision(&key, entry.mod_revision).put(key, record.encode_to_vec())).await?;
+            self.commit(Txn::new().if_mod_revision(&key, mod_revision).put(key, record.encode_to_vec())).await?;
+        self.status_written(status, record, revision).await;
+        Ok(())
+    }
 
-        let entry = self.tasks.get_mut(&task_id).ok_or_else(|| Error::TaskNotFound(task_id.clone()))?;
+    /// Applies a status that is in the registry (as `record`, at `revision`): published, handed to
+    /// the task's framework; a terminal one releases the task's resources.
+    async fn status_written(&mut self, status: pb::TaskStatus, record: pb::TaskRecord, revision: i64) {
+        let task_id = status.task_id.clone();
+        let Some(entry) = self.tasks.get_mut(&task_id) else { return };
         let previous_agent = entry.agent_id().to_owned();
         entry.record = record;
         entry.mod_revision = revision;
@@ -422,7 +451,6 @@ impl Leader {
             self.retire(task_id);
         }
         self.forward(&framework_id, status).await;
-        Ok(())
     }
 
     /// Counts a task's resources as used on an agent (outside of an offer: a task found after a
