@@ -37,6 +37,9 @@ struct Args {
     /// Memory to offer, in MiB (default: the host's total memory).
     #[arg(long, value_name = "MIB")]
     mem_mib: Option<u64>,
+    /// Wasm tasks this agent runs at once (instance slots reserved up front).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    wasm_slots: u32,
     /// Kill this agent's tasks (reported LOST) after this long without a coordinator; keep it below
     /// the coordinators' --agent-lost-after (30s).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();
     config.cpus = args.cpus;
+    config.wasm_slots = args.wasm_slots;
     config.partition_timeout = args.partition_kill_after;
     config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;

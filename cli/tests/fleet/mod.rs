@@ -12,9 +12,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Directory of the binaries cargo built for this test run.
+/// Directory of the workspace binaries: `$SKIFF_BIN_DIR`, else where cargo built them for this test
+/// run, else (the benchmark harness, a binary itself) the directory of the running executable.
 pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_skiff")).parent().expect("binary has a directory").to_path_buf()
+    if let Some(dir) = std::env::var_os("SKIFF_BIN_DIR") {
+        return dir.into();
+    }
+    match option_env!("CARGO_BIN_EXE_skiff") {
+        Some(skiff) => Path::new(skiff).parent().expect("binary has a directory").to_path_buf(),
+        None => std::env::current_exe().expect("own path").parent().expect("binary has a directory").to_path_buf(),
+    }
 }
 
 /// Path of a workspace binary; they are all built by `cargo build --workspace` (scripts/test does it).
@@ -276,11 +283,20 @@ impl HaFleet {
 
     pub fn add_agent(&mut self) {
         let work_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &self.addrs.join(","), "--work-dir"]).arg(work_dir.path());
-        let (agent, _) = spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10));
+        let agent = self.spawn_agent(work_dir.path());
         self.agents.push(agent);
         self.work_dirs.push(work_dir);
+    }
+
+    /// Starts agent `i` again (after [`HaFleet::kill_agent`]) on its work directory.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.agents[i] = self.spawn_agent(self.work_dirs[i].path());
+    }
+
+    fn spawn_agent(&self, work_dir: &Path) -> Proc {
+        let mut cmd = Command::new(bin("skiff-agent"));
+        cmd.args(["--coordinators", &self.addrs.join(","), "--work-dir"]).arg(work_dir);
+        spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
     }
 
     /// Every coordinator address, comma-separated (for `--coordinators`).

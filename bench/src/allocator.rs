@@ -1,14 +1,17 @@
-//! Allocator throughput: one full DRF cycle over 10,000 agents and 1,000 frameworks in 10 roles, and
-//! a first-fit placement loop on top of it. Run with `cargo bench --bench allocator`.
+//! The allocator in process (no I/O): one full DRF cycle over 10,000 agents and 1,000 frameworks in
+//! 10 roles, a first-fit placement loop on top of it, and the built-in job scheduler placing
+//! 100,000 queued tasks.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use skiff_coordinator::allocator::{Allocator, RoleConfig};
 use skiff_coordinator::jobs::{self, Decision, JobScheduler};
 use skiff_coordinator::offers::OfferBook;
 use skiff_coordinator::resources::Resources;
 use skiff_proto as pb;
+
+use crate::stats::Summary;
 
 const AGENTS: usize = 10_000;
 const FRAMEWORKS: usize = 1_000;
@@ -33,13 +36,21 @@ fn setup() -> Allocator {
     al
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// What the allocator benchmark measured.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub agents: usize,
+    pub frameworks: usize,
+    pub roles: usize,
+    /// Full allocation cycles, each offering every agent.
+    pub cycles: Summary,
+    /// Tasks placed per second by frameworks filling their offers first-fit.
+    pub placement_loop_per_sec: f64,
+    /// Queued tasks placed per second by the built-in job scheduler.
+    pub job_scheduler_per_sec: f64,
 }
 
-fn main() {
-    println!("agents {AGENTS}, frameworks {FRAMEWORKS}, roles {ROLES}");
-
+pub fn run() -> Figures {
     // Full cycles: every agent is offered, then everything is recovered (declined, no filter).
     let mut al = setup();
     let mut times = Vec::with_capacity(CYCLES);
@@ -53,15 +64,7 @@ fn main() {
             al.recover(&a.framework_id, &a.agent_id, a.resources, None, now);
         }
     }
-    times.sort_unstable();
-    let median = times[CYCLES / 2];
-    let max = times[CYCLES - 1];
-    println!(
-        "allocate cycle: median {:.2} ms, max {:.2} ms, {:.0} offers/s (median)",
-        millis(median),
-        millis(max),
-        AGENTS as f64 / median.as_secs_f64()
-    );
+    let cycles = Summary::new(times);
 
     // Placement loop: each framework fills its offers first-fit with <0.1 cpu, 64 MiB> tasks and
     // recovers the remainder; the tasks end before the next round (their resources are recovered).
@@ -87,19 +90,20 @@ fn main() {
             running.push((offer.framework_id, offer.agent_id, used));
         }
     }
-    let elapsed = started.elapsed();
-    println!(
-        "placement loop: {PLACEMENT_ROUNDS} rounds, {placements} placements in {:.1} ms, {:.0} placements/s",
-        millis(elapsed),
-        placements as f64 / elapsed.as_secs_f64()
-    );
-
-    job_scheduler_placement();
+    let placement_loop_per_sec = placements as f64 / started.elapsed().as_secs_f64();
+    Figures {
+        agents: AGENTS,
+        frameworks: FRAMEWORKS,
+        roles: ROLES,
+        cycles,
+        placement_loop_per_sec,
+        job_scheduler_per_sec: job_scheduler_placement(),
+    }
 }
 
 /// The built-in job scheduler's own path, as the leader runs it (without the registry): allocate,
 /// make offers, first-fit 100,000 queued tasks of one job into them, accept through the offer book.
-fn job_scheduler_placement() {
+fn job_scheduler_placement() -> f64 {
     const PENDING: u32 = 100_000;
     let mut al = Allocator::new();
     al.add_framework(jobs::FRAMEWORK_ID, "default");
@@ -124,9 +128,7 @@ fn job_scheduler_placement() {
     let view = jobs::AgentView { attributes: &attributes, cached: &cached, total: agent };
     let started = Instant::now();
     let mut placed = 0usize;
-    let mut cycles = 0;
     while scheduler.has_pending() {
-        cycles += 1;
         let now = Instant::now();
         let offers: Vec<_> =
             al.allocate(now).into_iter().map(|a| book.make(&a.agent_id, &a.framework_id, a.resources, now)).collect();
@@ -140,10 +142,5 @@ fn job_scheduler_placement() {
             }
         }
     }
-    let elapsed = started.elapsed();
-    println!(
-        "job scheduler: {placed} queued tasks placed on {AGENTS} agents in {cycles} cycles, {:.1} ms: {:.0} placements/s",
-        millis(elapsed),
-        placed as f64 / elapsed.as_secs_f64()
-    );
+    placed as f64 / started.elapsed().as_secs_f64()
 }
