@@ -453,8 +453,19 @@ impl Agent {
                     None,
                     None,
                 );
-                self.tasks.insert(spec.task_id.clone(), staging);
+                // Checkpointed (and reported) before the task can start: an agent killed now knows
+                // after its restart that it launched the task, reports it LOST and refuses the launch
+                // a new leader may send again, instead of running the task a second time.
+                if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).append(&staging) {
+                    warn!(%err, task_id = %spec.task_id, "cannot write a status update to disk");
+                }
+                self.tasks.insert(spec.task_id.clone(), staging.clone());
+                self.outbox.push_sent(staging.clone(), tokio::time::Instant::now());
+                let sent = out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(staging)) }).await;
                 self.executor.launch(spec);
+                if sent.is_err() {
+                    return Some(SessionEnd::Closed("outbound stream closed".into()));
+                }
             }
             In::Kill(kill) => {
                 if !self.executor.kill(&kill.task_id) {

@@ -274,7 +274,9 @@ impl Executor {
     fn prepare(&self, spec: pb::TaskSpec, kill: CancellationToken) -> Result<Prepared, TaskExit> {
         let inner = &self.inner;
         // Files were taken out by `launch` (TaskIo).
-        let pb::TaskSpec { task_id, name, resources, limits, args, env, stdin, kind, .. } = spec;
+        let pb::TaskSpec { task_id, name, resources, limits, args, mut env, stdin, kind, .. } = spec;
+        // Every task knows its own id (as Mesos' MESOS_TASK_ID, Nomad's NOMAD_ALLOC_ID).
+        env.insert("SKIFF_TASK_ID".into(), task_id.clone());
         let limits = limits.unwrap_or_default();
         let resources = resources.unwrap_or_default();
         let cap = match limits.max_output_bytes {

@@ -33,6 +33,10 @@ pub fn transition(from: TaskState, to: TaskState) -> Transition {
     if from == to {
         return Transition::Duplicate;
     }
+    // The agent's own STAGING (its checkpoint of a launch) is older news than anything after it.
+    if to == Staging && from != Pending {
+        return Transition::Duplicate;
+    }
     if is_terminal(from) {
         return Transition::Invalid;
     }
@@ -64,7 +68,8 @@ mod tests {
             (Running, Killed, Transition::Apply),
             (Running, Lost, Transition::Apply),
             (Running, Running, Transition::Duplicate),
-            (Running, Staging, Transition::Invalid),
+            (Running, Staging, Transition::Duplicate),
+            (Finished, Staging, Transition::Duplicate),
             (Running, Pending, Transition::Invalid),
             (Finished, Finished, Transition::Duplicate),
             (Finished, Running, Transition::Invalid),
@@ -76,7 +81,7 @@ mod tests {
             (Unreachable, Running, Transition::Apply),
             (Unreachable, Finished, Transition::Apply),
             (Unreachable, Lost, Transition::Apply),
-            (Unreachable, Staging, Transition::Invalid),
+            (Unreachable, Staging, Transition::Duplicate),
             (Pending, Unreachable, Transition::Invalid),
         ];
         for (from, to, want) in cases {

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod framework;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -234,6 +235,9 @@ pub struct HaFleet {
     pub work_dirs: Vec<tempfile::TempDir>,
     /// Each coordinator's data directory (kept across its restarts).
     pub data_dirs: Vec<tempfile::TempDir>,
+    /// With [`HaFleet::start_proxied`]: a proxy in front of each coordinator, which advertises it;
+    /// agents know the coordinators by their proxies.
+    pub proxies: Vec<proxy::Proxy>,
 }
 
 impl HaFleet {
@@ -244,9 +248,25 @@ impl HaFleet {
         Self::start_on(etcd, vec![urls; coordinators], agents)
     }
 
+    /// Like [`HaFleet::start`], with agents reaching the coordinators through proxies that
+    /// [`proxy::Proxy::drop_connections`] can cut.
+    pub fn start_proxied(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
+        let etcd = etcd::Etcd::start(etcd_members);
+        let urls = etcd.urls();
+        Self::build(etcd, vec![urls; coordinators], agents, true)
+    }
+
     /// Like [`HaFleet::start`] with the etcd URLs of each coordinator given.
     pub fn start_on(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize) -> HaFleet {
+        Self::build(etcd, etcd_urls, agents, false)
+    }
+
+    fn build(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize, proxied: bool) -> HaFleet {
         let addrs: Vec<String> = etcd_urls.iter().map(|_| format!("127.0.0.1:{}", etcd::free_port())).collect();
+        let proxies = match proxied {
+            true => addrs.iter().map(|a| proxy::Proxy::start(a)).collect(),
+            false => Vec::new(),
+        };
         let mut fleet = HaFleet {
             etcd,
             coordinators: Vec::new(),
@@ -255,6 +275,7 @@ impl HaFleet {
             agents: Vec::new(),
             work_dirs: Vec::new(),
             data_dirs: Vec::new(),
+            proxies,
         };
         for i in 0..fleet.addrs.len() {
             fleet.coordinators.push(None);
@@ -271,6 +292,9 @@ impl HaFleet {
         let mut cmd = Command::new(bin("skiff-coordinator"));
         cmd.args(["--listen", &self.addrs[i], "--etcd", &self.etcd_urls[i], "--lease-ttl", "2s", "--data-dir"]);
         cmd.arg(self.data_dirs[i].path());
+        if let Some(proxy) = self.proxies.get(i) {
+            cmd.args(["--advertise", &proxy.addr]);
+        }
         let (proc, _) = spawn_until(cmd, &format!("skiff-coordinator {i}"), "listening on", Duration::from_secs(10));
         self.coordinators[i] = Some(proc);
     }
@@ -294,8 +318,12 @@ impl HaFleet {
     }
 
     fn spawn_agent(&self, work_dir: &Path) -> Proc {
+        let coordinators = match self.proxies.is_empty() {
+            true => self.addrs.join(","),
+            false => self.proxies.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(","),
+        };
         let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &self.addrs.join(","), "--work-dir"]).arg(work_dir);
+        cmd.args(["--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
         spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
     }
 
@@ -321,7 +349,9 @@ impl HaFleet {
                 named.push(address);
             }
             let [leader] = leaders[..] else { return None };
-            named.iter().all(|a| *a == self.addrs[leader]).then_some(leader)
+            // Coordinators behind proxies advertise the proxies' addresses.
+            let advertised = self.proxies.get(leader).map_or(&self.addrs[leader], |p| &p.addr);
+            named.iter().all(|a| a == advertised).then_some(leader)
         })
     }
 
