@@ -58,6 +58,9 @@ pub struct Agent {
     outbox: Outbox,
     /// Updates on disk until acknowledged (the executor writes them as tasks produce them).
     log: Arc<std::sync::Mutex<UpdateLog>>,
+    /// Launches checkpointed in the update log (task id -> the STAGING update's id), until a later
+    /// update of the task is acknowledged.
+    launched: HashMap<String, String>,
     /// Tasks killed because no coordinator was reachable: their end is reported LOST.
     partition_killed: HashSet<String>,
     /// Latest status of every task that is running or whose terminal status is unacknowledged.
@@ -169,6 +172,7 @@ impl Agent {
             events,
             outbox,
             log,
+            launched: HashMap::new(),
             partition_killed: Default::default(),
             tasks,
             highest_epoch,
@@ -453,19 +457,16 @@ impl Agent {
                     None,
                     None,
                 );
-                // Checkpointed (and reported) before the task can start: an agent killed now knows
-                // after its restart that it launched the task, reports it LOST and refuses the launch
-                // a new leader may send again, instead of running the task a second time.
+                // Checkpointed before the task can start (in the update log, not sent): an agent
+                // killed now knows after its restart that it launched the task, reports it LOST and
+                // refuses the launch a new leader may send again, instead of running it a second
+                // time. Dropped once the coordinator acknowledges any later update of the task.
                 if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).append(&staging) {
                     warn!(%err, task_id = %spec.task_id, "cannot write a status update to disk");
                 }
-                self.tasks.insert(spec.task_id.clone(), staging.clone());
-                self.outbox.push_sent(staging.clone(), tokio::time::Instant::now());
-                let sent = out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(staging)) }).await;
+                self.launched.insert(spec.task_id.clone(), staging.update_id.clone());
+                self.tasks.insert(spec.task_id.clone(), staging);
                 self.executor.launch(spec);
-                if sent.is_err() {
-                    return Some(SessionEnd::Closed("outbound stream closed".into()));
-                }
             }
             In::Kill(kill) => {
                 if !self.executor.kill(&kill.task_id) {
@@ -474,9 +475,14 @@ impl Agent {
             }
             In::Ack(ack) => {
                 self.outbox.ack(&ack.update_id);
-                if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).remove(&ack.update_id) {
-                    warn!(%err, update_id = %ack.update_id, "cannot remove an acknowledged update from disk");
+                let checkpoint = self.launched.remove(&ack.task_id);
+                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                for update_id in checkpoint.iter().chain([&ack.update_id]) {
+                    if let Err(err) = log.remove(update_id) {
+                        warn!(%err, %update_id, "cannot remove an acknowledged update from disk");
+                    }
                 }
+                drop(log);
                 let done = self.tasks.get(&ack.task_id).is_some_and(|s| {
                     s.update_id == ack.update_id && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
                 });

@@ -24,7 +24,8 @@ use skiff_proto as pb;
 const DIGEST: usize = 32;
 const UPDATE: u8 = 1;
 const ACK: u8 = 2;
-/// A segment this large is compacted into a new one holding only what is unacknowledged.
+/// A segment this large (or twice what its last compaction kept, if more) is compacted into a new
+/// one holding only what is unacknowledged.
 pub const SEGMENT_BYTES: u64 = 1 << 20;
 /// Largest record accepted when reading (a length beyond it is damage).
 const MAX_RECORD: usize = 16 << 20;
@@ -45,6 +46,8 @@ pub struct UpdateLog {
     seq: u64,
     file: File,
     size: u64,
+    /// Size of the active segment right after it was written (what was unacknowledged then).
+    base: u64,
     /// Unacknowledged updates by the order they were written, and their ids.
     pending: BTreeMap<u64, pb::TaskStatus>,
     order: HashMap<String, u64>,
@@ -174,7 +177,7 @@ impl UpdateLog {
         }
         let updates = found.pending.values().cloned().collect();
         let Found { pending, order, next, corrupt } = found;
-        let log = UpdateLog { dir: dir.to_owned(), seq, file, size, pending, order, next };
+        let log = UpdateLog { dir: dir.to_owned(), seq, file, size, base: size, pending, order, next };
         Ok((log, Loaded { updates, corrupt }))
     }
 
@@ -217,7 +220,9 @@ impl UpdateLog {
         let Some(seq) = self.order.remove(update_id) else { return Ok(()) };
         self.pending.remove(&seq);
         self.write(&record(ACK, update_id.as_bytes()))?;
-        if self.size >= SEGMENT_BYTES {
+        // Twice what the last compaction kept: rewriting stays proportional to what is appended
+        // even while many updates wait for acknowledgement (a burst of launches).
+        if self.size >= SEGMENT_BYTES.max(2 * self.base) {
             self.compact()?;
         }
         Ok(())
@@ -230,6 +235,7 @@ impl UpdateLog {
         self.seq += 1;
         self.file = file;
         self.size = size;
+        self.base = size;
         std::fs::remove_file(old)
     }
 
@@ -307,6 +313,21 @@ mod tests {
         drop(log);
         let (_, loaded) = UpdateLog::open(dir.path()).unwrap();
         assert_eq!(ids(&loaded), ["keep"]);
+    }
+
+    #[test]
+    fn many_unacknowledged_updates_do_not_make_every_ack_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = UpdateLog::open(dir.path()).unwrap();
+        // 20,000 pending (more than a segment's worth), then acknowledged one by one.
+        for i in 0..20_000 {
+            log.append(&status(&format!("t{i}"), &format!("u{i}"), pb::TaskState::Running)).unwrap();
+        }
+        for i in 0..20_000 {
+            log.remove(&format!("u{i}")).unwrap();
+        }
+        assert!(log.seq <= 4, "compacted {} times for 20,000 acks", log.seq);
+        assert_eq!(log.len(), 0);
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub async fn with_idle_tasks(addr: &str, agent_pid: u32, idle: &Program, tasks: 
         ..Default::default()
     };
     let job_id = op.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await?.into_inner().job_id;
-    let within = Duration::from_secs(120);
+    let within = Duration::from_secs(300);
     let running = |job: &pb::JobStatus| {
         job.instances.iter().all(|i| i.status.as_ref().is_some_and(|s| s.state() == TaskState::Running))
     };
