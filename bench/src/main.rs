@@ -144,6 +144,10 @@ fn main() -> Result<()> {
         Report { machine: machine(), command: std::env::args().collect::<Vec<_>>().join(" "), ..Report::default() };
     let agent_args: [&[&str]; AGENTS] = [&[], &[]];
     let run = |part: &str| !args.skip.iter().any(|s| s == part);
+    // The trivial Wasm task on one fleet: `--tasks` for latency, `--throughput-tasks` in one job.
+    let measure_wasm = |name: &str, how: String, fleet: &Cluster, wasm: &Program| {
+        measure_path(&rt, name, how, fleet, wasm, args.tasks, args.throughput_tasks)
+    };
 
     // Skiff, embedded registry.
     if run("embedded") {
@@ -152,15 +156,7 @@ fn main() -> Result<()> {
         let how = format!(
             "1 coordinator (embedded registry), {AGENTS} agents; `SubmitTask` then `WatchTask` until FINISHED; throughput: one job of N instances"
         );
-        report.rows.push(measure_path(
-            &rt,
-            "Skiff Wasm (embedded)",
-            how,
-            &fleet,
-            &wasm,
-            args.tasks,
-            args.throughput_tasks,
-        )?);
+        report.rows.push(measure_wasm("Skiff Wasm (embedded)", how, &fleet, &wasm)?);
     }
     // Skiff on etcd: Wasm, then native tasks on the same fleet.
     if run("etcd") || run("native") {
@@ -171,15 +167,7 @@ fn main() -> Result<()> {
             format!("1 coordinator on a 1-member etcd (every state change a fenced txn), {AGENTS} agents; as above");
         if run("etcd") {
             report.baseline = Some(report.rows.len());
-            report.rows.push(measure_path(
-                &rt,
-                "Skiff Wasm (etcd)",
-                how,
-                &fleet,
-                &wasm,
-                args.tasks,
-                args.throughput_tasks,
-            )?);
+            report.rows.push(measure_wasm("Skiff Wasm (etcd)", how, &fleet, &wasm)?);
         }
         if run("native") && is_root {
             let native = Program::Native { command: "/bin/true".into() };

@@ -112,7 +112,7 @@ impl Leader {
         }
         // A stream it had before is replaced; its offers are rescinded (it would not know them).
         self.rescind_framework_offers(&id, "framework re-subscribed");
-        let unacked = self.frameworks.remove(&id).map(|f| f.unacked).unwrap_or_default();
+        let mut unacked = self.frameworks.remove(&id).map(|f| f.unacked).unwrap_or_default();
         let subscribed = pb::SchedulerEvent {
             epoch: self.config.epoch,
             event: Some(Event::Subscribed(pb::scheduler_event::Subscribed {
@@ -121,10 +121,11 @@ impl Leader {
             })),
         };
         let _ = tx.send(Ok(subscribed));
-        let mut unacked = unacked;
+        // Sent again now, as a first send: the resend intervals start over.
         let now = Instant::now();
         for u in unacked.values_mut() {
-            *u = Unacked::new(u.status.clone(), now);
+            u.attempts = 1;
+            u.due = now + resend_after(1);
             let _ = tx.send(Ok(pb::SchedulerEvent {
                 epoch: self.config.epoch,
                 event: Some(Event::Update(u.status.clone())),
