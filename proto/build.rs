@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/skiff/v1/scheduler.proto",
         "proto/skiff/v1/registry.proto",
         "proto/skiff/v1/artifact.proto",
+        "proto/skiff/v1/executor.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

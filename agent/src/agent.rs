@@ -22,20 +22,22 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-use crate::artifacts::Artifacts;
-use crate::cgroup::CgroupManager;
-use crate::config::Config;
+use crate::config::{Config, ExecutorMode};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
+use crate::executor::remote::{self, Remote};
+use crate::executor::setup;
+use crate::executor::tasks::Tasks;
+use crate::history::History;
 use crate::host;
 use crate::outbox::Outbox;
-use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
-use crate::runtime::wasm::{WasmConfig, WasmRuntime};
 use crate::task::TaskEvent;
 use crate::updates::UpdateLog;
 
 /// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+
+/// Task ids remembered as launched here (a second launch of one is refused).
+const LAUNCHES_REMEMBERED: usize = 100_000;
 
 /// Bound of connecting and of opening a session.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,7 +54,7 @@ enum SessionEnd {
 pub struct Agent {
     config: Config,
     agent_id: String,
-    executor: Executor,
+    executor: Tasks,
     events: mpsc::UnboundedReceiver<TaskEvent>,
     /// Status updates not acknowledged yet, oldest first, resent with backoff.
     outbox: Outbox,
@@ -66,7 +68,8 @@ pub struct Agent {
     /// Latest status of every task that is running or whose terminal status is unacknowledged.
     tasks: HashMap<String, pb::TaskStatus>,
     highest_epoch: u64,
-    artifacts: Arc<Artifacts>,
+    /// Every task id launched here (the most recent ones): a second launch of one is refused.
+    history: History,
     /// Address of the coordinator of the current session.
     session_address: String,
 }
@@ -102,58 +105,39 @@ fn store_highest_epoch(work_dir: &Path, epoch: u64) -> Result<()> {
     std::fs::rename(&tmp, &path).map_err(Error::io("rename", &path))
 }
 
-/// The native runtime of this agent, or why it cannot have one.
-fn native_runtime(config: &Config, agent_id: &str) -> std::result::Result<NativeRuntime, String> {
-    let run_as = match &config.run_tasks_as {
-        None if config.allow_root_tasks => RunAs::Agent,
-        None => return Err("no user to run native tasks as (and root tasks are not allowed)".into()),
-        Some(user) => RunAs::user(user)?,
-    };
-    let as_root = match run_as {
-        RunAs::Agent => nix::unistd::geteuid().is_root(),
-        RunAs::User { uid, .. } => uid == 0,
-    };
-    if as_root && !config.allow_root_tasks {
-        return Err("running native tasks as root needs --allow-root-tasks".into());
-    }
-    let cgroups = CgroupManager::new(&config.cgroup_root, agent_id).map_err(|e| e.to_string())?;
-    NativeRuntime::new(cgroups, NativeConfig { run_as, ..NativeConfig::default() }).map_err(|e| e.to_string())
-}
-
 impl Agent {
+    /// An agent on `config`'s work directory. With an executor process, this attaches to the one
+    /// a previous run left (its tasks are still running) or starts one; call it inside the runtime.
     pub fn new(config: Config) -> Result<Self> {
         if config.coordinators.is_empty() {
             return Err(Error::NoCoordinators);
         }
-        let sandboxes = config.work_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes).map_err(Error::io("create", &sandboxes))?;
         let agent_id = load_or_create_agent_id(&config.work_dir)?;
         let highest_epoch = load_highest_epoch(&config.work_dir)?;
-        let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
-        wasm.max_module_bytes = config.max_module_bytes;
-        wasm.instance_slots = config.wasm_slots;
-        let runtime = WasmRuntime::new(wasm)?;
+        let history_path = config.work_dir.join("launched");
+        let history = History::open(&history_path, LAUNCHES_REMEMBERED).map_err(Error::io("open", &history_path))?;
         let (tx, events) = mpsc::unbounded_channel();
-        let native = native_runtime(&config, &agent_id);
-        if let Err(why) = &native {
-            warn!(%why, "native tasks are disabled on this agent");
-        }
-        let blobs = config.work_dir.join("blobs");
-        let artifacts = Artifacts::new(
-            blobs.clone(),
-            config.blob_cache_bytes,
-            config.max_module_bytes,
-            config.coordinators.clone(),
-        )
-        .map_err(Error::io("prepare the blob cache in", &blobs))?;
-        let artifacts = Arc::new(artifacts);
         let updates_dir = config.work_dir.join("updates");
-        let (mut log, loaded) =
-            UpdateLog::open(&updates_dir).map_err(Error::io("open the update log in", &updates_dir))?;
+        let (log, loaded) = UpdateLog::open(&updates_dir).map_err(Error::io("open the update log in", &updates_dir))?;
         for damage in &loaded.corrupt {
             warn!(%damage, "damaged status updates were dropped; the coordinator reconciles their tasks");
         }
-        let (unacked, tasks) = carry_over(&mut log, loaded.updates, &agent_id);
+        let log = Arc::new(std::sync::Mutex::new(log));
+        let (executor, welcome) = match &config.executor {
+            ExecutorMode::InProcess => {
+                let executor = setup::build(&config, &agent_id, tx)?.with_update_log(log.clone());
+                (Tasks::InProcess(executor), pb::ExecutorWelcome::default())
+            }
+            ExecutorMode::Process { .. } => {
+                let attached = remote::attach(&config, &agent_id)?;
+                let welcome = attached.welcome.clone();
+                (Tasks::Process(Remote::start(attached, config.clone(), agent_id.clone(), log.clone(), tx)?), welcome)
+            }
+        };
+        let (unacked, tasks) = {
+            let mut guard = log.lock().unwrap_or_else(|p| p.into_inner());
+            carry_over(&mut guard, loaded.updates, &agent_id, &welcome)
+        };
         if !unacked.is_empty() {
             info!(updates = unacked.len(), "status updates from before the restart will be sent again");
         }
@@ -161,10 +145,6 @@ impl Agent {
         for status in unacked {
             outbox.push(status);
         }
-        let log = Arc::new(std::sync::Mutex::new(log));
-        let executor = Executor::new(agent_id.clone(), runtime, native, sandboxes, config.max_output_bytes, tx)?
-            .with_artifacts(artifacts.clone())
-            .with_update_log(log.clone());
         Ok(Self {
             config,
             agent_id,
@@ -176,18 +156,13 @@ impl Agent {
             partition_killed: Default::default(),
             tasks,
             highest_epoch,
-            artifacts,
+            history,
             session_address: String::new(),
         })
     }
 
     pub fn agent_id(&self) -> &str {
         &self.agent_id
-    }
-
-    /// The executor, for in-process use (benchmarks, tests).
-    pub fn executor(&self) -> &Executor {
-        &self.executor
     }
 
     /// Keeps a session with the coordinators until `shutdown`, then kills and waits for its tasks.
@@ -278,7 +253,7 @@ impl Agent {
                 attributes: self.config.attributes.clone(),
                 tasks: self.tasks.values().cloned().collect(),
                 highest_epoch: self.highest_epoch,
-                cached_modules: self.executor.wasm().cached_modules(),
+                cached_modules: self.executor.cached_modules(),
             })),
         }
     }
@@ -424,7 +399,7 @@ impl Agent {
         match body {
             In::Registered(r) => {
                 info!(agent_id = %r.agent_id, epoch = msg.epoch, "registered with coordinator");
-                self.artifacts.set_current(&self.session_address);
+                self.executor.set_coordinator(&self.session_address);
                 *registered = true;
                 let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 *heartbeat = tokio::time::interval(interval);
@@ -445,6 +420,18 @@ impl Agent {
                 if self.tasks.contains_key(&spec.task_id) || self.executor.is_running(&spec.task_id) {
                     debug!(task_id = %spec.task_id, "duplicate launch ignored");
                     return None;
+                }
+                if self.history.contains(&spec.task_id) {
+                    // Launched here before, ended, and its end acknowledged: never run it again.
+                    warn!(task_id = %spec.task_id, epoch = msg.epoch, "refusing a second launch of a task this agent ran");
+                    let why = "launched on this agent before: a task is never started twice".into();
+                    return self.refuse(&spec.task_id, pb::TaskState::Lost, pb::Reason::AgentLost, why, out).await;
+                }
+                if let Err(err) = self.history.record(&spec.task_id) {
+                    // Unrecorded, a later duplicate launch could run it again: do not run it now.
+                    warn!(%err, task_id = %spec.task_id, "cannot record a launch on disk; refusing it");
+                    let why = format!("the agent cannot record the launch on its disk: {err}");
+                    return self.refuse(&spec.task_id, pb::TaskState::Failed, pb::Reason::LaunchFailed, why, out).await;
                 }
                 info!(task_id = %spec.task_id, "launching task");
                 // Known from now on: a re-registration reports it, and a second launch is refused.
@@ -496,21 +483,52 @@ impl Agent {
     }
 }
 
-/// The updates an earlier run of this agent left unacknowledged: sent again in order. A task they
-/// show still running ran under the earlier process and is gone (its cgroup was cleaned up at
-/// start): it is reported LOST.
+impl Agent {
+    /// Answers a launch that is not run with a terminal status (on disk first, like any update).
+    async fn refuse(
+        &mut self,
+        task_id: &str,
+        state: pb::TaskState,
+        reason: pb::Reason,
+        message: String,
+        out: &mpsc::Sender<pb::AgentMessage>,
+    ) -> Option<SessionEnd> {
+        let status = crate::executor::status_update(task_id, &self.agent_id, state, reason, message, None, None);
+        if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).append(&status) {
+            warn!(%err, "cannot write a status update to disk");
+        }
+        self.tasks.insert(task_id.to_owned(), status.clone());
+        self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
+        let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) };
+        if out.send(m).await.is_err() {
+            return Some(SessionEnd::Closed("outbound stream closed".into()));
+        }
+        None
+    }
+}
+
+/// The updates an earlier run of this agent left unacknowledged: sent again in order. Tasks the
+/// executor process still runs (`welcome`) were re-attached and are reported as it says; a task
+/// the updates show alive that it neither runs nor says ended (its end follows from it) ran under
+/// a process that is gone: it is reported LOST.
 fn carry_over(
     log: &mut UpdateLog,
     updates: Vec<pb::TaskStatus>,
     agent_id: &str,
+    welcome: &pb::ExecutorWelcome,
 ) -> (VecDeque<pb::TaskStatus>, HashMap<String, pb::TaskStatus>) {
     let mut latest: HashMap<String, pb::TaskStatus> = HashMap::new();
     let mut unacked: VecDeque<pb::TaskStatus> = updates.into();
     for status in &unacked {
         latest.insert(status.task_id.clone(), status.clone());
     }
-    let mut orphans: Vec<&pb::TaskStatus> =
-        latest.values().filter(|s| !pb::TaskState::try_from(s.state).is_ok_and(is_terminal)).collect();
+    let alive: HashSet<&str> = welcome.running.iter().map(|s| s.task_id.as_str()).collect();
+    let ended: HashSet<&str> = welcome.ended.iter().map(String::as_str).collect();
+    let mut orphans: Vec<&pb::TaskStatus> = latest
+        .values()
+        .filter(|s| !pb::TaskState::try_from(s.state).is_ok_and(is_terminal))
+        .filter(|s| !alive.contains(s.task_id.as_str()) && !ended.contains(s.task_id.as_str()))
+        .collect();
     orphans.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     let lost: Vec<pb::TaskStatus> = orphans
         .into_iter()
@@ -520,7 +538,7 @@ fn carry_over(
                 agent_id,
                 pb::TaskState::Lost,
                 pb::Reason::AgentLost,
-                "the agent restarted while the task ran; it was not re-attached".into(),
+                "the agent restarted while the task ran and its executor process no longer runs it".into(),
                 None,
                 None,
             )
@@ -532,6 +550,10 @@ fn carry_over(
         }
         latest.insert(status.task_id.clone(), status.clone());
         unacked.push_back(status);
+    }
+    // Running and re-attached, their last update acknowledged already: reported by registration.
+    for status in &welcome.running {
+        latest.entry(status.task_id.clone()).or_insert_with(|| status.clone());
     }
     (unacked, latest)
 }

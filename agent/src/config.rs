@@ -1,6 +1,7 @@
 //! Agent configuration: built once by `main` (flags) or by `skiff dev`, passed by value.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,21 @@ pub struct Config {
     /// Reconnect backoff bounds.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Where tasks run.
+    pub executor: ExecutorMode,
+    /// An executor process no agent has attached to for this long kills its tasks and exits
+    /// (nobody would report them); an agent restarted within it finds its tasks running.
+    pub recovery_timeout: Duration,
+}
+
+/// Where an agent's tasks run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorMode {
+    /// In the agent's own process (`skiff dev`, tests): tasks end when the agent does.
+    InProcess,
+    /// In an executor process that outlives the agent (`skiff-agent`): `program` run with `args`
+    /// and `--executor` (the agent's own binary and flags), re-attached after an agent restart.
+    Process { program: PathBuf, args: Vec<OsString> },
 }
 
 impl Config {
@@ -56,6 +72,8 @@ impl Config {
             partition_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),
+            executor: ExecutorMode::InProcess,
+            recovery_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum Error {
     BadAddress { address: String, reason: String },
     #[error("{path} does not hold {what}: remove it only if you know no newer leader has run")]
     Corrupt { path: PathBuf, what: &'static str },
+    #[error("executor process: {0}")]
+    Executor(String),
     #[error("no coordinator address configured")]
     NoCoordinators,
 }

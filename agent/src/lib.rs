@@ -7,7 +7,9 @@
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
 //! - [`outbox`]: status updates sent and not acknowledged yet, resent with backoff;
 //! - [`updates`]: the on-disk log of status updates not acknowledged yet;
-//! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage;
+//! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage,
+//!   in the agent or in its executor process, which outlives the agent so tasks survive its restart;
+//! - [`history`]: the ids of the tasks launched here (none starts twice);
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
 //! - [`files`]: a task's input files put into place and its output files collected;
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod files;
+pub mod history;
 pub mod host;
 pub mod outbox;
 pub mod runtime;
@@ -34,5 +37,5 @@ pub mod task;
 pub mod updates;
 
 pub use agent::Agent;
-pub use config::Config;
+pub use config::{Config, ExecutorMode};
 pub use error::{Error, Result};

@@ -1,4 +1,7 @@
-//! `skiff-agent`: runs one agent until SIGINT or SIGTERM.
+//! `skiff-agent`: runs one agent until SIGINT or SIGTERM (its tasks are then killed). Tasks run in
+//! an executor process the agent starts (this binary with `--executor`); when the agent crashes or
+//! is SIGKILLed they keep running, and the agent started next on the same work directory
+//! re-attaches to them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use skiff_agent::{Agent, Config};
+use skiff_agent::executor::process::ExecutorProcess;
+use skiff_agent::{Agent, Config, ExecutorMode};
 use tokio_util::sync::CancellationToken;
 
 /// Skiff agent: offers this host's resources to the coordinators and runs their tasks.
@@ -47,6 +51,13 @@ struct Args {
     /// An attribute offered with this agent's resources, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = parse_key_value)]
     attributes: Vec<(String, String)>,
+    /// The executor process, left without an agent this long (a crash, a SIGKILL), kills its tasks
+    /// and exits; an agent restarted sooner re-attaches to them.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    recovery_timeout: Duration,
+    /// Run as this agent's executor process (the agent starts it; not for operators).
+    #[arg(long, hide = true)]
+    executor: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -82,22 +93,39 @@ fn main() -> ExitCode {
     config.blob_cache_bytes = args.blob_cache_mib << 20;
     config.allow_root_tasks = args.allow_root_tasks;
     config.run_tasks_as = if args.allow_root_tasks { None } else { Some(args.run_tasks_as) };
+    config.recovery_timeout = args.recovery_timeout;
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
         eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let agent = match Agent::new(config) {
-        Ok(agent) => agent,
-        Err(err) => {
-            eprintln!("skiff-agent: {err}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("skiff-agent: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
+        }
+    };
+    if args.executor {
+        return match runtime.block_on(run_executor(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("skiff-agent executor: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    config.executor = match std::env::current_exe() {
+        Ok(program) => ExecutorMode::Process { program, args: std::env::args_os().skip(1).collect() },
+        Err(err) => {
+            eprintln!("skiff-agent: cannot find its own binary to start the executor process: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = match runtime.block_on(async { Agent::new(config) }) {
+        Ok(agent) => agent,
+        Err(err) => {
+            eprintln!("skiff-agent: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     match runtime.block_on(run(agent)) {
@@ -118,6 +146,22 @@ async fn run(agent: Agent) -> anyhow::Result<()> {
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), task).await {
         Ok(joined) => Ok(joined.context("agent task panicked")??),
+        Err(_) => anyhow::bail!("did not stop within 10 s"),
+    }
+}
+
+/// The executor process: until the agent stops it, or SIGINT/SIGTERM (which kill its tasks).
+async fn run_executor(config: Config) -> anyhow::Result<()> {
+    let executor = ExecutorProcess::new(config)?;
+    let shutdown = CancellationToken::new();
+    let mut task = tokio::spawn(executor.run(shutdown.clone()));
+    tokio::select! {
+        joined = &mut task => return Ok(joined.context("executor task panicked")??),
+        signal = shutdown_signal() => signal.context("installing signal handlers")?,
+    }
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(joined) => Ok(joined.context("executor task panicked")??),
         Err(_) => anyhow::bail!("did not stop within 10 s"),
     }
 }

@@ -215,6 +215,11 @@ impl UpdateLog {
         Ok(())
     }
 
+    /// Whether the update is in the log and not acknowledged.
+    pub fn contains(&self, update_id: &str) -> bool {
+        self.order.contains_key(update_id)
+    }
+
     /// Forgets an acknowledged update; compacts the log when its segment has grown large.
     pub fn remove(&mut self, update_id: &str) -> io::Result<()> {
         let Some(seq) = self.order.remove(update_id) else { return Ok(()) };

@@ -6,7 +6,8 @@
 //! - `operator.proto`: `OperatorService`, what the CLI and operators call;
 //! - `scheduler.proto`: `SchedulerService`, the framework (two-level scheduling) API;
 //! - `registry.proto`: the records the coordinator persists in its registry;
-//! - `artifact.proto`: content-addressed blobs (modules, files) on the coordinator replicas.
+//! - `artifact.proto`: content-addressed blobs (modules, files) on the coordinator replicas;
+//! - `executor.proto`: the agent and its executor process (the tasks' parent, outliving the agent).
 //!
 //! Conversions to domain types live in the crates that own those types.
 #![forbid(unsafe_code)]

@@ -68,3 +68,67 @@ pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
         cmd.pre_exec(child);
     }
 }
+
+/// A process named so that a reused pid is not mistaken for it: the kernel's boot id, the pid and
+/// the process's start time (clock ticks after boot, field 22 of `/proc/<pid>/stat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessId {
+    pub boot_id: String,
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// The process `pid` as it is now (`None`: no such process).
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Self { boot_id: boot_id()?, pid, start_time: start_time(pid)? })
+    }
+
+    /// Whether this very process is still alive (same boot, same pid, same start time).
+    pub fn is_alive(&self) -> bool {
+        Self::of(self.pid).is_some_and(|now| now == *self)
+    }
+
+    /// `boot_id pid start_time`, as kept in a pid file.
+    pub fn to_line(&self) -> String {
+        format!("{} {} {}", self.boot_id, self.pid, self.start_time)
+    }
+
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut parts = line.split_whitespace();
+        let (boot_id, pid, start_time) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        parts.next().is_none().then(|| Self { boot_id: boot_id.to_owned(), pid, start_time })
+    }
+}
+
+/// The kernel's boot id (changes at every boot).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned())
+}
+
+/// Start time of process `pid` in clock ticks after boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name start at field 3; start time is field 22.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_ids() {
+        let me = ProcessId::of(std::process::id()).expect("this process");
+        assert!(me.is_alive());
+        assert_eq!(ProcessId::parse(&me.to_line()), Some(me.clone()));
+        // Same pid, another start time or boot: another process.
+        assert!(!ProcessId { start_time: me.start_time + 1, ..me.clone() }.is_alive());
+        assert!(!ProcessId { boot_id: "not-this-boot".into(), ..me }.is_alive());
+        for bad in ["", "boot 12", "boot x 3", "boot 1 2 3"] {
+            assert_eq!(ProcessId::parse(bad), None, "{bad:?}");
+        }
+    }
+}

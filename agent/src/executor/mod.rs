@@ -1,6 +1,11 @@
 //! Runs tasks off the control plane, on the agent's Wasm executor: a tokio runtime of its own
 //! (one worker thread per core) on which every Wasm guest is a future.
 //!
+//! Layout: this module is the executor itself; [`process`] runs it as the agent's executor
+//! process (outliving the agent), [`remote`] is the agent's side of that process, [`tasks`] is
+//! either, as the agent sees it; [`journal`] numbers the process's events until acknowledged,
+//! [`wire`] frames the conversation, [`setup`] builds an executor from the agent's configuration.
+//!
 //! The agent's control-plane runtime only sends and receives messages; compilation (on the Wasm
 //! executor's blocking pool) and guest code run here, so a hostile or spinning guest cannot delay
 //! heartbeats. Each task reports RUNNING once its instance exists, its usage every
@@ -30,6 +35,13 @@ use crate::runtime::wasm::{ModuleSource, WasmRuntime, WasmTask};
 use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
 use crate::updates::UpdateLog;
+
+pub mod journal;
+pub mod process;
+pub mod remote;
+pub mod setup;
+pub mod tasks;
+pub mod wire;
 
 /// A task ready to run.
 #[derive(Debug)]
@@ -182,6 +194,11 @@ impl Executor {
             inner.artifacts = Some(artifacts);
         }
         self
+    }
+
+    /// Where modules named by hash and input files come from.
+    pub fn artifacts(&self) -> Option<&Arc<Artifacts>> {
+        self.inner.artifacts.as_ref()
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {

@@ -1,0 +1,380 @@
+//! The agent's side of its executor process (see [`super::process`]): finding a live one (by boot
+//! id, pid and start time, never by pid alone) or starting one, and relaying its events.
+//!
+//! Every status update the executor sends is written to the agent's update log before it is handed
+//! to the session and before the executor is told it may forget it (an update already in the log,
+//! replayed to a restarted agent, is not written or sent twice). If the executor process dies, its
+//! tasks died with it: each is reported LOST and a new executor is started.
+
+use std::collections::HashSet;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use prost::Message;
+use skiff_proto as pb;
+use skiff_proto::executor_event::Msg as Ev;
+use skiff_proto::executor_request::Msg as Req;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::status_update;
+use super::wire;
+use crate::config::{Config, ExecutorMode};
+use crate::error::{Error, Result};
+use crate::sys::ProcessId;
+use crate::task::TaskEvent;
+use crate::updates::UpdateLog;
+
+/// Bound of starting an executor process and of its answer to an attach.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to an executor process, with what it said when the agent attached.
+#[derive(Debug)]
+pub struct Attached {
+    stream: StdUnixStream,
+    /// The process, when this agent started it (to reap it).
+    child: Option<Child>,
+    pub welcome: pb::ExecutorWelcome,
+    /// Whether the process was started now (no live executor was found).
+    pub started: bool,
+}
+
+/// Attaches to the executor process of the agent whose work directory `config` names, starting one
+/// when none is alive. Blocking (the agent does it once, before anything else).
+pub fn attach(config: &Config, agent_id: &str) -> Result<Attached> {
+    let work_dir = &config.work_dir;
+    let socket = wire::socket_path(work_dir);
+    let pid_path = wire::pid_path(work_dir);
+    if let Some(id) = std::fs::read_to_string(&pid_path).ok().and_then(|l| ProcessId::parse(&l)) {
+        if id.is_alive() {
+            match handshake(&socket, agent_id) {
+                Ok((stream, welcome)) => {
+                    info!(
+                        pid = id.pid,
+                        running = welcome.running.len(),
+                        ended = welcome.ended.len(),
+                        "re-attached to the executor process"
+                    );
+                    return Ok(Attached { stream, child: None, welcome, started: false });
+                }
+                Err(err) => {
+                    // Alive and not answering: its tasks cannot be accounted for. Stop it (it is
+                    // the very process that wrote the pid file) and start afresh.
+                    warn!(pid = id.pid, %err, "the executor process does not answer; killing it");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(id.pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let deadline = Instant::now() + START_TIMEOUT;
+                    while id.is_alive() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        } else {
+            info!(pid = id.pid, "the executor process of the previous run is gone");
+        }
+    }
+    let mut child = spawn(config)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match handshake(&socket, agent_id) {
+            Ok((stream, welcome)) => {
+                info!(pid = child.id(), "executor process started");
+                return Ok(Attached { stream, child: Some(child), welcome, started: true });
+            }
+            Err(err) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(Error::Executor(format!(
+                        "the executor process exited at start ({status}); see {}",
+                        work_dir.join("executor.log").display()
+                    )));
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Executor(format!(
+                        "the executor process did not answer within {START_TIMEOUT:?}: {err}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Starts the executor process: out of the agent's process group (a Ctrl-C or a signal to the
+/// agent's group does not reach it), output appended to `executor.log` in the work directory.
+fn spawn(config: &Config) -> Result<Child> {
+    let ExecutorMode::Process { program, args } = &config.executor else {
+        return Err(Error::Executor("this agent runs its tasks in-process".into()));
+    };
+    let log_path = config.work_dir.join("executor.log");
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(Error::io("open", &log_path))?;
+    let err = log.try_clone().map_err(Error::io("open", &log_path))?;
+    use std::os::unix::process::CommandExt;
+    Command::new(program)
+        .args(args)
+        .arg("--executor")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(Error::io("start the executor process", program))
+}
+
+fn handshake(socket: &Path, agent_id: &str) -> std::io::Result<(StdUnixStream, pb::ExecutorWelcome)> {
+    let mut stream = StdUnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(START_TIMEOUT))?;
+    let attach = pb::ExecutorRequest { msg: Some(Req::Attach(pb::ExecutorAttach { agent_id: agent_id.to_owned() })) };
+    wire::write_blocking(&mut stream, &attach)?;
+    let hello: pb::ExecutorEvent = wire::read_blocking(&mut stream)?;
+    let Some(Ev::Welcome(welcome)) = hello.msg else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the executor did not answer with a welcome"));
+    };
+    stream.set_read_timeout(None)?;
+    Ok((stream, welcome))
+}
+
+/// What the relay and the agent share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Tasks handed to the executor and not ended.
+    running: Mutex<HashSet<String>>,
+    cached: Mutex<Vec<String>>,
+    stopping: AtomicBool,
+}
+
+/// The executor process, as the agent drives it.
+#[derive(Debug)]
+pub struct Remote {
+    requests: mpsc::UnboundedSender<pb::ExecutorRequest>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// The relay's parts.
+struct Relay {
+    config: Config,
+    agent_id: String,
+    log: Arc<Mutex<UpdateLog>>,
+    events: mpsc::UnboundedSender<TaskEvent>,
+    requests: mpsc::UnboundedReceiver<pb::ExecutorRequest>,
+    shared: Arc<Shared>,
+}
+
+impl Remote {
+    /// Starts relaying `attached`'s events (into `log`, then `events`); call inside the runtime.
+    pub fn start(
+        attached: Attached,
+        config: Config,
+        agent_id: String,
+        log: Arc<Mutex<UpdateLog>>,
+        events: mpsc::UnboundedSender<TaskEvent>,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(attached.welcome.running.iter().map(|s| s.task_id.clone()));
+        *shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = attached.welcome.cached_modules.clone();
+        let (tx, requests) = mpsc::unbounded_channel();
+        let relay = Relay { config, agent_id, log, events, requests, shared: shared.clone() };
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        tracker.spawn(relay.run(attached, cancel.clone()));
+        tracker.close();
+        Ok(Self { requests: tx, shared, tracker, cancel })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.shared.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request(&self, msg: Req) {
+        let _ = self.requests.send(pb::ExecutorRequest { msg: Some(msg) });
+    }
+
+    pub fn launch(&self, spec: pb::TaskSpec) {
+        self.running().insert(spec.task_id.clone());
+        self.request(Req::Launch(pb::LaunchTask { spec: Some(spec) }));
+    }
+
+    pub fn kill(&self, task_id: &str) -> bool {
+        let known = self.running().contains(task_id);
+        if known {
+            self.request(Req::Kill(pb::KillTask { task_id: task_id.to_owned() }));
+        }
+        known
+    }
+
+    pub fn kill_all(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.running().iter().cloned().collect();
+        ids.sort();
+        self.request(Req::KillAll(pb::ExecutorKillAll {}));
+        ids
+    }
+
+    pub fn is_running(&self, task_id: &str) -> bool {
+        self.running().contains(task_id)
+    }
+
+    pub fn cached_modules(&self) -> Vec<String> {
+        self.shared.cached.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_coordinator(&self, address: &str) {
+        self.request(Req::Coordinator(address.to_owned()));
+    }
+
+    /// The agent stops on purpose: kill every task, wait (up to `grace`) for their ends to be on
+    /// disk, then stop the executor process.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.request(Req::KillAll(pb::ExecutorKillAll {}));
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.running().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !self.running().is_empty() {
+            warn!(tasks = self.running().len(), "tasks did not stop within {grace:?}");
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.request(Req::Stop(pb::ExecutorStop {}));
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            warn!("the executor process did not stop");
+        }
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+impl Relay {
+    async fn run(mut self, mut attached: Attached, cancel: CancellationToken) {
+        loop {
+            let end = match attached
+                .stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(attached.stream))
+            {
+                Ok(stream) => self.relay(wire::framed(stream), &cancel).await,
+                Err(err) => Err(err.to_string()),
+            };
+            if let Some(mut child) = attached.child.take() {
+                // Ours: reap it (it exits right after its socket closes, or is gone already).
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
+            let why = match end {
+                Ok(()) => return,
+                Err(_) if self.shared.stopping.load(Ordering::SeqCst) || cancel.is_cancelled() => return,
+                Err(why) => why,
+            };
+            warn!(%why, "lost the executor process; its tasks are lost with it");
+            self.report_lost(&why);
+            loop {
+                let (config, agent_id) = (self.config.clone(), self.agent_id.clone());
+                match tokio::task::spawn_blocking(move || attach(&config, &agent_id)).await {
+                    Ok(Ok(a)) => {
+                        attached = a;
+                        break;
+                    }
+                    Ok(Err(err)) => warn!(%err, "cannot start an executor process; trying again in 1 s"),
+                    Err(err) => warn!(%err, "starting an executor process panicked; trying again in 1 s"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    /// Relays until the connection ends (`Err`: it failed or the executor went away).
+    async fn relay(&mut self, mut conn: wire::Conn, cancel: &CancellationToken) -> std::result::Result<(), String> {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                request = self.requests.recv() => {
+                    let Some(request) = request else { return Ok(()) };
+                    conn.send(request.encode_to_vec().into()).await.map_err(|e| format!("cannot send to the executor: {e}"))?;
+                }
+                frame = conn.next() => {
+                    let bytes = match frame {
+                        Some(Ok(bytes)) => bytes,
+                        Some(Err(err)) => return Err(format!("reading from the executor: {err}")),
+                        None => return Err("the executor closed its socket".into()),
+                    };
+                    let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
+                    self.event(event.msg);
+                    if event.seq > 0 {
+                        let ack = pb::ExecutorRequest { msg: Some(Req::Ack(event.seq)) };
+                        conn.send(ack.encode_to_vec().into()).await.map_err(|e| format!("cannot send to the executor: {e}"))?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, msg: Option<Ev>) {
+        match msg {
+            Some(Ev::Status(status)) => self.status(status),
+            Some(Ev::Output(output)) => {
+                let _ = self.events.send(TaskEvent::Output(output));
+            }
+            Some(Ev::Usage(usage)) => {
+                let _ = self.events.send(TaskEvent::Usage(usage));
+            }
+            Some(Ev::Modules(m)) => *self.shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = m.sha256,
+            Some(Ev::Welcome(_)) | None => {}
+        }
+    }
+
+    /// On disk, then to the session (once: an update replayed after a restart may be there already).
+    fn status(&mut self, status: pb::TaskStatus) {
+        if is_terminal(status.state) {
+            self.shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&status.task_id);
+        }
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.contains(&status.update_id) {
+            return;
+        }
+        if let Err(err) = log.append(&status) {
+            warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
+        }
+        drop(log);
+        let _ = self.events.send(TaskEvent::Status(status));
+    }
+
+    /// The executor process is gone: every task it ran, and every request it did not get, is lost.
+    fn report_lost(&mut self, why: &str) {
+        while self.requests.try_recv().is_ok() {}
+        let mut ids: Vec<String> = self.shared.running.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        ids.sort();
+        for task_id in ids {
+            let status = status_update(
+                &task_id,
+                &self.agent_id,
+                pb::TaskState::Lost,
+                pb::Reason::AgentLost,
+                format!("the agent's executor process ended while the task ran ({why})"),
+                None,
+                None,
+            );
+            self.status(status);
+        }
+    }
+}
+
+fn is_terminal(state: i32) -> bool {
+    use pb::TaskState::*;
+    matches!(pb::TaskState::try_from(state), Ok(Finished | Failed | Killed | Lost))
+}

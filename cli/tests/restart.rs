@@ -1,0 +1,144 @@
+//! An agent restart keeps its tasks: SIGKILL the agent while 5 native and 5 Wasm tasks run, start
+//! it again on the same work directory, and the same processes (the native tasks' pids, the executor
+//! process holding the Wasm instances) are still running, are re-attached, and finish with their
+//! real exit codes, each reported once.
+
+mod fleet;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use fleet::{Cluster, text};
+use skiff_proto as pb;
+
+/// Sleeps (poll_oneoff on a monotonic clock) for `secs` seconds, then exits with `code`.
+fn sleeper_wasm(secs: u64, code: i32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const {nanos}))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+            (call $exit (i32.const {code}))))"#,
+        nanos = secs * 1_000_000_000
+    ))
+    .expect("wat")
+}
+
+fn submit(cluster: &Cluster, dir: &std::path::Path, name: &str, body: &str) -> String {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, body).unwrap();
+    let out = cluster.skiff(&["job", "run", "--detach", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+fn instances(cluster: &Cluster, job: &str) -> Vec<pb::JobInstance> {
+    fleet::job_status(&cluster.addr, job).map(|j| j.instances).unwrap_or_default()
+}
+
+fn state(i: &pb::JobInstance) -> pb::TaskState {
+    i.status.as_ref().map_or(pb::TaskState::Unspecified, |s| s.state())
+}
+
+fn is_terminal(s: pb::TaskState) -> bool {
+    matches!(s, pb::TaskState::Finished | pb::TaskState::Failed | pb::TaskState::Killed | pb::TaskState::Lost)
+}
+
+/// Every status the coordinator applied to `task_id`.
+fn history(addr: &str, task_id: &str) -> Vec<pb::TaskStatus> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client =
+            pb::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let req = pb::WatchTaskRequest { task_id: task_id.into(), history_only: true };
+        let mut stream = client.watch_task(req).await.unwrap().into_inner();
+        let mut out = Vec::new();
+        while let Some(event) = stream.message().await.unwrap() {
+            if let Some(pb::task_event::Event::Status(s)) = event.event {
+                out.push(s);
+            }
+        }
+        out
+    })
+}
+
+/// A process as (pid, start time) from /proc, if it still runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
+#[test]
+fn agent_restart_keeps_native_and_wasm_tasks_running_and_reports_their_real_ends_once() {
+    let mut cluster = Cluster::start(&[], &[&[]]);
+    let dir = tempfile::tempdir().unwrap();
+    // Native tasks run as nobody: they write their pid where anyone may write.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let native = submit(
+        &cluster,
+        dir.path(),
+        "native",
+        &format!(
+            "name = \"native\"\ninstances = 5\n[task]\nnative = [\"/bin/sh\", \"-c\", \
+             \"echo $$ >> {}/$SKIFF_INSTANCE.pid; sleep 6; exit 7\"]\ncpus = 0.1\nmem = \"16M\"\n",
+            shared.display()
+        ),
+    );
+    let module = dir.path().join("sleeper.wasm");
+    std::fs::write(&module, sleeper_wasm(6, 3)).unwrap();
+    let wasm = submit(
+        &cluster,
+        dir.path(),
+        "wasm",
+        &format!("name = \"wasm\"\ninstances = 5\n[task]\nwasm = {:?}\ncpus = 0.1\n", module.display().to_string()),
+    );
+    fleet::eventually(Duration::from_secs(20), "all 10 tasks running", || {
+        let all: Vec<_> = [&native, &wasm].iter().flat_map(|j| instances(&cluster, j)).collect();
+        let pids = (0..5).filter(|i| shared.join(format!("{i}.pid")).exists()).count();
+        (all.len() == 10 && all.iter().all(|i| state(i) == pb::TaskState::Running) && pids == 5).then_some(())
+    });
+    let pids: Vec<(u32, u64)> = (0..5)
+        .map(|i| {
+            let pid: u32 = std::fs::read_to_string(shared.join(format!("{i}.pid"))).unwrap().trim().parse().unwrap();
+            (pid, start_time(pid).expect("the native task runs"))
+        })
+        .collect();
+    let work_dir = cluster.work_dirs[0].path().to_owned();
+    let executor_pid = std::fs::read_to_string(work_dir.join("executor.pid")).unwrap();
+
+    cluster.kill_agent(0);
+    for (pid, started) in &pids {
+        assert_eq!(start_time(*pid), Some(*started), "native task {pid} died with its agent");
+    }
+    cluster.restart_agent(0);
+    assert_eq!(std::fs::read_to_string(work_dir.join("executor.pid")).unwrap(), executor_pid, "a new executor");
+
+    let ended = fleet::eventually(Duration::from_secs(30), "every task ended", || {
+        let all: Vec<_> = [&native, &wasm].iter().flat_map(|j| instances(&cluster, j)).collect();
+        (all.len() == 10 && all.iter().all(|i| is_terminal(state(i)))).then_some(all)
+    });
+    for (i, instance) in ended.iter().enumerate() {
+        let status = instance.status.clone().unwrap();
+        let want = if i < 5 { 7 } else { 3 };
+        assert_eq!(
+            (status.state(), status.reason(), status.exit_code),
+            (pb::TaskState::Failed, pb::Reason::Exited, Some(want)),
+            "instance {i}: {status:?}"
+        );
+        assert_eq!(instance.attempts, 1, "instance {i} started again");
+        let terminal: Vec<_> =
+            history(&cluster.addr, &instance.task_id).into_iter().filter(|s| is_terminal(s.state())).collect();
+        assert_eq!(terminal.len(), 1, "instance {i}: terminal updates {terminal:?}");
+    }
+    for i in 0..5 {
+        let lines = std::fs::read_to_string(shared.join(format!("{i}.pid"))).unwrap();
+        assert_eq!(lines.lines().count(), 1, "native instance {i} started more than once: {lines}");
+    }
+}
