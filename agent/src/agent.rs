@@ -433,7 +433,7 @@ impl Agent {
                     let why = format!("the agent cannot record the launch on its disk: {err}");
                     return self.refuse(&spec.task_id, pb::TaskState::Failed, pb::Reason::LaunchFailed, why, out).await;
                 }
-                info!(task_id = %spec.task_id, "launching task");
+                info!(task_id = %spec.task_id, epoch = msg.epoch, "launching task");
                 // Known from now on: a re-registration reports it, and a second launch is refused.
                 let staging = crate::executor::status_update(
                     &spec.task_id,
@@ -523,7 +523,7 @@ fn carry_over(
         latest.insert(status.task_id.clone(), status.clone());
     }
     let alive: HashSet<&str> = welcome.running.iter().map(|s| s.task_id.as_str()).collect();
-    let ended: HashSet<&str> = welcome.ended.iter().map(String::as_str).collect();
+    let ended: HashSet<&str> = welcome.ended.iter().map(|s| s.task_id.as_str()).collect();
     let mut orphans: Vec<&pb::TaskStatus> = latest
         .values()
         .filter(|s| !pb::TaskState::try_from(s.state).is_ok_and(is_terminal))
@@ -551,9 +551,13 @@ fn carry_over(
         latest.insert(status.task_id.clone(), status.clone());
         unacked.push_back(status);
     }
-    // Running and re-attached, their last update acknowledged already: reported by registration.
-    for status in &welcome.running {
-        latest.entry(status.task_id.clone()).or_insert_with(|| status.clone());
+    // Re-attached, or ended while no agent listened (the end follows from the executor): reported
+    // as such by the registration, so no leader takes them for lost.
+    for status in welcome.running.iter().chain(&welcome.ended) {
+        let newer = latest.get(&status.task_id).is_none_or(|known| !is_terminal_state(known.state));
+        if newer {
+            latest.insert(status.task_id.clone(), status.clone());
+        }
     }
     (unacked, latest)
 }
@@ -564,6 +568,10 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
+}
+
+fn is_terminal_state(state: i32) -> bool {
+    pb::TaskState::try_from(state).is_ok_and(is_terminal)
 }
 
 fn is_terminal(state: skiff_proto::TaskState) -> bool {

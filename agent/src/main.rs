@@ -82,6 +82,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Plain text when the log goes to a file (the executor process's always does).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = Config::new(args.coordinators, args.work_dir);
     config.attributes = args.attributes.into_iter().collect();

@@ -67,6 +67,19 @@ fn running_instances() -> HashMap<String, HashSet<String>> {
     by_instance
 }
 
+/// A task's status from whichever coordinator leads.
+fn task(fleet: &HaFleet, task_id: &str) -> Option<pb::TaskStatus> {
+    let addrs: Vec<String> = fleet.addrs.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut op =
+            tokio::time::timeout(Duration::from_secs(3), skiff_cli::client::connect_leader(&addrs)).await.ok()?.ok()?;
+        let r =
+            tokio::time::timeout(Duration::from_secs(3), op.get_task(pb::GetTaskRequest { task_id: task_id.into() }));
+        r.await.ok()?.ok()?.into_inner().status
+    })
+}
+
 /// Seconds since the Unix epoch (to line the nemesis up with the tasks' log).
 fn wall() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
@@ -241,6 +254,24 @@ fn run_suite(w: Workload) {
         }
     }
     let instances_started: HashSet<&str> = starts.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    // Why native instances were retried: how their earlier attempts ended.
+    let mut attempts_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in starts.lines() {
+        let mut parts = line.split(' ');
+        if let (Some(task), Some(instance)) = (parts.next(), parts.next()) {
+            attempts_of.entry(instance).or_default().push(task);
+        }
+    }
+    let mut retried: HashMap<String, usize> = HashMap::new();
+    for tasks in attempts_of.values().filter(|t| t.len() > 1) {
+        for earlier in &tasks[..tasks.len() - 1] {
+            let why = task(&fleet, earlier).map_or("unknown".into(), |s| format!("{:?} ({})", s.state(), s.message));
+            *retried.entry(why).or_default() += 1;
+        }
+    }
+    for (why, n) in &retried {
+        eprintln!("native attempts retried: {n} ended {why}");
+    }
     // Updates on the agents' disks: none left unacknowledged (give the last acks a moment).
     let unacked = fleet::eventually(Duration::from_secs(10), "no unacknowledged update on the agents' disks", || {
         let n: usize = fleet
@@ -250,26 +281,65 @@ fn run_suite(w: Workload) {
             .sum();
         (n == 0).then_some(n)
     });
+    if let Some(keep) = std::env::var_os("SKIFF_FAULTS_KEEP_LOGS") {
+        for (i, dir) in fleet.work_dirs.iter().enumerate() {
+            for log in ["agent.log", "executor.log"] {
+                let _ = std::fs::copy(dir.path().join(log), std::path::Path::new(&keep).join(format!("{i}-{log}")));
+            }
+        }
+    }
+    // What the agents refused (their logs): commands of deposed leaders, and second launches.
+    let count = |what: &str| -> usize {
+        let logs =
+            fleet.work_dirs.iter().map(|d| std::fs::read_to_string(d.path().join("agent.log")).unwrap_or_default());
+        logs.map(|l| l.lines().filter(|line| line.contains(what)).count()).sum()
+    };
+    let (stale, relaunches) =
+        (count("refusing a command from an older leader epoch"), count("refusing a second launch"));
+    // And accepted none: every command an agent acted on (registered, launching) carries an epoch
+    // no lower than the highest it had acted on before (across its restarts: one log per agent).
+    let (mut accepted_stale, mut checked) = (Vec::new(), 0);
+    for (i, dir) in fleet.work_dirs.iter().enumerate() {
+        let mut highest = 0u64;
+        for line in std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default().lines() {
+            if !(line.contains("registered with coordinator") || line.contains("launching task")) {
+                continue;
+            }
+            let Some(epoch) =
+                line.split("epoch=").nth(1).and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            checked += 1;
+            if epoch < highest {
+                accepted_stale.push(format!("agent {i} acted on epoch {epoch} after {highest}: {line}"));
+            }
+            highest = highest.max(epoch);
+        }
+    }
     eprintln!(
         "fault suite: {tasks} task instances in {} jobs ({} task attempts, {} native instances started); \
          nemesis: {leader_kills} leader kills, {pauses} leader pauses, {agent_restarts} agent restarts, \
          {etcd_kills} etcd member kills, {drops} connection cuts; checker: {lost} lost, {} started twice, {} ran twice at once \
-         ({samples} samples), {unacked} unacknowledged updates; {:.0?}",
+         ({samples} samples), {unacked} unacknowledged updates, {} older-epoch commands accepted of {checked} \
+         ({stale} refused), {relaunches} second launches refused; {:.0?}",
         jobs.len(),
         attempts,
         instances_started.len(),
         started_twice.len(),
         twice.len(),
+        accepted_stale.len(),
         began.elapsed()
     );
     assert_eq!(lost, 0, "instances lost");
     assert!(started_twice.is_empty(), "tasks started twice: {started_twice:?}");
     assert!(twice.is_empty(), "instances running twice at once: {twice:?}");
+    assert!(accepted_stale.is_empty(), "commands of older epochs accepted: {accepted_stale:#?}");
+    assert!(checked >= tasks, "only {checked} commands found in the agents' logs");
     assert!(tasks >= 200 && leader_kills >= 3 && agent_restarts >= 2);
 }
 
 #[test]
-#[ignore = "a task is occasionally started twice, one start after the other (issue #7); run with --ignored"]
 fn quick_fault_suite_loses_nothing_and_runs_nothing_twice() {
     let long = std::env::var_os("SKIFF_FAULTS_LONG").is_some();
     run_suite(if long {

@@ -142,3 +142,49 @@ fn agent_restart_keeps_native_and_wasm_tasks_running_and_reports_their_real_ends
         assert_eq!(lines.lines().count(), 1, "native instance {i} started more than once: {lines}");
     }
 }
+
+#[test]
+fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() {
+    let cluster = Cluster::start(&[], &[&[]]);
+    let dir = tempfile::tempdir().unwrap();
+    let secs = format!("{}", 300 + std::process::id() % 1000);
+    let job = submit(
+        &cluster,
+        dir.path(),
+        "orphan",
+        &format!("name = \"orphan\"\n[task]\nnative = [\"/bin/sleep\", \"{secs}\"]\ncpus = 0.1\nmem = \"16M\"\n"),
+    );
+    let sleeping = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("/bin/sleep\0{secs}\0").as_bytes())
+        })
+    };
+    fleet::eventually(Duration::from_secs(20), "the task running", || {
+        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Running) && sleeping()).then_some(())
+    });
+    let pid_file = cluster.work_dirs[0].path().join("executor.pid");
+    let first = std::fs::read_to_string(&pid_file).unwrap();
+    let pid: i32 = first.split_whitespace().nth(1).unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+
+    let lost = fleet::eventually(Duration::from_secs(20), "the task reported LOST", || {
+        let i = instances(&cluster, &job).into_iter().next()?;
+        (state(&i) == pb::TaskState::Lost).then_some(i)
+    });
+    assert_eq!(lost.status.unwrap().reason(), pb::Reason::AgentLost);
+    // The new executor removed what the dead one left in the agent's cgroups.
+    fleet::eventually(Duration::from_secs(10), "the orphaned task killed", || (!sleeping()).then_some(()));
+    assert_ne!(std::fs::read_to_string(&pid_file).unwrap(), first, "a new executor process");
+
+    let module = dir.path().join("quick.wasm");
+    std::fs::write(&module, sleeper_wasm(0, 0)).unwrap();
+    let next = submit(
+        &cluster,
+        dir.path(),
+        "next",
+        &format!("name = \"next\"\n[task]\nwasm = {:?}\n", module.display().to_string()),
+    );
+    fleet::eventually(Duration::from_secs(20), "a new task finished", || {
+        (instances(&cluster, &next).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
+    });
+}

@@ -62,16 +62,14 @@ impl Journal {
     pub fn welcome(&self) -> pb::ExecutorWelcome {
         let mut running: Vec<pb::TaskStatus> = self.alive.values().cloned().collect();
         running.sort_by(|a, b| a.task_id.cmp(&b.task_id));
-        let mut ended: Vec<String> = self
+        let ended: Vec<pb::TaskStatus> = self
             .unacked
             .iter()
             .filter_map(|e| match &e.msg {
-                Some(Msg::Status(s)) if is_terminal(s.state) => Some(s.task_id.clone()),
+                Some(Msg::Status(s)) if is_terminal(s.state) => Some(s.clone()),
                 _ => None,
             })
             .collect();
-        ended.sort();
-        ended.dedup();
         pb::ExecutorWelcome { running, ended, ..Default::default() }
     }
 
@@ -118,7 +116,10 @@ mod tests {
             w.running.iter().map(|s| (s.task_id.as_str(), s.state())).collect::<Vec<_>>(),
             [("b", pb::TaskState::Running)]
         );
-        assert_eq!(w.ended, ["a"]);
+        assert_eq!(
+            w.ended.iter().map(|s| (s.task_id.as_str(), s.state())).collect::<Vec<_>>(),
+            [("a", pb::TaskState::Finished)]
+        );
         j.ack(2);
         assert_eq!(j.unacked().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
         j.ack(3);
@@ -135,6 +136,6 @@ mod tests {
         assert_eq!(j.welcome().running[0].state(), pb::TaskState::Staging);
         j.record(status("a", pb::TaskState::Failed));
         assert_eq!(j.alive(), 0);
-        assert_eq!(j.welcome().ended, ["a"]);
+        assert_eq!(j.welcome().ended[0].task_id, "a");
     }
 }

@@ -79,10 +79,21 @@ impl Drop for Proc {
 
 /// Spawns `cmd` and waits until its stdout prints a line containing `marker`; returns the process
 /// and that line.
-pub fn spawn_until(mut cmd: Command, name: &str, marker: &str, within: Duration) -> (Proc, String) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+pub fn spawn_until(cmd: Command, name: &str, marker: &str, within: Duration) -> (Proc, String) {
+    spawn_logging_until(cmd, Stdio::inherit(), name, marker, within)
+}
+
+/// [`spawn_until`] with the process's stderr (its log) going to `stderr`.
+pub fn spawn_logging_until(
+    mut cmd: Command,
+    stderr: Stdio,
+    name: &str,
+    marker: &str,
+    within: Duration,
+) -> (Proc, String) {
+    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
     // Daemon logs go to the test's stderr; keep them to what matters unless asked for more.
-    if std::env::var_os("RUST_LOG").is_none() {
+    if std::env::var_os("RUST_LOG").is_none() && !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
         cmd.env("RUST_LOG", "warn");
     }
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
@@ -324,7 +335,14 @@ impl HaFleet {
         };
         let mut cmd = Command::new(bin("skiff-agent"));
         cmd.args(["--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
-        spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
+        if std::env::var_os("RUST_LOG").is_none() {
+            // What checkers read: the commands the agent acted on, with their epochs.
+            cmd.env("RUST_LOG", "warn,skiff_agent::agent=info");
+        }
+        // Kept for checkers (`agent.log` in the work directory; the executor's is `executor.log`).
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(work_dir.join("agent.log")).expect("agent log");
+        spawn_logging_until(cmd, log.into(), "skiff-agent", "started", Duration::from_secs(10)).0
     }
 
     /// Every coordinator address, comma-separated (for `--coordinators`).
