@@ -554,7 +554,7 @@ fn carry_over(
     // Re-attached, or ended while no agent listened (the end follows from the executor): reported
     // as such by the registration, so no leader takes them for lost.
     for status in welcome.running.iter().chain(&welcome.ended) {
-        let newer = latest.get(&status.task_id).is_none_or(|known| !is_terminal_state(known.state));
+        let newer = latest.get(&status.task_id).is_none_or(|known| !crate::task::is_terminal(known.state));
         if newer {
             latest.insert(status.task_id.clone(), status.clone());
         }
@@ -568,10 +568,6 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
-}
-
-fn is_terminal_state(state: i32) -> bool {
-    pb::TaskState::try_from(state).is_ok_and(is_terminal)
 }
 
 fn is_terminal(state: skiff_proto::TaskState) -> bool {

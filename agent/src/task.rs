@@ -51,6 +51,14 @@ impl TaskExit {
     }
 }
 
+/// Whether a status's state (as sent on the wire) is terminal: FINISHED, FAILED, KILLED or LOST.
+pub fn is_terminal(state: i32) -> bool {
+    matches!(
+        TaskState::try_from(state),
+        Ok(TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
+    )
+}
+
 /// Events a running task sends to the coordinator, in order.
 #[derive(Debug, Clone)]
 pub enum TaskEvent {

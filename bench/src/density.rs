@@ -35,15 +35,21 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kib << 10)
 }
 
-/// The agent's RSS once it stops moving: sampled every 200 ms until two samples 1 s apart
-/// differ by less than 1%, at most 10 s.
-pub fn settled_rss(pid: u32) -> Result<u64> {
+/// The RSS of the agent's processes (the agent and its executor process, which holds the Wasm
+/// instances) together.
+fn total_rss(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&pid| rss_bytes(pid)).sum()
+}
+
+/// The agent's RSS (agent + executor processes) once it stops moving: sampled every 200 ms until
+/// two samples 1 s apart differ by less than 1%, at most 10 s.
+pub fn settled_rss(pids: Vec<u32>) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = rss_bytes(pid)?;
+    let mut last = total_rss(&pids)?;
     let mut since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let now = rss_bytes(pid)?;
+        let now = total_rss(&pids)?;
         if now.abs_diff(last) * 100 > last {
             last = now;
             since = Instant::now();
@@ -53,7 +59,7 @@ pub fn settled_rss(pid: u32) -> Result<u64> {
     }
 }
 
-/// One measurement: the agent's RSS with `tasks` idle tasks running.
+/// One measurement: the agent's RSS (agent + executor processes) with `tasks` idle tasks running.
 #[derive(Debug, Clone, Copy)]
 pub struct Point {
     pub tasks: u32,
@@ -62,7 +68,7 @@ pub struct Point {
 
 /// Starts `tasks` idle tasks as one job, waits until all run, measures the agent, kills the job and
 /// waits until all are gone.
-pub async fn with_idle_tasks(addr: &str, agent_pid: u32, idle: &Program, tasks: u32) -> Result<Point> {
+pub async fn with_idle_tasks(addr: &str, agent_pids: Vec<u32>, idle: &Program, tasks: u32) -> Result<Point> {
     let mut op = path::operator(addr).await?;
     let spec = pb::JobSpec {
         name: format!("idle-{tasks}"),
@@ -79,7 +85,7 @@ pub async fn with_idle_tasks(addr: &str, agent_pid: u32, idle: &Program, tasks: 
     if !running(&job) {
         bail!("idle job of {tasks} ended before all ran: {:?}", path::count_states(&job));
     }
-    let rss = tokio::task::spawn_blocking(move || settled_rss(agent_pid)).await??;
+    let rss = tokio::task::spawn_blocking(move || settled_rss(agent_pids)).await??;
     op.kill_job(pb::KillJobRequest { job_id: job_id.clone() }).await?;
     path::wait_job(&mut op, &job_id, within, |j| j.state() != pb::JobState::Running).await?;
     Ok(Point { tasks, rss_bytes: rss })

@@ -86,7 +86,7 @@ fn measure_path(
     eprintln!("{name}: a job of {throughput_tasks} instances ...");
     let cpu = |pids: &[u32]| pids.iter().map(|&p| path::cpu_time(p)).sum::<Duration>();
     let coordinator = [fleet.coordinator.child.id()];
-    let agents: Vec<u32> = fleet.agents.iter().map(|a| a.child.id()).collect();
+    let agents = agent_pids(fleet);
     let before = (cpu(&coordinator), cpu(&agents));
     let secs = rt
         .block_on(path::throughput(addr, program, throughput_tasks, Duration::from_secs(300)))
@@ -108,6 +108,16 @@ fn measure_path(
         row.per_sec().unwrap_or(0.0)
     );
     Ok(row)
+}
+
+/// Every agent process of `fleet` and the executor process each runs its tasks in (named in its
+/// work directory's `executor.pid`: boot id, pid, start time).
+fn agent_pids(fleet: &Cluster) -> Vec<u32> {
+    let executors = fleet.work_dirs.iter().filter_map(|d| {
+        let line = std::fs::read_to_string(d.path().join("executor.pid")).ok()?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    });
+    fleet.agents.iter().map(|a| a.child.id()).chain(executors).collect()
 }
 
 fn peer_row(result: peers::PeerResult) -> Row {
@@ -212,7 +222,7 @@ fn main() -> Result<()> {
         let cpus = format!("{}", (most as f64 * 0.01).max(2.0).ceil());
         let mem = format!("{}", most as u64 + 1024);
         let fleet = Cluster::start(&[], &[&["--wasm-slots", &slots, "--cpus", &cpus, "--mem-mib", &mem]]);
-        let pid = fleet.agents[0].child.id();
+        let pids = agent_pids(&fleet);
         let result = rt.block_on(async {
             let idle = path::upload(&fleet.addr, &wat::parse_str(density::IDLE_WAT)?).await?;
             let mut points = Vec::new();
@@ -220,10 +230,13 @@ fn main() -> Result<()> {
                 let point = if n == 0 {
                     density::Point {
                         tasks: 0,
-                        rss_bytes: tokio::task::spawn_blocking(move || density::settled_rss(pid)).await??,
+                        rss_bytes: {
+                            let pids = pids.clone();
+                            tokio::task::spawn_blocking(move || density::settled_rss(pids)).await??
+                        },
                     }
                 } else {
-                    density::with_idle_tasks(&fleet.addr, pid, &idle, n).await?
+                    density::with_idle_tasks(&fleet.addr, pids.clone(), &idle, n).await?
                 };
                 eprintln!("density: {n} idle tasks: agent RSS {:.1} MiB", point.rss_bytes as f64 / (1 << 20) as f64);
                 points.push(point);

@@ -59,7 +59,7 @@ impl Report {
         let base = self.baseline.map(|i| &self.rows[i]);
         let _ = writeln!(
             out,
-            "| path | tasks | submit → running p50 / p99 (ms) | submit → finished p50 / p99 (ms) | latency vs {} | throughput (tasks/s) | throughput vs {} | CPU per task: coordinator + agents (µs) |",
+            "| path | tasks | submit → running p50 / p99 (ms) | submit → finished p50 / p99 (ms) | latency vs {} | throughput (tasks/s) | throughput vs {} | CPU per task: coordinator + agents with executors (µs) |",
             base.map_or("–", |b| b.name.as_str()),
             base.map_or("–", |b| b.name.as_str()),
         );
@@ -107,7 +107,7 @@ impl Report {
         if !self.density.is_empty() || self.density_error.is_some() {
             let _ = writeln!(
                 out,
-                "\nDensity: the agent's resident memory with idle Wasm tasks (each parked in a WASI host call).\n"
+                "\nDensity: the agent's resident memory (agent and executor processes) with idle Wasm tasks (each parked in a WASI host call).\n"
             );
             let _ = writeln!(out, "| idle tasks | agent RSS (MiB) | per task over 0 (KiB) |\n|---:|---:|---:|");
             let zero = self.density.iter().find(|p| p.tasks == 0).map(|p| p.rss_bytes);

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use skiff_proto as pb;
 use skiff_proto::executor_event::Msg;
 
-use crate::task::TaskEvent;
+use crate::task::{TaskEvent, is_terminal};
 
 #[derive(Debug, Default)]
 pub struct Journal {
@@ -17,11 +17,6 @@ pub struct Journal {
     unacked: VecDeque<pb::ExecutorEvent>,
     /// Latest status of every task launched and not ended (STAGING until it runs).
     alive: HashMap<String, pb::TaskStatus>,
-}
-
-fn is_terminal(state: i32) -> bool {
-    use pb::TaskState::*;
-    matches!(pb::TaskState::try_from(state), Ok(Finished | Failed | Killed | Lost))
 }
 
 impl Journal {

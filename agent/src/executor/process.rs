@@ -31,7 +31,7 @@ use super::{Executor, setup, status_update};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sys::ProcessId;
-use crate::task::TaskEvent;
+use crate::task::{TaskEvent, is_terminal};
 
 /// How often the process checks that its socket still exists and whether its agent is overdue.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -201,11 +201,6 @@ impl ExecutorProcess {
         }
         None
     }
-}
-
-fn is_terminal(state: i32) -> bool {
-    use pb::TaskState::*;
-    matches!(pb::TaskState::try_from(state), Ok(Finished | Failed | Killed | Lost))
 }
 
 /// Sends `event` to the attached agent, if any (a failed send detaches it: the event stays in the

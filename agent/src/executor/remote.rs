@@ -29,7 +29,7 @@ use super::wire;
 use crate::config::{Config, ExecutorMode};
 use crate::error::{Error, Result};
 use crate::sys::ProcessId;
-use crate::task::TaskEvent;
+use crate::task::{TaskEvent, is_terminal};
 use crate::updates::UpdateLog;
 
 /// Bound of starting an executor process and of its answer to an attach.
@@ -298,60 +298,47 @@ impl Relay {
         }
     }
 
-    /// Relays until the connection ends (`Err`: it failed or the executor went away).
-    async fn relay(&mut self, mut conn: wire::Conn, cancel: &CancellationToken) -> std::result::Result<(), String> {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                request = self.requests.recv() => {
-                    let Some(request) = request else { return Ok(()) };
-                    conn.send(request.encode_to_vec().into()).await.map_err(|e| format!("cannot send to the executor: {e}"))?;
+    /// Relays until the connection ends (`Err`: it failed or the executor went away). Reading
+    /// never waits for writing (requests and acks go out from a writer of their own), so neither
+    /// side can block the other with full socket buffers.
+    async fn relay(&mut self, conn: wire::Conn, cancel: &CancellationToken) -> std::result::Result<(), String> {
+        let (mut sink, mut stream) = conn.split();
+        let (acks, mut acks_rx) = mpsc::unbounded_channel::<u64>();
+        let requests = &mut self.requests;
+        let writer = async move {
+            loop {
+                let request = tokio::select! {
+                    request = requests.recv() => match request {
+                        Some(request) => request,
+                        None => return Ok(()),
+                    },
+                    Some(seq) = acks_rx.recv() => pb::ExecutorRequest { msg: Some(Req::Ack(seq)) },
+                };
+                sink.send(request.encode_to_vec().into())
+                    .await
+                    .map_err(|e| format!("cannot send to the executor: {e}"))?;
+            }
+        };
+        let (log, events, shared) = (&self.log, &self.events, &self.shared);
+        let reader = async move {
+            loop {
+                let bytes = match stream.next().await {
+                    Some(Ok(bytes)) => bytes,
+                    Some(Err(err)) => return Err(format!("reading from the executor: {err}")),
+                    None => return Err("the executor closed its socket".into()),
+                };
+                let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
+                relay_event(log, events, shared, event.msg);
+                if event.seq > 0 {
+                    let _ = acks.send(event.seq);
                 }
-                frame = conn.next() => {
-                    let bytes = match frame {
-                        Some(Ok(bytes)) => bytes,
-                        Some(Err(err)) => return Err(format!("reading from the executor: {err}")),
-                        None => return Err("the executor closed its socket".into()),
-                    };
-                    let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
-                    self.event(event.msg);
-                    if event.seq > 0 {
-                        let ack = pb::ExecutorRequest { msg: Some(Req::Ack(event.seq)) };
-                        conn.send(ack.encode_to_vec().into()).await.map_err(|e| format!("cannot send to the executor: {e}"))?;
-                    }
-                }
             }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => Ok(()),
+            end = writer => end,
+            end = reader => end,
         }
-    }
-
-    fn event(&mut self, msg: Option<Ev>) {
-        match msg {
-            Some(Ev::Status(status)) => self.status(status),
-            Some(Ev::Output(output)) => {
-                let _ = self.events.send(TaskEvent::Output(output));
-            }
-            Some(Ev::Usage(usage)) => {
-                let _ = self.events.send(TaskEvent::Usage(usage));
-            }
-            Some(Ev::Modules(m)) => *self.shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = m.sha256,
-            Some(Ev::Welcome(_)) | None => {}
-        }
-    }
-
-    /// On disk, then to the session (once: an update replayed after a restart may be there already).
-    fn status(&mut self, status: pb::TaskStatus) {
-        if is_terminal(status.state) {
-            self.shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&status.task_id);
-        }
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if log.contains(&status.update_id) {
-            return;
-        }
-        if let Err(err) = log.append(&status) {
-            warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
-        }
-        drop(log);
-        let _ = self.events.send(TaskEvent::Status(status));
     }
 
     /// The executor process is gone: every task it ran, and every request it did not get, is lost.
@@ -369,12 +356,42 @@ impl Relay {
                 None,
                 None,
             );
-            self.status(status);
+            relay_status(&self.log, &self.events, &self.shared, status);
         }
     }
 }
 
-fn is_terminal(state: i32) -> bool {
-    use pb::TaskState::*;
-    matches!(pb::TaskState::try_from(state), Ok(Finished | Failed | Killed | Lost))
+fn relay_event(log: &Mutex<UpdateLog>, events: &mpsc::UnboundedSender<TaskEvent>, shared: &Shared, msg: Option<Ev>) {
+    match msg {
+        Some(Ev::Status(status)) => relay_status(log, events, shared, status),
+        Some(Ev::Output(output)) => {
+            let _ = events.send(TaskEvent::Output(output));
+        }
+        Some(Ev::Usage(usage)) => {
+            let _ = events.send(TaskEvent::Usage(usage));
+        }
+        Some(Ev::Modules(m)) => *shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = m.sha256,
+        Some(Ev::Welcome(_)) | None => {}
+    }
+}
+
+/// On disk, then to the session (once: an update replayed after a restart may be there already).
+fn relay_status(
+    log: &Mutex<UpdateLog>,
+    events: &mpsc::UnboundedSender<TaskEvent>,
+    shared: &Shared,
+    status: pb::TaskStatus,
+) {
+    if is_terminal(status.state) {
+        shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&status.task_id);
+    }
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    if log.contains(&status.update_id) {
+        return;
+    }
+    if let Err(err) = log.append(&status) {
+        warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
+    }
+    drop(log);
+    let _ = events.send(TaskEvent::Status(status));
 }
