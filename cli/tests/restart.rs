@@ -174,7 +174,9 @@ fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() 
     assert_eq!(lost.status.unwrap().reason(), pb::Reason::AgentLost);
     // The new executor removed what the dead one left in the agent's cgroups.
     fleet::eventually(Duration::from_secs(10), "the orphaned task killed", || (!sleeping()).then_some(()));
-    assert_ne!(std::fs::read_to_string(&pid_file).unwrap(), first, "a new executor process");
+    fleet::eventually(Duration::from_secs(10), "a new executor process", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|now| now != first).then_some(())
+    });
 
     let module = dir.path().join("quick.wasm");
     std::fs::write(&module, sleeper_wasm(0, 0)).unwrap();
@@ -187,4 +189,42 @@ fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() 
     fleet::eventually(Duration::from_secs(20), "a new task finished", || {
         (instances(&cluster, &next).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
     });
+}
+
+#[test]
+fn a_damaged_executor_record_means_tasks_are_killed_and_reported_lost_never_run_twice() {
+    let mut cluster = Cluster::start(&[], &[&[]]);
+    let dir = tempfile::tempdir().unwrap();
+    let secs = format!("{}", 1300 + std::process::id() % 1000);
+    let job = submit(
+        &cluster,
+        dir.path(),
+        "unaccounted",
+        &format!("name = \"unaccounted\"\n[task]\nnative = [\"/bin/sleep\", \"{secs}\"]\ncpus = 0.1\nmem = \"16M\"\n"),
+    );
+    let sleeping = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("/bin/sleep\0{secs}\0").as_bytes())
+        })
+    };
+    fleet::eventually(Duration::from_secs(20), "the task running", || {
+        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Running) && sleeping()).then_some(())
+    });
+    let pid_file = cluster.work_dirs[0].path().join("executor.pid");
+    let old: u32 = std::fs::read_to_string(&pid_file).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    cluster.kill_agent(0);
+    // The record naming the executor is torn: the next agent cannot know that process.
+    std::fs::write(&pid_file, "garbage").unwrap();
+    cluster.restart_agent(0);
+
+    let lost = fleet::eventually(Duration::from_secs(20), "the task reported LOST", || {
+        let i = instances(&cluster, &job).into_iter().next()?;
+        (state(&i) == pb::TaskState::Lost).then_some(i)
+    });
+    assert_eq!(lost.status.unwrap().reason(), pb::Reason::AgentLost);
+    fleet::eventually(Duration::from_secs(10), "the unaccounted task killed", || (!sleeping()).then_some(()));
+    fleet::eventually(Duration::from_secs(10), "the old executor gone", || {
+        (!std::path::Path::new(&format!("/proc/{old}")).exists()).then_some(())
+    });
+    assert_eq!(instances(&cluster, &job)[0].attempts, 1, "run again");
 }

@@ -9,7 +9,8 @@
 //!
 //! The process ends when the agent stops it (after its tasks ended), when no agent has attached for
 //! `recovery_timeout` (its tasks are killed: nobody would report them), or when its socket is
-//! removed (the work directory is gone). It writes `executor.pid` (boot id, pid, start time) so an
+//! removed (the work directory is gone) or replaced (an agent that could not reach it started
+//! another executor). It writes `executor.pid` (boot id, pid, start time) so an
 //! agent never attaches to a process that merely reuses the pid.
 
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ impl ExecutorProcess {
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).map_err(Error::io("listen on", &socket))?;
         restrict(&socket)?;
+        // The socket file this process listens on: one replaced by another executor means this
+        // one was given up on (its agent could not reach it) and must end.
+        let socket_inode = inode(&socket).map_err(Error::io("inspect", &socket))?;
         let pid_path = wire::pid_path(&self.config.work_dir);
         let me = ProcessId::of(std::process::id())
             .ok_or(Error::Corrupt { path: "/proc/self".into(), what: "this process" })?;
@@ -103,20 +107,25 @@ impl ExecutorProcess {
                     }
                     Err(err) => warn!(%err, "accepting an agent connection failed"),
                 },
-                Some(event) = events.recv() => {
-                    let ended = matches!(&event, TaskEvent::Status(s) if is_terminal(s.state));
-                    let event = journal.record(event);
+                Some(first) = events.recv() => {
+                    // This event and every one already waiting, numbered, then written at once.
+                    let mut batch = Vec::new();
+                    let mut ended = false;
+                    for event in std::iter::once(first).chain(std::iter::from_fn(|| events.try_recv().ok()).take(255)) {
+                        ended |= matches!(&event, TaskEvent::Status(s) if is_terminal(s.state));
+                        batch.push(journal.record(event));
+                    }
                     if ended {
                         let now = executor.wasm().cached_modules();
                         if now != modules {
                             modules = now;
-                            send(&mut conn, &mut alone_since, &pb::ExecutorEvent {
+                            batch.push(pb::ExecutorEvent {
                                 seq: 0,
                                 msg: Some(pb::executor_event::Msg::Modules(pb::ExecutorModules { sha256: modules.clone() })),
-                            }).await;
+                            });
                         }
                     }
-                    send(&mut conn, &mut alone_since, &event).await;
+                    send(&mut conn, &mut alone_since, &batch).await;
                 }
                 request = next(&mut conn) => match request {
                     Some(Ok(bytes)) => match wire::decode::<pb::ExecutorRequest>(&bytes) {
@@ -139,8 +148,12 @@ impl ExecutorProcess {
                     }
                 },
                 _ = check.tick() => {
-                    if !socket.exists() {
-                        break End::Abandoned(format!("{} was removed", socket.display()));
+                    match inode(&socket) {
+                        Err(_) => break End::Abandoned(format!("{} was removed", socket.display())),
+                        Ok(now) if now != socket_inode => {
+                            break End::Abandoned(format!("another executor listens on {}", socket.display()));
+                        }
+                        Ok(_) => {}
                     }
                     if let Some(since) = alone_since && since.elapsed() >= self.config.recovery_timeout {
                         break End::Abandoned(format!("no agent attached for {:?}", self.config.recovery_timeout));
@@ -203,12 +216,21 @@ impl ExecutorProcess {
     }
 }
 
-/// Sends `event` to the attached agent, if any (a failed send detaches it: the event stays in the
-/// journal for the next one).
-async fn send(conn: &mut Option<Conn>, alone_since: &mut Option<Instant>, event: &pb::ExecutorEvent) {
-    if let Some(c) = conn
-        && let Err(err) = c.send(event.encode_to_vec().into()).await
-    {
+/// Sends `batch` to the attached agent, if any, in one write (a failed send detaches it: the
+/// events stay in the journal for the next one).
+async fn send(conn: &mut Option<Conn>, alone_since: &mut Option<Instant>, batch: &[pb::ExecutorEvent]) {
+    let Some(c) = conn else { return };
+    let mut sent = Ok(());
+    for event in batch {
+        sent = c.feed(event.encode_to_vec().into()).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    if sent.is_ok() {
+        sent = c.flush().await;
+    }
+    if let Err(err) = sent {
         warn!(%err, "agent connection failed");
         *conn = None;
         *alone_since = Some(Instant::now());
@@ -221,6 +243,11 @@ async fn next(conn: &mut Option<Conn>) -> Option<std::io::Result<bytes::BytesMut
         Some(c) => c.next().await,
         None => std::future::pending().await,
     }
+}
+
+fn inode(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).map(|m| m.ino())
 }
 
 /// Only the agent's user may connect.

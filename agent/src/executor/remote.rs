@@ -54,7 +54,7 @@ pub fn attach(config: &Config, agent_id: &str) -> Result<Attached> {
     let pid_path = wire::pid_path(work_dir);
     if let Some(id) = std::fs::read_to_string(&pid_path).ok().and_then(|l| ProcessId::parse(&l)) {
         if id.is_alive() {
-            match handshake(&socket, agent_id) {
+            match handshake(&socket, agent_id, id.pid) {
                 Ok((stream, welcome)) => {
                     info!(
                         pid = id.pid,
@@ -85,7 +85,8 @@ pub fn attach(config: &Config, agent_id: &str) -> Result<Attached> {
     let mut child = spawn(config)?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        match handshake(&socket, agent_id) {
+        // Until the new process listens, the socket may still be an older executor's.
+        match handshake(&socket, agent_id, child.id()) {
             Ok((stream, welcome)) => {
                 info!(pid = child.id(), "executor process started");
                 return Ok(Attached { stream, child: Some(child), welcome, started: true });
@@ -132,7 +133,8 @@ fn spawn(config: &Config) -> Result<Child> {
         .map_err(Error::io("start the executor process", program))
 }
 
-fn handshake(socket: &Path, agent_id: &str) -> std::io::Result<(StdUnixStream, pb::ExecutorWelcome)> {
+/// Attaches over `socket` to the executor process `pid` (another process answering is refused).
+fn handshake(socket: &Path, agent_id: &str, pid: u32) -> std::io::Result<(StdUnixStream, pb::ExecutorWelcome)> {
     let mut stream = StdUnixStream::connect(socket)?;
     stream.set_read_timeout(Some(START_TIMEOUT))?;
     let attach = pb::ExecutorRequest { msg: Some(Req::Attach(pb::ExecutorAttach { agent_id: agent_id.to_owned() })) };
@@ -141,6 +143,9 @@ fn handshake(socket: &Path, agent_id: &str) -> std::io::Result<(StdUnixStream, p
     let Some(Ev::Welcome(welcome)) = hello.msg else {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the executor did not answer with a welcome"));
     };
+    if welcome.pid != pid {
+        return Err(std::io::Error::other(format!("process {} answers, not {pid}", welcome.pid)));
+    }
     stream.set_read_timeout(None)?;
     Ok((stream, welcome))
 }
@@ -302,7 +307,7 @@ impl Relay {
     /// never waits for writing (requests and acks go out from a writer of their own), so neither
     /// side can block the other with full socket buffers.
     async fn relay(&mut self, conn: wire::Conn, cancel: &CancellationToken) -> std::result::Result<(), String> {
-        let (mut sink, mut stream) = conn.split();
+        let (mut sink, stream) = conn.split();
         let (acks, mut acks_rx) = mpsc::unbounded_channel::<u64>();
         let requests = &mut self.requests;
         let writer = async move {
@@ -320,17 +325,22 @@ impl Relay {
             }
         };
         let (log, events, shared) = (&self.log, &self.events, &self.shared);
+        // Every event already received is handled, then acknowledged with one ack (the last one).
+        let mut stream = stream.ready_chunks(256);
         let reader = async move {
             loop {
-                let bytes = match stream.next().await {
-                    Some(Ok(bytes)) => bytes,
-                    Some(Err(err)) => return Err(format!("reading from the executor: {err}")),
-                    None => return Err("the executor closed its socket".into()),
+                let Some(frames) = stream.next().await else {
+                    return Err("the executor closed its socket".into());
                 };
-                let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
-                relay_event(log, events, shared, event.msg);
-                if event.seq > 0 {
-                    let _ = acks.send(event.seq);
+                let mut last = 0;
+                for frame in frames {
+                    let bytes = frame.map_err(|err| format!("reading from the executor: {err}"))?;
+                    let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
+                    relay_event(log, events, shared, event.msg);
+                    last = last.max(event.seq);
+                }
+                if last > 0 {
+                    let _ = acks.send(last);
                 }
             }
         };
