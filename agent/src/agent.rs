@@ -435,15 +435,7 @@ impl Agent {
                 }
                 info!(task_id = %spec.task_id, epoch = msg.epoch, "launching task");
                 // Known from now on: a re-registration reports it, and a second launch is refused.
-                let staging = crate::executor::status_update(
-                    &spec.task_id,
-                    &self.agent_id,
-                    pb::TaskState::Staging,
-                    pb::Reason::Unspecified,
-                    String::new(),
-                    None,
-                    None,
-                );
+                let staging = crate::executor::staging(&spec.task_id, &self.agent_id);
                 // Checkpointed before the task can start (in the update log, not sent): an agent
                 // killed now knows after its restart that it launched the task, reports it LOST and
                 // refuses the launch a new leader may send again, instead of running it a second

@@ -143,25 +143,37 @@ fn agent_restart_keeps_native_and_wasm_tasks_running_and_reports_their_real_ends
     }
 }
 
+/// A running native `sleep` of a length of its own (`base` + pid), as job `name`; returns the job
+/// id and the sleep's command line (to look for in /proc).
+fn sleeping_job(cluster: &Cluster, dir: &std::path::Path, name: &str, base: u32) -> (String, String) {
+    let secs = format!("{}", base + std::process::id() % 1000);
+    let job = submit(
+        cluster,
+        dir,
+        name,
+        &format!("name = \"{name}\"\n[task]\nnative = [\"/bin/sleep\", \"{secs}\"]\ncpus = 0.1\nmem = \"16M\"\n"),
+    );
+    let cmdline = format!("/bin/sleep\0{secs}\0");
+    fleet::eventually(Duration::from_secs(20), "the task running", || {
+        (instances(cluster, &job).first().map(state) == Some(pb::TaskState::Running) && runs(&cmdline)).then_some(())
+    });
+    (job, cmdline)
+}
+
+/// Whether a process with exactly this command line (NUL-separated) runs.
+fn runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+}
+
 #[test]
 fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() {
     let cluster = Cluster::start(&[], &[&[]]);
     let dir = tempfile::tempdir().unwrap();
-    let secs = format!("{}", 300 + std::process::id() % 1000);
-    let job = submit(
-        &cluster,
-        dir.path(),
-        "orphan",
-        &format!("name = \"orphan\"\n[task]\nnative = [\"/bin/sleep\", \"{secs}\"]\ncpus = 0.1\nmem = \"16M\"\n"),
-    );
-    let sleeping = || {
-        std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("/bin/sleep\0{secs}\0").as_bytes())
-        })
-    };
-    fleet::eventually(Duration::from_secs(20), "the task running", || {
-        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Running) && sleeping()).then_some(())
-    });
+    let (job, sleep) = sleeping_job(&cluster, dir.path(), "orphan", 300);
+    let sleeping = || runs(&sleep);
     let pid_file = cluster.work_dirs[0].path().join("executor.pid");
     let first = std::fs::read_to_string(&pid_file).unwrap();
     let pid: i32 = first.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -195,21 +207,8 @@ fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() 
 fn a_damaged_executor_record_means_tasks_are_killed_and_reported_lost_never_run_twice() {
     let mut cluster = Cluster::start(&[], &[&[]]);
     let dir = tempfile::tempdir().unwrap();
-    let secs = format!("{}", 1300 + std::process::id() % 1000);
-    let job = submit(
-        &cluster,
-        dir.path(),
-        "unaccounted",
-        &format!("name = \"unaccounted\"\n[task]\nnative = [\"/bin/sleep\", \"{secs}\"]\ncpus = 0.1\nmem = \"16M\"\n"),
-    );
-    let sleeping = || {
-        std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("/bin/sleep\0{secs}\0").as_bytes())
-        })
-    };
-    fleet::eventually(Duration::from_secs(20), "the task running", || {
-        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Running) && sleeping()).then_some(())
-    });
+    let (job, sleep) = sleeping_job(&cluster, dir.path(), "unaccounted", 1300);
+    let sleeping = || runs(&sleep);
     let pid_file = cluster.work_dirs[0].path().join("executor.pid");
     let old: u32 = std::fs::read_to_string(&pid_file).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     cluster.kill_agent(0);

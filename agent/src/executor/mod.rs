@@ -118,6 +118,11 @@ pub fn status_update(
     }
 }
 
+/// The STAGING status of a task handed to an executor (kept, not sent: a checkpoint).
+pub fn staging(task_id: &str, agent_id: &str) -> pb::TaskStatus {
+    status_update(task_id, agent_id, TaskState::Staging, Reason::Unspecified, String::new(), None, None)
+}
+
 /// A unique update id: a random prefix drawn once per process, then a sequence number (cheaper
 /// than a fresh UUID per update, and just as unique across restarts).
 fn next_update_id() -> String {

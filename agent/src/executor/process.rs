@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::journal::Journal;
 use super::wire::{self, Conn};
-use super::{Executor, setup, status_update};
+use super::{Executor, setup, staging};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sys::ProcessId;
@@ -184,16 +184,7 @@ impl ExecutorProcess {
             Req::Attach(_) => {}
             Req::Launch(launch) => {
                 let spec = launch.spec?;
-                let staging = status_update(
-                    &spec.task_id,
-                    &self.agent_id,
-                    pb::TaskState::Staging,
-                    pb::Reason::Unspecified,
-                    String::new(),
-                    None,
-                    None,
-                );
-                journal.launched(staging);
+                journal.launched(staging(&spec.task_id, &self.agent_id));
                 executor.launch(spec);
             }
             Req::Kill(kill) => {
