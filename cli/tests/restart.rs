@@ -227,3 +227,30 @@ fn a_damaged_executor_record_means_tasks_are_killed_and_reported_lost_never_run_
     });
     assert_eq!(instances(&cluster, &job)[0].attempts, 1, "run again");
 }
+
+#[test]
+fn a_stolen_executor_connection_is_taken_back_and_its_tasks_are_kept() {
+    let cluster = Cluster::start(&[], &[&[]]);
+    let dir = tempfile::tempdir().unwrap();
+    let job = submit(
+        &cluster,
+        dir.path(),
+        "kept",
+        "name = \"kept\"\n[task]\nnative = [\"/bin/sh\", \"-c\", \"sleep 3; exit 5\"]\ncpus = 0.1\nmem = \"16M\"\n",
+    );
+    fleet::eventually(Duration::from_secs(20), "the task running", || {
+        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Running)).then_some(())
+    });
+    // Another client connects: the executor drops the agent's connection for it. The agent must
+    // find the same executor again, not take its tasks for lost.
+    let stray = std::os::unix::net::UnixStream::connect(cluster.work_dirs[0].path().join("executor.sock")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stray);
+    let ended = fleet::eventually(Duration::from_secs(20), "the task ended", || {
+        let i = instances(&cluster, &job).into_iter().next()?;
+        is_terminal(state(&i)).then_some(i)
+    });
+    let status = ended.status.unwrap();
+    assert_eq!((status.state(), status.exit_code), (pb::TaskState::Failed, Some(5)), "{status:?}");
+    assert_eq!(ended.attempts, 1);
+}

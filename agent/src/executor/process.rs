@@ -167,6 +167,10 @@ impl ExecutorProcess {
             End::Abandoned(why) => warn!(%why, running = journal.alive(), "abandoned; killing tasks"),
         }
         executor.shutdown(Duration::from_secs(5)).await;
+        // The ends of the tasks just killed, to an agent still attached (one stopping with us).
+        let ends: Vec<pb::ExecutorEvent> =
+            std::iter::from_fn(|| events.try_recv().ok()).map(|event| journal.record(event)).collect();
+        send(&mut conn, &mut alone_since, &ends).await;
         // Another executor may own these by now (a new agent started one after we were abandoned).
         if std::fs::read_to_string(&pid_path).is_ok_and(|line| line.trim() == me.to_line()) {
             let _ = std::fs::remove_file(&pid_path);

@@ -3,8 +3,9 @@
 //!
 //! Every status update the executor sends is written to the agent's update log before it is handed
 //! to the session and before the executor is told it may forget it (an update already in the log,
-//! replayed to a restarted agent, is not written or sent twice). If the executor process dies, its
-//! tasks died with it: each is reported LOST and a new executor is started.
+//! replayed to a restarted agent, is not written or sent twice). When the connection ends the agent
+//! attaches again: to the same executor if it still runs (a task its welcome does not name is
+//! LOST), else to a new one (every task is LOST: they died with the old executor).
 
 use std::collections::HashSet;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -175,6 +176,8 @@ struct Relay {
     log: Arc<Mutex<UpdateLog>>,
     events: mpsc::UnboundedSender<TaskEvent>,
     requests: mpsc::UnboundedReceiver<pb::ExecutorRequest>,
+    /// Requests to send first on the next connection (kept over a reconnect).
+    resend: Vec<pb::ExecutorRequest>,
     shared: Arc<Shared>,
 }
 
@@ -195,7 +198,7 @@ impl Remote {
             .extend(attached.welcome.running.iter().map(|s| s.task_id.clone()));
         *shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = attached.welcome.cached_modules.clone();
         let (tx, requests) = mpsc::unbounded_channel();
-        let relay = Relay { config, agent_id, log, events, requests, shared: shared.clone() };
+        let relay = Relay { config, agent_id, log, events, requests, resend: Vec::new(), shared: shared.clone() };
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         tracker.spawn(relay.run(attached, cancel.clone()));
         tracker.close();
@@ -211,7 +214,10 @@ impl Remote {
     }
 
     pub fn launch(&self, spec: pb::TaskSpec) {
-        self.running().insert(spec.task_id.clone());
+        // Under the lock: a reconnect (which drops queued launches and reports their tasks LOST)
+        // sees both the task and its request, or neither.
+        let mut running = self.running();
+        running.insert(spec.task_id.clone());
         self.request(Req::Launch(pb::LaunchTask { spec: Some(spec) }));
     }
 
@@ -245,6 +251,8 @@ impl Remote {
     /// The agent stops on purpose: kill every task, wait (up to `grace`) for their ends to be on
     /// disk, then stop the executor process.
     pub async fn shutdown(&self, grace: Duration) {
+        // From now on a connection that ends is the executor stopping, not a loss to recover from.
+        self.shared.stopping.store(true, Ordering::SeqCst);
         self.request(Req::KillAll(pb::ExecutorKillAll {}));
         let deadline = tokio::time::Instant::now() + grace;
         while !self.running().is_empty() && tokio::time::Instant::now() < deadline {
@@ -253,7 +261,6 @@ impl Remote {
         if !self.running().is_empty() {
             warn!(tasks = self.running().len(), "tasks did not stop within {grace:?}");
         }
-        self.shared.stopping.store(true, Ordering::SeqCst);
         self.request(Req::Stop(pb::ExecutorStop {}));
         if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
             warn!("the executor process did not stop");
@@ -265,7 +272,10 @@ impl Remote {
 
 impl Relay {
     async fn run(mut self, mut attached: Attached, cancel: CancellationToken) {
+        // Executor processes this agent started, reaped once they exit.
+        let mut children: Vec<Child> = Vec::new();
         loop {
+            children.extend(attached.child.take());
             let end = match attached
                 .stream
                 .set_nonblocking(true)
@@ -274,33 +284,78 @@ impl Relay {
                 Ok(stream) => self.relay(wire::framed(stream), &cancel).await,
                 Err(err) => Err(err.to_string()),
             };
-            if let Some(mut child) = attached.child.take() {
-                // Ours: reap it (it exits right after its socket closes, or is gone already).
-                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            let stopping = self.shared.stopping.load(Ordering::SeqCst) || cancel.is_cancelled();
+            if stopping || end.is_ok() {
+                // The executor was told to stop: give it a moment to exit, then reap it.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return;
             }
-            let why = match end {
-                Ok(()) => return,
-                Err(_) if self.shared.stopping.load(Ordering::SeqCst) || cancel.is_cancelled() => return,
-                Err(why) => why,
-            };
-            warn!(%why, "lost the executor process; its tasks are lost with it");
-            self.report_lost(&why);
-            loop {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            let why = end.err().unwrap_or_default();
+            warn!(%why, "lost the connection to the executor process; attaching again");
+            // The same executor if it still runs (its tasks with it), else a new one.
+            attached = loop {
                 let (config, agent_id) = (self.config.clone(), self.agent_id.clone());
                 match tokio::task::spawn_blocking(move || attach(&config, &agent_id)).await {
-                    Ok(Ok(a)) => {
-                        attached = a;
-                        break;
-                    }
-                    Ok(Err(err)) => warn!(%err, "cannot start an executor process; trying again in 1 s"),
-                    Err(err) => warn!(%err, "starting an executor process panicked; trying again in 1 s"),
+                    Ok(Ok(a)) => break a,
+                    Ok(Err(err)) => warn!(%err, "cannot attach to an executor process; trying again in 1 s"),
+                    Err(err) => warn!(%err, "attaching to an executor process panicked; trying again in 1 s"),
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+            };
+            if cancel.is_cancelled() {
+                if let Some(mut child) = attached.child.take() {
+                    // Started while the agent was stopping: nobody will attach to it.
+                    let _ = child.kill();
+                    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                }
+                return;
+            }
+            self.reconcile(&attached.welcome, &why);
+        }
+    }
+
+    /// After attaching again: tasks the executor neither runs nor says ended are lost (a new
+    /// executor runs none), launches not sent are dropped with them; other requests go out.
+    fn reconcile(&mut self, welcome: &pb::ExecutorWelcome, why: &str) {
+        let mut running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keep = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            if !matches!(request.msg, Some(Req::Launch(_))) {
+                keep.push(request);
             }
         }
+        let alive: HashSet<&str> = welcome.running.iter().map(|s| s.task_id.as_str()).collect();
+        let ended: HashSet<&str> = welcome.ended.iter().map(|s| s.task_id.as_str()).collect();
+        let mut lost: Vec<String> =
+            running.iter().filter(|id| !alive.contains(id.as_str()) && !ended.contains(id.as_str())).cloned().collect();
+        lost.sort();
+        *running = alive.iter().map(|id| (*id).to_owned()).collect();
+        drop(running);
+        *self.shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = welcome.cached_modules.clone();
+        if !lost.is_empty() {
+            warn!(tasks = lost.len(), "tasks the executor process does not run are lost");
+        }
+        for task_id in lost {
+            let status = status_update(
+                &task_id,
+                &self.agent_id,
+                pb::TaskState::Lost,
+                pb::Reason::AgentLost,
+                format!("the agent's executor process no longer runs the task ({why})"),
+                None,
+                None,
+            );
+            relay_status(&self.log, &self.events, &self.shared, status);
+        }
+        // Kills, stops and the coordinator's address still apply; they go first on the new connection.
+        self.resend = keep;
     }
 
     /// Relays until the connection ends (`Err`: it failed or the executor went away). Reading
@@ -310,7 +365,16 @@ impl Relay {
         let (mut sink, stream) = conn.split();
         let (acks, mut acks_rx) = mpsc::unbounded_channel::<u64>();
         let requests = &mut self.requests;
+        let first = std::mem::take(&mut self.resend);
         let writer = async move {
+            if !first.is_empty() {
+                for request in first {
+                    sink.feed(request.encode_to_vec().into())
+                        .await
+                        .map_err(|e| format!("cannot send to the executor: {e}"))?;
+                }
+                sink.flush().await.map_err(|e| format!("cannot send to the executor: {e}"))?;
+            }
             loop {
                 let request = tokio::select! {
                     request = requests.recv() => match request {
@@ -327,6 +391,7 @@ impl Relay {
         let (log, events, shared) = (&self.log, &self.events, &self.shared);
         // Every event already received is handled, then acknowledged with one ack (the last one).
         let mut stream = stream.ready_chunks(256);
+        let mut stored = true;
         let reader = async move {
             loop {
                 let Some(frames) = stream.next().await else {
@@ -336,10 +401,12 @@ impl Relay {
                 for frame in frames {
                     let bytes = frame.map_err(|err| format!("reading from the executor: {err}"))?;
                     let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
-                    relay_event(log, events, shared, event.msg);
+                    // An update not on disk must not be acknowledged (acks are cumulative: nothing
+                    // after it is, on this connection): the executor keeps it for the next attach.
+                    stored &= relay_event(log, events, shared, event.msg);
                     last = last.max(event.seq);
                 }
-                if last > 0 {
+                if last > 0 && stored {
                     let _ = acks.send(last);
                 }
             }
@@ -350,30 +417,17 @@ impl Relay {
             end = reader => end,
         }
     }
-
-    /// The executor process is gone: every task it ran, and every request it did not get, is lost.
-    fn report_lost(&mut self, why: &str) {
-        while self.requests.try_recv().is_ok() {}
-        let mut ids: Vec<String> = self.shared.running.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        ids.sort();
-        for task_id in ids {
-            let status = status_update(
-                &task_id,
-                &self.agent_id,
-                pb::TaskState::Lost,
-                pb::Reason::AgentLost,
-                format!("the agent's executor process ended while the task ran ({why})"),
-                None,
-                None,
-            );
-            relay_status(&self.log, &self.events, &self.shared, status);
-        }
-    }
 }
 
-fn relay_event(log: &Mutex<UpdateLog>, events: &mpsc::UnboundedSender<TaskEvent>, shared: &Shared, msg: Option<Ev>) {
+/// Hands an event on; false if it was a status update that could not be written to disk.
+fn relay_event(
+    log: &Mutex<UpdateLog>,
+    events: &mpsc::UnboundedSender<TaskEvent>,
+    shared: &Shared,
+    msg: Option<Ev>,
+) -> bool {
     match msg {
-        Some(Ev::Status(status)) => relay_status(log, events, shared, status),
+        Some(Ev::Status(status)) => return relay_status(log, events, shared, status),
         Some(Ev::Output(output)) => {
             let _ = events.send(TaskEvent::Output(output));
         }
@@ -383,25 +437,32 @@ fn relay_event(log: &Mutex<UpdateLog>, events: &mpsc::UnboundedSender<TaskEvent>
         Some(Ev::Modules(m)) => *shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = m.sha256,
         Some(Ev::Welcome(_)) | None => {}
     }
+    true
 }
 
-/// On disk, then to the session (once: an update replayed after a restart may be there already).
+/// On disk, then to the session (once: an update replayed after a restart may be there already);
+/// false if it could not be written (it is sent anyway).
 fn relay_status(
     log: &Mutex<UpdateLog>,
     events: &mpsc::UnboundedSender<TaskEvent>,
     shared: &Shared,
     status: pb::TaskStatus,
-) {
+) -> bool {
     if is_terminal(status.state) {
         shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&status.task_id);
     }
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     if log.contains(&status.update_id) {
-        return;
+        return true;
     }
-    if let Err(err) = log.append(&status) {
-        warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
-    }
+    let stored = match log.append(&status) {
+        Ok(()) => true,
+        Err(err) => {
+            warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
+            false
+        }
+    };
     drop(log);
     let _ = events.send(TaskEvent::Status(status));
+    stored
 }
