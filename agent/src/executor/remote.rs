@@ -33,6 +33,9 @@ use crate::sys::ProcessId;
 use crate::task::{TaskEvent, is_terminal};
 use crate::updates::UpdateLog;
 
+/// How a connection ended by a failing update log is told apart.
+const DISK_ERROR: &str = "disk";
+
 /// Bound of starting an executor process and of its answer to an attach.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,6 +53,11 @@ pub struct Attached {
 /// Attaches to the executor process of the agent whose work directory `config` names, starting one
 /// when none is alive. Blocking (the agent does it once, before anything else).
 pub fn attach(config: &Config, agent_id: &str) -> Result<Attached> {
+    attach_or(config, agent_id, true)
+}
+
+/// [`attach`]; without `may_start`, only to a live executor.
+fn attach_or(config: &Config, agent_id: &str, may_start: bool) -> Result<Attached> {
     let work_dir = &config.work_dir;
     let socket = wire::socket_path(work_dir);
     let pid_path = wire::pid_path(work_dir);
@@ -82,6 +90,9 @@ pub fn attach(config: &Config, agent_id: &str) -> Result<Attached> {
         } else {
             info!(pid = id.pid, "the executor process of the previous run is gone");
         }
+    }
+    if !may_start {
+        return Err(Error::Executor("no executor process is alive".into()));
     }
     let mut child = spawn(config)?;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -157,7 +168,17 @@ struct Shared {
     /// Tasks handed to the executor and not ended.
     running: Mutex<HashSet<String>>,
     cached: Mutex<Vec<String>>,
+    /// Tasks asked to be killed and not ended, and the coordinator named last: what an executor
+    /// attached again is told again (requests in flight on a lost connection are lost with it).
+    kills: Mutex<HashSet<String>>,
+    coordinator: Mutex<Option<String>>,
     stopping: AtomicBool,
+    /// The executor was sent `stop`: its connection ending is expected.
+    stop_sent: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The executor process, as the agent drives it.
@@ -222,16 +243,20 @@ impl Remote {
     }
 
     pub fn kill(&self, task_id: &str) -> bool {
-        let known = self.running().contains(task_id);
+        let running = self.running();
+        let known = running.contains(task_id);
         if known {
+            lock(&self.shared.kills).insert(task_id.to_owned());
             self.request(Req::Kill(pb::KillTask { task_id: task_id.to_owned() }));
         }
         known
     }
 
     pub fn kill_all(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.running().iter().cloned().collect();
+        let running = self.running();
+        let mut ids: Vec<String> = running.iter().cloned().collect();
         ids.sort();
+        lock(&self.shared.kills).extend(ids.iter().cloned());
         self.request(Req::KillAll(pb::ExecutorKillAll {}));
         ids
     }
@@ -245,6 +270,8 @@ impl Remote {
     }
 
     pub fn set_coordinator(&self, address: &str) {
+        let _running = self.running();
+        *lock(&self.shared.coordinator) = Some(address.to_owned());
         self.request(Req::Coordinator(address.to_owned()));
     }
 
@@ -255,7 +282,7 @@ impl Remote {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.request(Req::KillAll(pb::ExecutorKillAll {}));
         let deadline = tokio::time::Instant::now() + grace;
-        while !self.running().is_empty() && tokio::time::Instant::now() < deadline {
+        while !self.running().is_empty() && !self.tracker.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if !self.running().is_empty() {
@@ -284,9 +311,9 @@ impl Relay {
                 Ok(stream) => self.relay(wire::framed(stream), &cancel).await,
                 Err(err) => Err(err.to_string()),
             };
-            let stopping = self.shared.stopping.load(Ordering::SeqCst) || cancel.is_cancelled();
-            if stopping || end.is_ok() {
-                // The executor was told to stop: give it a moment to exit, then reap it.
+            let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if end.is_ok() || cancel.is_cancelled() || self.shared.stop_sent.load(Ordering::SeqCst) {
+                // The executor was told to stop (or the agent is gone): let it exit, then reap it.
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -296,11 +323,17 @@ impl Relay {
             children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
             let why = end.err().unwrap_or_default();
             warn!(%why, "lost the connection to the executor process; attaching again");
-            // The same executor if it still runs (its tasks with it), else a new one.
+            if why.starts_with(DISK_ERROR) {
+                // Not a tight loop on a failing disk: the executor keeps the update meanwhile.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // The same executor if it still runs (its tasks with it), else a new one (but not while
+            // stopping: the agent only needs to deliver its kills and stop to a live one).
             attached = loop {
                 let (config, agent_id) = (self.config.clone(), self.agent_id.clone());
-                match tokio::task::spawn_blocking(move || attach(&config, &agent_id)).await {
+                match tokio::task::spawn_blocking(move || attach_or(&config, &agent_id, !stopping)).await {
                     Ok(Ok(a)) => break a,
+                    Ok(Err(_)) if stopping => return,
                     Ok(Err(err)) => warn!(%err, "cannot attach to an executor process; trying again in 1 s"),
                     Err(err) => warn!(%err, "attaching to an executor process panicked; trying again in 1 s"),
                 }
@@ -322,23 +355,47 @@ impl Relay {
     }
 
     /// After attaching again: tasks the executor neither runs nor says ended are lost (a new
-    /// executor runs none), launches not sent are dropped with them; other requests go out.
+    /// executor runs none); launches not sent yet go to it, then the coordinator's address and the
+    /// kills asked for again (both idempotent), and KillAll (and Stop, if asked) if the agent is
+    /// stopping.
     fn reconcile(&mut self, welcome: &pb::ExecutorWelcome, why: &str) {
-        let mut running = self.shared.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keep = Vec::new();
+        let mut running = lock(&self.shared.running);
+        let (mut launches, mut stop) = (Vec::new(), false);
         while let Ok(request) = self.requests.try_recv() {
-            if !matches!(request.msg, Some(Req::Launch(_))) {
-                keep.push(request);
+            match request.msg {
+                Some(Req::Launch(launch)) => launches.push(launch),
+                Some(Req::Stop(_)) => stop = true,
+                _ => {}
             }
         }
+        let queued: HashSet<String> =
+            launches.iter().filter_map(|l| l.spec.as_ref()).map(|s| s.task_id.clone()).collect();
         let alive: HashSet<&str> = welcome.running.iter().map(|s| s.task_id.as_str()).collect();
         let ended: HashSet<&str> = welcome.ended.iter().map(|s| s.task_id.as_str()).collect();
-        let mut lost: Vec<String> =
-            running.iter().filter(|id| !alive.contains(id.as_str()) && !ended.contains(id.as_str())).cloned().collect();
+        let mut lost: Vec<String> = running
+            .iter()
+            .filter(|id| !alive.contains(id.as_str()) && !ended.contains(id.as_str()) && !queued.contains(*id))
+            .cloned()
+            .collect();
         lost.sort();
-        *running = alive.iter().map(|id| (*id).to_owned()).collect();
+        *running = alive.iter().map(|id| (*id).to_owned()).chain(queued).collect();
+        let mut resend: Vec<Req> = launches.into_iter().map(Req::Launch).collect();
+        if let Some(address) = lock(&self.shared.coordinator).clone() {
+            resend.push(Req::Coordinator(address));
+        }
+        let mut kills = lock(&self.shared.kills);
+        kills.retain(|id| running.contains(id));
+        resend.extend(kills.iter().map(|id| Req::Kill(pb::KillTask { task_id: id.clone() })));
+        drop(kills);
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            resend.push(Req::KillAll(pb::ExecutorKillAll {}));
+        }
+        if stop {
+            resend.push(Req::Stop(pb::ExecutorStop {}));
+        }
         drop(running);
-        *self.shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = welcome.cached_modules.clone();
+        self.resend = resend.into_iter().map(|msg| pb::ExecutorRequest { msg: Some(msg) }).collect();
+        *lock(&self.shared.cached) = welcome.cached_modules.clone();
         if !lost.is_empty() {
             warn!(tasks = lost.len(), "tasks the executor process does not run are lost");
         }
@@ -354,8 +411,6 @@ impl Relay {
             );
             relay_status(&self.log, &self.events, &self.shared, status);
         }
-        // Kills, stops and the coordinator's address still apply; they go first on the new connection.
-        self.resend = keep;
     }
 
     /// Relays until the connection ends (`Err`: it failed or the executor went away). Reading
@@ -366,6 +421,7 @@ impl Relay {
         let (acks, mut acks_rx) = mpsc::unbounded_channel::<u64>();
         let requests = &mut self.requests;
         let first = std::mem::take(&mut self.resend);
+        let stop_sent = &self.shared.stop_sent;
         let writer = async move {
             if !first.is_empty() {
                 for request in first {
@@ -383,15 +439,18 @@ impl Relay {
                     },
                     Some(seq) = acks_rx.recv() => pb::ExecutorRequest { msg: Some(Req::Ack(seq)) },
                 };
+                let stop = matches!(request.msg, Some(Req::Stop(_)));
                 sink.send(request.encode_to_vec().into())
                     .await
                     .map_err(|e| format!("cannot send to the executor: {e}"))?;
+                if stop {
+                    stop_sent.store(true, Ordering::SeqCst);
+                }
             }
         };
         let (log, events, shared) = (&self.log, &self.events, &self.shared);
         // Every event already received is handled, then acknowledged with one ack (the last one).
         let mut stream = stream.ready_chunks(256);
-        let mut stored = true;
         let reader = async move {
             loop {
                 let Some(frames) = stream.next().await else {
@@ -401,12 +460,17 @@ impl Relay {
                 for frame in frames {
                     let bytes = frame.map_err(|err| format!("reading from the executor: {err}"))?;
                     let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
-                    // An update not on disk must not be acknowledged (acks are cumulative: nothing
-                    // after it is, on this connection): the executor keeps it for the next attach.
-                    stored &= relay_event(log, events, shared, event.msg);
+                    if !relay_event(log, events, shared, event.msg) {
+                        // Not on disk: not acknowledged (nor anything after it); attaching again
+                        // replays it, in order.
+                        if last > 0 {
+                            let _ = acks.send(last);
+                        }
+                        return Err(format!("{DISK_ERROR}: an update could not be written to the update log"));
+                    }
                     last = last.max(event.seq);
                 }
-                if last > 0 && stored {
+                if last > 0 {
                     let _ = acks.send(last);
                 }
             }
@@ -449,7 +513,8 @@ fn relay_status(
     status: pb::TaskStatus,
 ) -> bool {
     if is_terminal(status.state) {
-        shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&status.task_id);
+        lock(&shared.running).remove(&status.task_id);
+        lock(&shared.kills).remove(&status.task_id);
     }
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     if log.contains(&status.update_id) {

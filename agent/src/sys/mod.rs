@@ -84,9 +84,10 @@ impl ProcessId {
         Some(Self { boot_id: boot_id()?, pid, start_time: start_time(pid)? })
     }
 
-    /// Whether this very process is still alive (same boot, same pid, same start time).
+    /// Whether this very process is still alive (same boot, same pid, same start time, and not a
+    /// zombie waiting to be reaped).
     pub fn is_alive(&self) -> bool {
-        Self::of(self.pid).is_some_and(|now| now == *self)
+        Self::of(self.pid).is_some_and(|now| now == *self) && stat_field(self.pid, 3).is_some_and(|s| s != "Z")
     }
 
     /// `boot_id pid start_time`, as kept in a pid file.
@@ -108,11 +109,15 @@ pub fn boot_id() -> Option<String> {
 
 /// Start time of process `pid` in clock ticks after boot.
 pub fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+/// Field `n` (from 3, the state) of `/proc/<pid>/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    // Fields after the name start at field 3; start time is field 22.
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    rest.split_whitespace().nth(n.checked_sub(3)?).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -127,6 +132,16 @@ mod tests {
         // Same pid, another start time or boot: another process.
         assert!(!ProcessId { start_time: me.start_time + 1, ..me.clone() }.is_alive());
         assert!(!ProcessId { boot_id: "not-this-boot".into(), ..me }.is_alive());
+        // A child that exited and is not reaped yet is a zombie: not alive.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let id = ProcessId::of(child.id()).expect("just spawned");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stat_field(child.id(), 3).as_deref() != Some("Z") {
+            assert!(std::time::Instant::now() < deadline, "the child did not exit");
+            std::thread::yield_now();
+        }
+        assert!(!id.is_alive());
+        child.wait().unwrap();
         for bad in ["", "boot 12", "boot x 3", "boot 1 2 3"] {
             assert_eq!(ProcessId::parse(bad), None, "{bad:?}");
         }
