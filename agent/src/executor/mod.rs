@@ -2,9 +2,10 @@
 //! (one worker thread per core) on which every Wasm guest is a future.
 //!
 //! Layout: this module is the executor itself; [`process`] runs it as the agent's executor
-//! process (outliving the agent), [`remote`] is the agent's side of that process, [`tasks`] is
-//! either, as the agent sees it; [`journal`] numbers the process's events until acknowledged,
-//! [`wire`] frames the conversation, [`setup`] builds an executor from the agent's configuration.
+//! process (outliving the agent), [`attach`] finds or starts that process, [`remote`] is the
+//! agent's side of it, [`tasks`] is either executor as the agent sees it; [`journal`] numbers the
+//! process's events until acknowledged, [`wire`] frames the conversation, [`setup`] builds an
+//! executor from the agent's configuration.
 //!
 //! The agent's control-plane runtime only sends and receives messages; compilation (on the Wasm
 //! executor's blocking pool) and guest code run here, so a hostile or spinning guest cannot delay
@@ -36,6 +37,7 @@ use crate::sandbox::Sandboxes;
 use crate::task::{TaskEvent, TaskExit};
 use crate::updates::UpdateLog;
 
+pub mod attach;
 pub mod journal;
 pub mod process;
 pub mod remote;
