@@ -52,8 +52,21 @@ fn etcd_binary() -> &'static str {
 }
 
 impl Etcd {
-    /// Starts an etcd cluster of `n` members and waits until every member is healthy.
+    /// Starts an etcd cluster of `n` members and waits until every member is healthy. Ports are
+    /// picked free and bound by etcd a moment later, so another process may take one first (the
+    /// member then exits): the cluster is then started again on fresh ports, up to 3 times.
     pub fn start(n: usize) -> Etcd {
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Self::try_start(n) {
+                Ok(etcd) => return etcd,
+                Err(e) => why = e,
+            }
+        }
+        panic!("{why}");
+    }
+
+    fn try_start(n: usize) -> Result<Etcd, String> {
         let bin = etcd_binary();
         let data = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
@@ -79,15 +92,20 @@ impl Etcd {
                 .expect("spawn etcd");
             members.push(Member { name, client_url, child: Some(child) });
         }
-        let etcd = Etcd { members, _data: data };
+        let mut etcd = Etcd { members, _data: data };
         let deadline = Instant::now() + Duration::from_secs(20);
-        for m in &etcd.members {
+        for m in &mut etcd.members {
             while !healthy(&m.client_url) {
-                assert!(Instant::now() < deadline, "etcd member {} did not become healthy within 20 s", m.name);
+                if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                    return Err(format!("etcd member {} exited at start ({status}); a port was taken?", m.name));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("etcd member {} did not become healthy within 20 s", m.name));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        etcd
+        Ok(etcd)
     }
 
     /// All client URLs, comma-separated (for `--etcd`).
