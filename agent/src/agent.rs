@@ -56,6 +56,8 @@ pub struct Agent {
     agent_id: String,
     executor: Tasks,
     events: mpsc::UnboundedReceiver<TaskEvent>,
+    /// The sending side of `events`, for what the agent itself reports (launches it refuses).
+    own_events: mpsc::UnboundedSender<TaskEvent>,
     /// Status updates not acknowledged yet, oldest first, resent with backoff.
     outbox: Outbox,
     /// Updates on disk until acknowledged (the executor writes them as tasks produce them).
@@ -117,6 +119,7 @@ impl Agent {
         let history_path = config.work_dir.join("launched");
         let history = History::open(&history_path, LAUNCHES_REMEMBERED).map_err(Error::io("open", &history_path))?;
         let (tx, events) = mpsc::unbounded_channel();
+        let own_events = tx.clone();
         let updates_dir = config.work_dir.join("updates");
         let (log, loaded) = UpdateLog::open(&updates_dir).map_err(Error::io("open the update log in", &updates_dir))?;
         for damage in &loaded.corrupt {
@@ -150,6 +153,7 @@ impl Agent {
             agent_id,
             executor,
             events,
+            own_events,
             outbox,
             log,
             launched: HashMap::new(),
@@ -230,6 +234,14 @@ impl Agent {
             warn!(tasks = killed.len(), after = ?self.config.partition_timeout, "no coordinator reachable; killing this agent's tasks");
             self.partition_killed.extend(killed);
         }
+    }
+
+    /// Answers a launch that is not run with a terminal status: on disk, then through the same
+    /// event path as the executor's updates (known, sent, resent until acknowledged).
+    fn refuse(&mut self, task_id: &str, state: pb::TaskState, reason: pb::Reason, message: String) {
+        let status = crate::executor::status_update(task_id, &self.agent_id, state, reason, message, None, None);
+        crate::updates::store(&self.log, &status);
+        let _ = self.own_events.send(TaskEvent::Status(status));
     }
 
     /// What the host has, unless the operator said what to offer (`--cpus`, `--mem`).
@@ -425,13 +437,15 @@ impl Agent {
                     // Launched here before, ended, and its end acknowledged: never run it again.
                     warn!(task_id = %spec.task_id, epoch = msg.epoch, "refusing a second launch of a task this agent ran");
                     let why = "launched on this agent before: a task is never started twice".into();
-                    return self.refuse(&spec.task_id, pb::TaskState::Lost, pb::Reason::AgentLost, why, out).await;
+                    self.refuse(&spec.task_id, pb::TaskState::Lost, pb::Reason::AgentLost, why);
+                    return None;
                 }
                 if let Err(err) = self.history.record(&spec.task_id) {
                     // Unrecorded, a later duplicate launch could run it again: do not run it now.
                     warn!(%err, task_id = %spec.task_id, "cannot record a launch on disk; refusing it");
                     let why = format!("the agent cannot record the launch on its disk: {err}");
-                    return self.refuse(&spec.task_id, pb::TaskState::Failed, pb::Reason::LaunchFailed, why, out).await;
+                    self.refuse(&spec.task_id, pb::TaskState::Failed, pb::Reason::LaunchFailed, why);
+                    return None;
                 }
                 info!(task_id = %spec.task_id, epoch = msg.epoch, "launching task");
                 // Known from now on: a re-registration reports it, and a second launch is refused.
@@ -440,9 +454,7 @@ impl Agent {
                 // killed now knows after its restart that it launched the task, reports it LOST and
                 // refuses the launch a new leader may send again, instead of running it a second
                 // time. Dropped once the coordinator acknowledges any later update of the task.
-                if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).append(&staging) {
-                    warn!(%err, task_id = %spec.task_id, "cannot write a status update to disk");
-                }
+                crate::updates::store(&self.log, &staging);
                 self.launched.insert(spec.task_id.clone(), staging.update_id.clone());
                 self.tasks.insert(spec.task_id.clone(), staging);
                 self.executor.launch(spec);
@@ -462,38 +474,15 @@ impl Agent {
                     }
                 }
                 drop(log);
-                let done = self.tasks.get(&ack.task_id).is_some_and(|s| {
-                    s.update_id == ack.update_id && skiff_proto::TaskState::try_from(s.state).is_ok_and(is_terminal)
-                });
+                let done = self
+                    .tasks
+                    .get(&ack.task_id)
+                    .is_some_and(|s| s.update_id == ack.update_id && crate::task::is_terminal(s.state));
                 if done {
                     self.tasks.remove(&ack.task_id);
                 }
             }
             In::Redirect(_) => {}
-        }
-        None
-    }
-}
-
-impl Agent {
-    /// Answers a launch that is not run with a terminal status (on disk first, like any update).
-    async fn refuse(
-        &mut self,
-        task_id: &str,
-        state: pb::TaskState,
-        reason: pb::Reason,
-        message: String,
-        out: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Option<SessionEnd> {
-        let status = crate::executor::status_update(task_id, &self.agent_id, state, reason, message, None, None);
-        if let Err(err) = self.log.lock().unwrap_or_else(|p| p.into_inner()).append(&status) {
-            warn!(%err, "cannot write a status update to disk");
-        }
-        self.tasks.insert(task_id.to_owned(), status.clone());
-        self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
-        let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Status(status)) };
-        if out.send(m).await.is_err() {
-            return Some(SessionEnd::Closed("outbound stream closed".into()));
         }
         None
     }
@@ -518,7 +507,7 @@ fn carry_over(
     let ended: HashSet<&str> = welcome.ended.iter().map(|s| s.task_id.as_str()).collect();
     let mut orphans: Vec<&pb::TaskStatus> = latest
         .values()
-        .filter(|s| !pb::TaskState::try_from(s.state).is_ok_and(is_terminal))
+        .filter(|s| !crate::task::is_terminal(s.state))
         .filter(|s| !alive.contains(s.task_id.as_str()) && !ended.contains(s.task_id.as_str()))
         .collect();
     orphans.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -560,9 +549,4 @@ async fn sleep_until_due(due: Option<tokio::time::Instant>) {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
-}
-
-fn is_terminal(state: skiff_proto::TaskState) -> bool {
-    use skiff_proto::TaskState::*;
-    matches!(state, Finished | Failed | Killed | Lost)
 }

@@ -75,16 +75,9 @@ impl History {
     }
 
     /// How many ids are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 }
 

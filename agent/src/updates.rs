@@ -158,6 +158,18 @@ pub fn read(dir: &Path) -> io::Result<Loaded> {
     Ok(Loaded { updates: found.pending.into_values().collect(), corrupt: found.corrupt })
 }
 
+/// Writes `status` to the shared `log` before it is handed on; false (and a warning) if it could not
+/// be written: it is handed on anyway, and only a crash before its acknowledgement loses it.
+pub fn store(log: &std::sync::Mutex<UpdateLog>, status: &pb::TaskStatus) -> bool {
+    match log.lock().unwrap_or_else(|p| p.into_inner()).append(status) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(%err, task_id = %status.task_id, "cannot write a status update to disk");
+            false
+        }
+    }
+}
+
 impl UpdateLog {
     /// Opens (creating) the log in `dir`, loads what is in it and compacts it into one segment.
     pub fn open(dir: &Path) -> io::Result<(Self, Loaded)> {

@@ -67,16 +67,20 @@ fn running_instances() -> HashMap<String, HashSet<String>> {
     by_instance
 }
 
-/// A task's status from whichever coordinator leads.
-fn task(fleet: &HaFleet, task_id: &str) -> Option<pb::TaskStatus> {
-    let addrs: Vec<String> = fleet.addrs.clone();
+/// `call` on whichever coordinator leads (connecting and the call bounded to 3 s each).
+fn on_leader<T>(fleet: &HaFleet, call: impl AsyncFnOnce(&mut skiff_cli::client::Operator) -> Option<T>) -> Option<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut op =
-            tokio::time::timeout(Duration::from_secs(3), skiff_cli::client::connect_leader(&addrs)).await.ok()?.ok()?;
-        let r =
-            tokio::time::timeout(Duration::from_secs(3), op.get_task(pb::GetTaskRequest { task_id: task_id.into() }));
-        r.await.ok()?.ok()?.into_inner().status
+        let connect = skiff_cli::client::connect_leader(&fleet.addrs);
+        let mut op = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
+        tokio::time::timeout(Duration::from_secs(3), call(&mut op)).await.ok()?
+    })
+}
+
+/// A task's status from whichever coordinator leads.
+fn task(fleet: &HaFleet, task_id: &str) -> Option<pb::TaskStatus> {
+    on_leader(fleet, async |op| {
+        op.get_task(pb::GetTaskRequest { task_id: task_id.into() }).await.ok()?.into_inner().status
     })
 }
 
@@ -97,14 +101,7 @@ fn submit(fleet: &HaFleet, dir: &Path, name: &str, body: &str) -> String {
 
 /// A job's status from whichever coordinator leads.
 fn job(fleet: &HaFleet, job_id: &str) -> Option<pb::JobStatus> {
-    let addrs: Vec<String> = fleet.addrs.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let mut op =
-            tokio::time::timeout(Duration::from_secs(3), skiff_cli::client::connect_leader(&addrs)).await.ok()?.ok()?;
-        let r = tokio::time::timeout(Duration::from_secs(3), op.get_job(pb::GetJobRequest { job_id: job_id.into() }));
-        r.await.ok()?.ok()?.into_inner().job
-    })
+    on_leader(fleet, async |op| op.get_job(pb::GetJobRequest { job_id: job_id.into() }).await.ok()?.into_inner().job)
 }
 
 fn run_suite(w: Workload) {

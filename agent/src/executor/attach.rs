@@ -29,8 +29,6 @@ pub struct Attached {
     /// The process, when this agent started it (to reap it).
     pub(super) child: Option<Child>,
     pub welcome: pb::ExecutorWelcome,
-    /// Whether the process was started now (no live executor was found).
-    pub started: bool,
 }
 
 /// Attaches to the executor process of the agent whose work directory `config` names, starting one
@@ -54,7 +52,7 @@ pub(super) fn attach_or(config: &Config, agent_id: &str, may_start: bool) -> Res
                         ended = welcome.ended.len(),
                         "re-attached to the executor process"
                     );
-                    return Ok(Attached { stream, child: None, welcome, started: false });
+                    return Ok(Attached { stream, child: None, welcome });
                 }
                 Err(err) => {
                     // Alive and not answering: its tasks cannot be accounted for. Stop it (it is
@@ -84,7 +82,7 @@ pub(super) fn attach_or(config: &Config, agent_id: &str, may_start: bool) -> Res
         match handshake(&socket, agent_id, child.id()) {
             Ok((stream, welcome)) => {
                 info!(pid = child.id(), "executor process started");
-                return Ok(Attached { stream, child: Some(child), welcome, started: true });
+                return Ok(Attached { stream, child: Some(child), welcome });
             }
             Err(err) => {
                 if let Ok(Some(status)) = child.try_wait() {

@@ -187,10 +187,8 @@ impl Executor {
 
     /// Hands a status on, after writing it to the update log.
     fn emit(&self, status: pb::TaskStatus) {
-        if let Some(log) = &self.inner.updates
-            && let Err(err) = log.lock().unwrap_or_else(|p| p.into_inner()).append(&status)
-        {
-            tracing::warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
+        if let Some(log) = &self.inner.updates {
+            crate::updates::store(log, &status);
         }
         let _ = self.inner.events.send(TaskEvent::Status(status));
     }

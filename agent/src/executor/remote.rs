@@ -389,18 +389,10 @@ fn relay_status(
         lock(&shared.running).remove(&status.task_id);
         lock(&shared.kills).remove(&status.task_id);
     }
-    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-    if log.contains(&status.update_id) {
+    if lock(log).contains(&status.update_id) {
         return true;
     }
-    let stored = match log.append(&status) {
-        Ok(()) => true,
-        Err(err) => {
-            warn!(%err, task_id = %status.task_id, "cannot write a status update to disk; sending it anyway");
-            false
-        }
-    };
-    drop(log);
+    let stored = crate::updates::store(log, &status);
     let _ = events.send(TaskEvent::Status(status));
     stored
 }
