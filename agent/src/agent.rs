@@ -10,7 +10,6 @@
 //! the originals are gone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use crate::host;
 use crate::outbox::Outbox;
 use crate::task::TaskEvent;
 use crate::updates::UpdateLog;
+use crate::work_dir::WorkDir;
 
 /// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
@@ -53,6 +53,8 @@ enum SessionEnd {
 #[derive(Debug)]
 pub struct Agent {
     config: Config,
+    /// Held for the agent's life: no other agent uses this work directory meanwhile.
+    work_dir: WorkDir,
     agent_id: String,
     executor: Tasks,
     events: mpsc::UnboundedReceiver<TaskEvent>,
@@ -76,37 +78,6 @@ pub struct Agent {
     session_address: String,
 }
 
-/// Reads the agent id kept in `work_dir`, creating one on first start.
-fn load_or_create_agent_id(work_dir: &Path) -> Result<String> {
-    let path = work_dir.join("agent-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
-        Ok(_) | Err(_) => {
-            let id = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-            std::fs::write(&path, &id).map_err(Error::io("write", &path))?;
-            Ok(id)
-        }
-    }
-}
-
-/// Reads the highest leader epoch this agent has accepted (0 on first start).
-fn load_highest_epoch(work_dir: &Path) -> Result<u64> {
-    let path = work_dir.join("highest-epoch");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| Error::Corrupt { path, what: "a leader epoch" }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(err) => Err(Error::io("read", &path)(err)),
-    }
-}
-
-/// Persists the highest leader epoch (write to a temp file, then rename: never a torn number).
-fn store_highest_epoch(work_dir: &Path, epoch: u64) -> Result<()> {
-    let path = work_dir.join("highest-epoch");
-    let tmp = work_dir.join("highest-epoch.tmp");
-    std::fs::write(&tmp, epoch.to_string()).map_err(Error::io("write", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(Error::io("rename", &path))
-}
-
 impl Agent {
     /// An agent on `config`'s work directory. With an executor process, this attaches to the one
     /// a previous run left (its tasks are still running) or starts one; call it inside the runtime.
@@ -114,8 +85,10 @@ impl Agent {
         if config.coordinators.is_empty() {
             return Err(Error::NoCoordinators);
         }
-        let agent_id = load_or_create_agent_id(&config.work_dir)?;
-        let highest_epoch = load_highest_epoch(&config.work_dir)?;
+        // Before anything else: a second agent here would attach to this one's executor.
+        let work_dir = WorkDir::lock(&config.work_dir)?;
+        let agent_id = work_dir.agent_id()?;
+        let highest_epoch = work_dir.highest_epoch()?;
         let history_path = config.work_dir.join("launched");
         let history = History::open(&history_path, LAUNCHES_REMEMBERED).map_err(Error::io("open", &history_path))?;
         let (tx, events) = mpsc::unbounded_channel();
@@ -150,6 +123,7 @@ impl Agent {
         }
         Ok(Self {
             config,
+            work_dir,
             agent_id,
             executor,
             events,
@@ -401,7 +375,7 @@ impl Agent {
             return None;
         }
         if msg.epoch > self.highest_epoch {
-            if let Err(err) = store_highest_epoch(&self.config.work_dir, msg.epoch) {
+            if let Err(err) = self.work_dir.store_highest_epoch(msg.epoch) {
                 // Refusing stale leaders after a restart depends on this file: do not act on it unsaved.
                 warn!(%err, epoch = msg.epoch, "cannot persist the leader epoch; ignoring the command");
                 return Some(SessionEnd::Closed(format!("cannot persist leader epoch: {err}")));

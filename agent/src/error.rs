@@ -14,6 +14,8 @@ pub enum Error {
     Corrupt { path: PathBuf, what: &'static str },
     #[error("executor process: {0}")]
     Executor(String),
+    #[error("the work directory {} is in use by another agent{}: one agent per work directory", path.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    WorkDirInUse { path: PathBuf, holder: Option<u32> },
     #[error("no coordinator address configured")]
     NoCoordinators,
 }

@@ -42,14 +42,12 @@ impl History {
     }
 
     fn rewrite(path: &Path, order: &VecDeque<String>) -> io::Result<File> {
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let mut text = String::with_capacity(order.iter().map(|id| id.len() + 1).sum());
         for id in order {
             text.push_str(id);
             text.push('\n');
         }
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)?;
+        crate::work_dir::replace_file(path, text.as_bytes())?;
         OpenOptions::new().append(true).open(path)
     }
 

@@ -6,6 +6,7 @@
 //! - [`config`]: the agent's settings;
 //! - [`agent`]: the session with the coordinators (register, commands, heartbeats, status updates);
 //! - [`outbox`]: status updates sent and not acknowledged yet, resent with backoff;
+//! - [`work_dir`]: the agent's directory (one agent at a time) and the small files it keeps there;
 //! - [`updates`]: the on-disk log of status updates not acknowledged yet;
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage,
 //!   in the agent or in its executor process, which outlives the agent so tasks survive its restart;
@@ -35,6 +36,7 @@ pub mod sandbox;
 pub mod sys;
 pub mod task;
 pub mod updates;
+pub mod work_dir;
 
 pub use agent::Agent;
 pub use config::{Config, ExecutorMode};

@@ -1,7 +1,7 @@
 //! An agent restart keeps its tasks: SIGKILL the agent while 5 native and 5 Wasm tasks run, start
 //! it again on the same work directory, and the same processes (the native tasks' pids, the executor
 //! process holding the Wasm instances) are still running, are re-attached, and finish with their
-//! real exit codes, each reported once.
+//! real exit codes, each reported once. One agent at a time owns a work directory.
 
 mod fleet;
 
@@ -253,4 +253,33 @@ fn a_stolen_executor_connection_is_taken_back_and_its_tasks_are_kept() {
     let status = ended.status.unwrap();
     assert_eq!((status.state(), status.exit_code), (pb::TaskState::Failed, Some(5)), "{status:?}");
     assert_eq!(ended.attempts, 1);
+}
+
+#[test]
+fn a_second_agent_on_the_same_work_directory_is_refused_and_the_first_keeps_its_executor() {
+    let cluster = Cluster::start(&[], &[&[]]);
+    let work_dir = cluster.work_dirs[0].path();
+    let pid_file = work_dir.join("executor.pid");
+    let executor = std::fs::read_to_string(&pid_file).unwrap();
+    let mut second = std::process::Command::new(fleet::bin("skiff-agent"));
+    second.args(["--coordinators", &cluster.addr, "--work-dir"]).arg(work_dir);
+    let out = fleet::run_bounded(second, None, Duration::from_secs(10));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let holder = format!("in use by another agent (pid {})", cluster.agents[0].child.id());
+    assert!(stderr.contains(&holder), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), executor, "the executor was replaced");
+
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("after.wasm");
+    std::fs::write(&module, sleeper_wasm(0, 0)).unwrap();
+    let job = submit(
+        &cluster,
+        dir.path(),
+        "after",
+        &format!("name = \"after\"\n[task]\nwasm = {:?}\n", module.display().to_string()),
+    );
+    fleet::eventually(Duration::from_secs(20), "a task on the first agent finished", || {
+        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
+    });
 }

@@ -13,7 +13,6 @@
 //! another executor). It writes `executor.pid` (boot id, pid, start time) so an
 //! agent never attaches to a process that merely reuses the pid.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -33,6 +32,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sys::ProcessId;
 use crate::task::{TaskEvent, is_terminal};
+use crate::work_dir::replace_file;
 
 /// How often the process checks that its socket still exists and whether its agent is overdue.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -72,7 +72,7 @@ impl ExecutorProcess {
         let pid_path = wire::pid_path(&self.config.work_dir);
         let me = ProcessId::of(std::process::id())
             .ok_or(Error::Corrupt { path: "/proc/self".into(), what: "this process" })?;
-        write_atomically(&pid_path, &me.to_line())?;
+        replace_file(&pid_path, me.to_line().as_bytes()).map_err(Error::io("write", &pid_path))?;
         info!(agent_id = %self.agent_id, socket = %socket.display(), pid = me.pid, "executor listening");
 
         let mut journal = Journal::default();
@@ -249,10 +249,4 @@ fn inode(path: &std::path::Path) -> std::io::Result<u64> {
 fn restrict(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(Error::io("restrict", path))
-}
-
-fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    std::fs::write(&tmp, text).map_err(Error::io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io("rename", path))
 }
