@@ -7,7 +7,8 @@
 //!                        +--agent lost------+----------> LOST
 //!                        +--no heartbeats---+--> UNREACHABLE --agent back--> RUNNING | any terminal
 //! ```
-//! Terminal states never change again; a repeated update of the same state is a duplicate, not an error.
+//! Terminal states never change again. A repeated update of the same state, or of an earlier one
+//! (at-least-once redelivery), is a duplicate, not an error.
 
 use skiff_proto::TaskState;
 
@@ -38,7 +39,9 @@ pub fn transition(from: TaskState, to: TaskState) -> Transition {
         return Transition::Duplicate;
     }
     if is_terminal(from) {
-        return Transition::Invalid;
+        // A state from before the end (an agent resending its RUNNING whose acknowledgement it
+        // missed) is older news; another end is a conflict.
+        return if is_terminal(to) { Transition::Invalid } else { Transition::Duplicate };
     }
     let allowed = matches!(
         (from, to),
@@ -72,10 +75,11 @@ mod tests {
             (Finished, Staging, Transition::Duplicate),
             (Running, Pending, Transition::Invalid),
             (Finished, Finished, Transition::Duplicate),
-            (Finished, Running, Transition::Invalid),
+            (Finished, Running, Transition::Duplicate),
+            (Killed, Unreachable, Transition::Duplicate),
+            (Lost, Running, Transition::Duplicate),
             (Failed, Finished, Transition::Invalid),
             (Killed, Failed, Transition::Invalid),
-            (Lost, Running, Transition::Invalid),
             (Running, Unreachable, Transition::Apply),
             (Staging, Unreachable, Transition::Apply),
             (Unreachable, Running, Transition::Apply),
