@@ -27,43 +27,64 @@ pub const IDLE_WAT: &str = r#"
     (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))
 "#;
 
-/// Resident set of a process, in bytes (`VmRSS` of /proc/PID/status).
-pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid}"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).context("bad VmRSS line")?;
+/// A `/proc/PID/<file>` line `<key>: N kB`, in bytes.
+fn proc_kib(pid: u32, file: &str, key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).with_context(|| format!("process {pid}"))?;
+    let line = text.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} line in {file}"))?;
+    let kib: u64 = line[key.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("bad {key} line in {file}"))?;
     Ok(kib << 10)
 }
 
-/// The RSS of the agent's processes (the agent and its executor process, which holds the Wasm
-/// instances) together.
-fn total_rss(pids: &[u32]) -> Result<u64> {
-    pids.iter().map(|&pid| rss_bytes(pid)).sum()
+/// Resident set of a process, in bytes (`VmRSS` of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    proc_kib(pid, "status", "VmRSS:")
 }
 
-/// The agent's RSS (agent + executor processes) once it stops moving: sampled every 200 ms until
-/// two samples 1 s apart differ by less than 1%, at most 10 s.
-pub fn settled_rss(pids: Vec<u32>) -> Result<u64> {
+/// Proportional set size: a page `n` processes map counts `1/n` in each (`Pss` of smaps_rollup).
+/// The agent and its executor process are one binary: their RSS sum counts its pages twice.
+pub fn pss_bytes(pid: u32) -> Result<u64> {
+    proc_kib(pid, "smaps_rollup", "Pss:")
+}
+
+/// The memory of the agent's processes (the agent and its executor process, which holds the
+/// Wasm instances) together.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+}
+
+fn total(pids: &[u32], of: fn(u32) -> Result<u64>) -> Result<u64> {
+    pids.iter().map(|&pid| of(pid)).sum()
+}
+
+/// The agent's memory once it stops moving: RSS sampled every 200 ms until two samples 1 s apart
+/// differ by less than 1% (at most 10 s), then RSS and PSS.
+pub fn settled(pids: Vec<u32>) -> Result<Memory> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = total_rss(&pids)?;
+    let mut last = total(&pids, rss_bytes)?;
     let mut since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let now = total_rss(&pids)?;
+        let now = total(&pids, rss_bytes)?;
         if now.abs_diff(last) * 100 > last {
             last = now;
             since = Instant::now();
         } else if since.elapsed() >= Duration::from_secs(1) || Instant::now() > deadline {
-            return Ok(now);
+            return Ok(Memory { rss_bytes: now, pss_bytes: total(&pids, pss_bytes)? });
         }
     }
 }
 
-/// One measurement: the agent's RSS (agent + executor processes) with `tasks` idle tasks running.
+/// One measurement: the agent's memory (agent + executor processes) with `tasks` idle tasks running.
 #[derive(Debug, Clone, Copy)]
 pub struct Point {
     pub tasks: u32,
-    pub rss_bytes: u64,
+    pub memory: Memory,
 }
 
 /// Starts `tasks` idle tasks as one job, waits until all run, measures the agent, kills the job and
@@ -85,8 +106,8 @@ pub async fn with_idle_tasks(addr: &str, agent_pids: Vec<u32>, idle: &Program, t
     if !running(&job) {
         bail!("idle job of {tasks} ended before all ran: {:?}", path::count_states(&job));
     }
-    let rss = tokio::task::spawn_blocking(move || settled_rss(agent_pids)).await??;
+    let memory = tokio::task::spawn_blocking(move || settled(agent_pids)).await??;
     op.kill_job(pb::KillJobRequest { job_id: job_id.clone() }).await?;
     path::wait_job(&mut op, &job_id, within, |j| j.state() != pb::JobState::Running).await?;
-    Ok(Point { tasks, rss_bytes: rss })
+    Ok(Point { tasks, memory })
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use skiff_bench::fleet::{Cluster, etcd::Etcd};
 use skiff_bench::path::{self, Program};
 use skiff_bench::report::{Report, Row};
-use skiff_bench::stats::Summary;
+use skiff_bench::stats::{Summary, mib};
 use skiff_bench::{allocator, density, failover, peers};
 
 #[derive(Debug, Parser)]
@@ -228,17 +228,19 @@ fn main() -> Result<()> {
             let mut points = Vec::new();
             for &n in &args.density {
                 let point = if n == 0 {
+                    let pids = pids.clone();
                     density::Point {
                         tasks: 0,
-                        rss_bytes: {
-                            let pids = pids.clone();
-                            tokio::task::spawn_blocking(move || density::settled_rss(pids)).await??
-                        },
+                        memory: tokio::task::spawn_blocking(move || density::settled(pids)).await??,
                     }
                 } else {
                     density::with_idle_tasks(&fleet.addr, pids.clone(), &idle, n).await?
                 };
-                eprintln!("density: {n} idle tasks: agent RSS {:.1} MiB", point.rss_bytes as f64 / (1 << 20) as f64);
+                eprintln!(
+                    "density: {n} idle tasks: agent RSS {:.1} MiB, PSS {:.1} MiB",
+                    mib(point.memory.rss_bytes),
+                    mib(point.memory.pss_bytes)
+                );
                 points.push(point);
             }
             anyhow::Ok(points)

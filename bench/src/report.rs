@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 use crate::density::Point;
-use crate::stats::{Summary, ms, thousands};
+use crate::stats::{Summary, mib, ms, thousands};
 use crate::{allocator, failover};
 
 /// One way of running trivial tasks, measured.
@@ -107,22 +107,27 @@ impl Report {
         if !self.density.is_empty() || self.density_error.is_some() {
             let _ = writeln!(
                 out,
-                "\nDensity: the agent's resident memory (agent and executor processes) with idle Wasm tasks (each parked in a WASI host call).\n"
+                "\nDensity: the memory of the agent's processes (agent and executor) with idle Wasm tasks (each parked in a WASI host call). \
+                 RSS is the sum of their resident sets, which counts the pages of the binary both map twice; PSS splits a page shared by n processes n ways (`Pss` of /proc/PID/smaps_rollup).\n"
             );
-            let _ = writeln!(out, "| idle tasks | agent RSS (MiB) | per task over 0 (KiB) |\n|---:|---:|---:|");
-            let zero = self.density.iter().find(|p| p.tasks == 0).map(|p| p.rss_bytes);
+            let _ = writeln!(
+                out,
+                "| idle tasks | agent RSS (MiB) | agent PSS (MiB) | RSS per task over 0 (KiB) |\n|---:|---:|---:|---:|"
+            );
+            let zero = self.density.iter().find(|p| p.tasks == 0).map(|p| p.memory.rss_bytes);
             for p in &self.density {
                 let per = match zero {
                     Some(z) if p.tasks > 0 => {
-                        format!("{:.1}", p.rss_bytes.saturating_sub(z) as f64 / p.tasks as f64 / 1024.0)
+                        format!("{:.1}", p.memory.rss_bytes.saturating_sub(z) as f64 / p.tasks as f64 / 1024.0)
                     }
                     _ => "–".into(),
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {:.1} | {per} |",
+                    "| {} | {:.1} | {:.1} | {per} |",
                     thousands(p.tasks as u64),
-                    p.rss_bytes as f64 / (1 << 20) as f64
+                    mib(p.memory.rss_bytes),
+                    mib(p.memory.pss_bytes)
                 );
             }
             if let Some(err) = &self.density_error {
@@ -178,16 +183,19 @@ impl Report {
                 parts.push(format!("throughput {} tasks/s (≥ 5,000: {})", thousands(t as u64), mark(t >= 5000.0)));
             }
         }
-        let zero = self.density.iter().find(|p| p.tasks == 0).map(|p| p.rss_bytes);
+        let zero = self.density.iter().find(|p| p.tasks == 0).map(|p| p.memory);
         if let (Some(z), Some(most)) = (zero, self.density.iter().max_by_key(|p| p.tasks).filter(|p| p.tasks > 0)) {
-            let per = most.rss_bytes.saturating_sub(z) as f64 / most.tasks as f64 / 1024.0;
-            let idle = z as f64 / (1 << 20) as f64;
+            let per = most.memory.rss_bytes.saturating_sub(z.rss_bytes) as f64 / most.tasks as f64 / 1024.0;
             parts.push(format!(
                 "{per:.1} KiB per idle task at {} (≤ 64 KiB: {})",
                 thousands(most.tasks as u64),
                 mark(per <= 64.0)
             ));
-            parts.push(format!("idle agent {idle:.1} MiB (≤ 20 MiB: {})", mark(idle <= 20.0)));
+            let (pss, rss) = (mib(z.pss_bytes), mib(z.rss_bytes));
+            parts.push(format!(
+                "idle agent {pss:.1} MiB PSS, {rss:.1} MiB RSS summed (≤ 20 MiB: {})",
+                mark(pss <= 20.0)
+            ));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }

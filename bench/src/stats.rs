@@ -56,6 +56,11 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
+/// Bytes in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
 /// An integer with thousands separators.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
