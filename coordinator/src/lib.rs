@@ -18,6 +18,7 @@
 //! - [`jobs`]: the built-in job scheduler (jobs of N instances, retries, constraints) that places
 //!   the CLI's tasks by accepting offers;
 //! - [`task`]: task states and their transitions;
+//! - [`output`]: which part of a task's output chunk is new (agents may send one again);
 //! - [`resources`]: exact resource arithmetic;
 //! - [`units`]: sizes, durations, CPU counts, resource lists and `KEY=VALUE` given on command lines;
 //! - [`service`]: `AgentService`, `OperatorService` and `SchedulerService`;
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod leader;
 pub mod members;
 pub mod offers;
+pub mod output;
 pub mod registry;
 pub mod replica;
 pub mod resources;

@@ -52,7 +52,7 @@ impl OutputSink {
     /// Sends what fits of `data`; returns how many bytes were kept.
     pub fn push(&self, data: &[u8]) -> usize {
         let inner = &self.inner;
-        let (keep, truncated) = {
+        let (keep, truncated, offset) = {
             let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let (written, already_truncated) = &mut *state;
             if *already_truncated {
@@ -60,10 +60,11 @@ impl OutputSink {
             }
             let room = inner.capacity.saturating_sub(*written);
             let keep = (data.len() as u64).min(room) as usize;
+            let offset = *written;
             *written += keep as u64;
             let truncated = keep < data.len();
             *already_truncated = truncated;
-            (keep, truncated)
+            (keep, truncated, offset)
         };
         if keep > 0 || truncated {
             let _ = inner.events.send(TaskEvent::Output(pb::TaskOutput {
@@ -71,6 +72,7 @@ impl OutputSink {
                 stream: inner.stream as i32,
                 data: data[..keep].to_vec(),
                 truncated,
+                offset: Some(offset),
             }));
         }
         keep
@@ -149,8 +151,8 @@ mod tests {
         assert!(sink.truncated());
         let mut chunks = Vec::new();
         while let Ok(TaskEvent::Output(o)) = rx.try_recv() {
-            chunks.push((o.data, o.truncated));
+            chunks.push((o.offset, o.data, o.truncated));
         }
-        assert_eq!(chunks, vec![(b"hello ".to_vec(), false), (b"worl".to_vec(), true)]);
+        assert_eq!(chunks, vec![(Some(0), b"hello ".to_vec(), false), (Some(6), b"worl".to_vec(), true)]);
     }
 }

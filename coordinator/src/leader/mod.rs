@@ -145,6 +145,8 @@ struct TaskEntry {
     mod_revision: i64,
     events: Vec<pb::TaskEvent>,
     watchers: Vec<mpsc::UnboundedSender<pb::TaskEvent>>,
+    /// How much of its stdout and stderr was published (chunks sent again are dropped).
+    output: crate::output::Published,
 }
 
 impl TaskEntry {
@@ -152,7 +154,14 @@ impl TaskEntry {
     fn new(record: pb::TaskRecord, mod_revision: i64) -> Self {
         let resources = Resources::from(&record.spec.as_ref().and_then(|s| s.resources).unwrap_or_default());
         let status = record.status.clone();
-        let mut entry = TaskEntry { record, resources, mod_revision, events: Vec::new(), watchers: Vec::new() };
+        let mut entry = TaskEntry {
+            record,
+            resources,
+            mod_revision,
+            events: Vec::new(),
+            watchers: Vec::new(),
+            output: Default::default(),
+        };
         entry.publish(pb::TaskEvent { event: status.map(pb::task_event::Event::Status) });
         entry
     }

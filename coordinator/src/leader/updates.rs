@@ -15,12 +15,12 @@ use tracing::warn;
 
 use super::Leader;
 use super::placement::LAUNCHES_PER_TXN;
+use crate::output::Fresh;
 use crate::registry::{Txn, keys};
 use crate::task::{self, Transition};
 
 /// What an agent sent that is applied in order with status updates.
 #[derive(Debug)]
-#[expect(clippy::large_enum_variant, reason = "short-lived, one per message of a batch: no box per update")]
 pub(super) enum Incoming {
     Status { agent_id: String, status: pb::TaskStatus },
     Output(pb::TaskOutput),
@@ -60,9 +60,16 @@ impl Leader {
     }
 
     fn publish_output(&mut self, output: pb::TaskOutput) {
-        if let Some(task) = self.tasks.get_mut(&output.task_id) {
-            task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(output)) });
-        }
+        let Some(task) = self.tasks.get_mut(&output.task_id) else { return };
+        let chunk = match task.output.fresh(output) {
+            Fresh::New(chunk) => chunk,
+            Fresh::AfterGap { chunk, missing } => {
+                warn!(task_id = %chunk.task_id, stream = ?chunk.stream(), missing, "task output lost before this chunk");
+                chunk
+            }
+            Fresh::Duplicate => return,
+        };
+        task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(chunk)) });
     }
 
     /// Handles one status update now (with whatever was queued before it).

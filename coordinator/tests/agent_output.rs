@@ -1,0 +1,128 @@
+//! Task output sent again by an agent (its executor process replays what a restarted agent had not
+//! acknowledged) reaches watchers once: a whole coordinator, a scripted agent session over gRPC.
+
+use std::time::{Duration, Instant};
+
+use skiff_coordinator::{Config, Coordinator};
+use skiff_proto as pb;
+use skiff_proto::agent_message::Msg as AgentMsg;
+use skiff_proto::coordinator_message::Msg as CoordMsg;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+fn status(task_id: &str, state: pb::TaskState, update: &str) -> AgentMsg {
+    AgentMsg::Status(pb::TaskStatus {
+        task_id: task_id.into(),
+        state: state as i32,
+        agent_id: "scripted".into(),
+        update_id: update.into(),
+        exit_code: (state == pb::TaskState::Finished).then_some(0),
+        ..Default::default()
+    })
+}
+
+fn output(task_id: &str, stream: pb::OutputStream, offset: u64, data: &str) -> AgentMsg {
+    AgentMsg::Output(pb::TaskOutput {
+        task_id: task_id.into(),
+        stream: stream as i32,
+        data: data.as_bytes().to_vec(),
+        truncated: false,
+        offset: Some(offset),
+    })
+}
+
+#[tokio::test]
+async fn output_sent_again_reaches_watchers_once() {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data.path().into(), ..Config::default() };
+    let coordinator = Coordinator::bind(config).await.expect("bind");
+    let url = format!("http://{}", coordinator.local_addr());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(coordinator.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut operator = loop {
+        if let Ok(c) = pb::operator_service_client::OperatorServiceClient::connect(url.clone()).await
+            && c.clone().get_leader(pb::GetLeaderRequest {}).await.is_ok_and(|r| r.into_inner().is_leader)
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // The agent: register, then take one launch.
+    let (tx, rx) = mpsc::channel(64);
+    let register = pb::Register {
+        agent_id: "scripted".into(),
+        hostname: "scripted".into(),
+        resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 1 << 30, disk_bytes: 0, wasm_slots: 1 }),
+        ..Default::default()
+    };
+    tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) }).await.unwrap();
+    let mut agent = pb::agent_service_client::AgentServiceClient::connect(url.clone()).await.unwrap();
+    let mut inbound = agent.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let task = pb::TaskSpec {
+        name: "echo".into(),
+        resources: Some(pb::Resources { cpus: 0.1, mem_bytes: 16 << 20, ..Default::default() }),
+        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into() })),
+        ..Default::default()
+    };
+    let job = pb::JobSpec { name: "echo".into(), instances: 1, task: Some(task), ..Default::default() };
+    operator.submit_job(pb::SubmitJobRequest { spec: Some(job) }).await.expect("submit");
+    let task_id = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match inbound.message().await.expect("session").expect("session open").msg {
+                Some(CoordMsg::Launch(launch)) => break launch.spec.unwrap().task_id,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("a launch");
+
+    // What an executor replaying unacknowledged events after an agent restart sends: chunks
+    // again, whole and overlapping, beside a stream of its own.
+    use pb::OutputStream::{Stderr, Stdout};
+    let t = task_id.as_str();
+    let script = [
+        status(t, pb::TaskState::Running, "u1"),
+        output(t, Stdout, 0, "one\n"),
+        output(t, Stdout, 4, "two\n"),
+        output(t, Stderr, 0, "warn\n"),
+        output(t, Stdout, 0, "one\n"),
+        output(t, Stdout, 4, "two\n"),
+        output(t, Stderr, 0, "warn\n"),
+        output(t, Stdout, 6, "o\nthree\n"),
+        status(t, pb::TaskState::Finished, "u2"),
+    ];
+    for msg in script {
+        tx.send(pb::AgentMessage { msg: Some(msg) }).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = operator.get_task(pb::GetTaskRequest { task_id: task_id.clone() }).await.unwrap().into_inner();
+        if got.status.is_some_and(|s| s.state() == pb::TaskState::Finished) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let request = pb::WatchTaskRequest { task_id: task_id.clone(), history_only: true };
+    let mut events = operator.watch_task(request).await.unwrap().into_inner();
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(pb::task_event::Event::Output(o)) = event.event {
+            let text = String::from_utf8(o.data.clone()).unwrap();
+            match o.stream() {
+                Stderr => stderr.push_str(&text),
+                _ => stdout.push_str(&text),
+            }
+        }
+    }
+    assert_eq!(stdout, "one\ntwo\nthree\n");
+    assert_eq!(stderr, "warn\n");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
