@@ -89,12 +89,19 @@ impl WorkDir {
     }
 }
 
-/// Replaces `path` with `bytes` whole: written to `path.tmp`, then renamed over it, so a crash
-/// leaves the old content or the new, never part of either.
+/// Replaces `path` with `bytes` whole: written to `path.tmp` and synced, renamed over it, and the
+/// directory synced, so a crash or a power loss leaves the old content or the new, never part of
+/// either. (For small files written rarely: an epoch, a pid, a rewritten history.)
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\nDensity: the memory of the agent's processes (agent and executor) with idle Wasm tasks (each parked in a WASI host call). \
-                 RSS is the sum of their resident sets, which counts the pages of the binary both map twice; PSS splits a page shared by n processes n ways (`Pss` of /proc/PID/smaps_rollup).\n"
+                 RSS is the sum of their resident sets, which counts the pages of the binary both map twice; PSS splits a page shared by n processes n ways (`Pss` of /proc/PID/smaps_rollup; shared libraries' pages are split with every other process that maps them too).\n"
             );
             let _ = writeln!(
                 out,

@@ -4,8 +4,9 @@
 //! agent had not acknowledged when that agent restarted, so a chunk may arrive twice, or overlap
 //! what was published; only the bytes past what was published go on. A chunk starting past it
 //! means bytes were lost (an agent that crashed holding chunks it had acknowledged): what arrived
-//! goes on, and the gap is reported (by a leader that published part of the stream: one that took
-//! over midway has not seen its start). Chunks without an offset (older agents) go on as they come.
+//! goes on, and the gap is reported (by the leader that launched the task, or one that published
+//! part of the stream: a leader that took over midway has not seen its start). Chunks without an
+//! offset (older agents) go on as they come.
 
 use skiff_proto as pb;
 
@@ -14,6 +15,8 @@ use skiff_proto as pb;
 pub struct Published {
     stdout: Stream,
     stderr: Stream,
+    /// This leader launched the task: it has seen each stream from its start.
+    from_start: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +36,19 @@ pub enum Fresh {
     AfterGap { chunk: pb::TaskOutput, missing: u64 },
     /// Seen already: drop it.
     Duplicate,
+    /// Its offset and length pass the largest offset there is: drop it.
+    Invalid(pb::TaskOutput),
 }
 
 impl Published {
+    /// Of a task this leader launched (default: one it took over, its output begun elsewhere).
+    pub fn from_start() -> Self {
+        Self { from_start: true, ..Self::default() }
+    }
+
     /// Decides on `chunk` and counts it as published unless it is a duplicate.
     pub fn fresh(&mut self, mut chunk: pb::TaskOutput) -> Fresh {
+        let from_start = self.from_start;
         let stream = match chunk.stream() {
             pb::OutputStream::Stderr => &mut self.stderr,
             _ => &mut self.stdout,
@@ -48,13 +59,15 @@ impl Published {
         if stream.truncated {
             return Fresh::Duplicate;
         }
-        let end = offset + chunk.data.len() as u64;
+        let Some(end) = offset.checked_add(chunk.data.len() as u64) else {
+            return Fresh::Invalid(chunk);
+        };
         // New bytes, or the truncation mark (not published yet: checked above).
         if end <= stream.end && !(chunk.truncated && end == stream.end) {
             return Fresh::Duplicate;
         }
         // A leader that took over midway has not seen the start: nothing is missing before its first chunk.
-        let missing = if stream.end > 0 { offset.saturating_sub(stream.end) } else { 0 };
+        let missing = if from_start || stream.end > 0 { offset.saturating_sub(stream.end) } else { 0 };
         if offset < stream.end {
             let seen = (stream.end - offset) as usize;
             chunk.data.drain(..seen.min(chunk.data.len()));
@@ -120,11 +133,26 @@ mod tests {
                     Fresh::AfterGap { chunk: c, missing } => {
                         Some((c.offset.unwrap_or(0), String::from_utf8(c.data).unwrap().leak() as &str, missing))
                     }
-                    Fresh::Duplicate => None,
+                    Fresh::Duplicate | Fresh::Invalid(_) => None,
                 })
                 .collect();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn the_launching_leader_sees_a_gap_at_the_start() {
+        let mut published = Published::from_start();
+        assert!(matches!(published.fresh(out(3, "d")), Fresh::AfterGap { missing: 3, .. }));
+        let mut taken_over = Published::default();
+        assert!(matches!(taken_over.fresh(out(3, "d")), Fresh::New(_)));
+    }
+
+    #[test]
+    fn an_offset_past_the_end_of_numbers_is_dropped() {
+        let mut published = Published::default();
+        assert!(matches!(published.fresh(out(u64::MAX, "ab")), Fresh::Invalid(_)));
+        assert!(matches!(published.fresh(out(0, "ab")), Fresh::New(_)));
     }
 
     #[test]

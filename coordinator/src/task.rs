@@ -7,8 +7,8 @@
 //!                        +--agent lost------+----------> LOST
 //!                        +--no heartbeats---+--> UNREACHABLE --agent back--> RUNNING | any terminal
 //! ```
-//! Terminal states never change again. A repeated update of the same state, or of an earlier one
-//! (at-least-once redelivery), is a duplicate, not an error.
+//! Terminal states never change again. A repeated update of the same state, or a non-terminal one
+//! after an end (at-least-once redelivery of older news), is a duplicate, not an error.
 
 use skiff_proto::TaskState;
 
@@ -22,9 +22,10 @@ pub fn is_terminal(state: TaskState) -> bool {
 pub enum Transition {
     /// Apply it.
     Apply,
-    /// Same state again (an at-least-once redelivery): ignore, but acknowledge.
+    /// Older news (an at-least-once redelivery: the same state again, STAGING after it was
+    /// placed, any non-terminal state after an end): ignore, but acknowledge.
     Duplicate,
-    /// Not allowed from the current state (e.g. anything after a terminal state).
+    /// Not allowed from the current state (e.g. another end after an end, RUNNING before STAGING).
     Invalid,
 }
 

@@ -52,20 +52,19 @@ impl OutputSink {
     /// Sends what fits of `data`; returns how many bytes were kept.
     pub fn push(&self, data: &[u8]) -> usize {
         let inner = &self.inner;
-        let (keep, truncated, offset) = {
-            let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let (written, already_truncated) = &mut *state;
-            if *already_truncated {
-                return 0;
-            }
-            let room = inner.capacity.saturating_sub(*written);
-            let keep = (data.len() as u64).min(room) as usize;
-            let offset = *written;
-            *written += keep as u64;
-            let truncated = keep < data.len();
-            *already_truncated = truncated;
-            (keep, truncated, offset)
-        };
+        // Sent under the lock: clones of a sink share it, and chunks must leave in offset order
+        // (the coordinator drops a chunk whose bytes it has seen).
+        let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (written, already_truncated) = &mut *state;
+        if *already_truncated {
+            return 0;
+        }
+        let room = inner.capacity.saturating_sub(*written);
+        let keep = (data.len() as u64).min(room) as usize;
+        let offset = *written;
+        *written += keep as u64;
+        let truncated = keep < data.len();
+        *already_truncated = truncated;
         if keep > 0 || truncated {
             let _ = inner.events.send(TaskEvent::Output(pb::TaskOutput {
                 task_id: inner.task_id.clone(),

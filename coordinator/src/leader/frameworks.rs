@@ -425,7 +425,7 @@ impl Leader {
             };
             for record in entries {
                 let spec = record.spec.clone().unwrap_or_default();
-                let entry = TaskEntry::new(record, revision);
+                let entry = TaskEntry::created(record, revision);
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
                     agent.used = agent.used.saturating_add(&entry.resources);
                 }

@@ -76,7 +76,7 @@ impl Leader {
             for record in records {
                 let task_id = record.status.as_ref().map(|s| s.task_id.clone()).unwrap_or_default();
                 let (job_id, instance, attempt) = (record.job_id.clone(), record.instance, record.attempt);
-                let entry = TaskEntry::new(record, revision);
+                let entry = TaskEntry::created(record, revision);
                 let resources = entry.resources;
                 self.tasks.insert(task_id.clone(), entry);
                 self.jobs.add_task(&task_id, &job_id, instance, attempt, TaskState::Pending, resources);

@@ -166,6 +166,11 @@ impl TaskEntry {
         entry
     }
 
+    /// The entry of a task this leader just created: it sees the task's output from the start.
+    fn created(record: pb::TaskRecord, mod_revision: i64) -> Self {
+        Self { output: crate::output::Published::from_start(), ..Self::new(record, mod_revision) }
+    }
+
     fn state(&self) -> TaskState {
         self.record.status.as_ref().map_or(TaskState::Unspecified, |s| s.state())
     }

@@ -68,6 +68,10 @@ impl Leader {
                 chunk
             }
             Fresh::Duplicate => return,
+            Fresh::Invalid(chunk) => {
+                warn!(task_id = %chunk.task_id, offset = ?chunk.offset, "task output with an impossible offset dropped");
+                return;
+            }
         };
         task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(chunk)) });
     }
