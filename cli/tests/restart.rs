@@ -190,16 +190,17 @@ fn a_dead_executor_takes_its_tasks_with_it_they_are_lost_and_a_new_one_serves() 
         std::fs::read_to_string(&pid_file).is_ok_and(|now| now != first).then_some(())
     });
 
-    let module = dir.path().join("quick.wasm");
+    a_wasm_task_finishes(&cluster, dir.path(), "next");
+}
+
+/// Submits a Wasm task that exits at once as job `name` and waits until it finished.
+fn a_wasm_task_finishes(cluster: &Cluster, dir: &std::path::Path, name: &str) {
+    let module = dir.join(format!("{name}.wasm"));
     std::fs::write(&module, sleeper_wasm(0, 0)).unwrap();
-    let next = submit(
-        &cluster,
-        dir.path(),
-        "next",
-        &format!("name = \"next\"\n[task]\nwasm = {:?}\n", module.display().to_string()),
-    );
-    fleet::eventually(Duration::from_secs(20), "a new task finished", || {
-        (instances(&cluster, &next).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
+    let body = format!("name = \"{name}\"\n[task]\nwasm = {:?}\n", module.display().to_string());
+    let job = submit(cluster, dir, name, &body);
+    fleet::eventually(Duration::from_secs(20), &format!("task {name} finished"), || {
+        (instances(cluster, &job).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
     });
 }
 
@@ -270,16 +271,5 @@ fn a_second_agent_on_the_same_work_directory_is_refused_and_the_first_keeps_its_
     assert!(stderr.contains(&holder), "{stderr}");
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), executor, "the executor was replaced");
 
-    let dir = tempfile::tempdir().unwrap();
-    let module = dir.path().join("after.wasm");
-    std::fs::write(&module, sleeper_wasm(0, 0)).unwrap();
-    let job = submit(
-        &cluster,
-        dir.path(),
-        "after",
-        &format!("name = \"after\"\n[task]\nwasm = {:?}\n", module.display().to_string()),
-    );
-    fleet::eventually(Duration::from_secs(20), "a task on the first agent finished", || {
-        (instances(&cluster, &job).first().map(state) == Some(pb::TaskState::Finished)).then_some(())
-    });
+    a_wasm_task_finishes(&cluster, tempfile::tempdir().unwrap().path(), "after");
 }
