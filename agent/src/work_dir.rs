@@ -51,10 +51,6 @@ impl WorkDir {
         Ok(Self { path: path.to_owned(), _lock: file })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The agent id kept here, created on first start.
     pub fn agent_id(&self) -> Result<String> {
         let path = self.path.join("agent-id");
