@@ -132,14 +132,17 @@ impl Artifacts {
         &self.dir
     }
 
-    /// Stores the file at `path` in the fleet's artifact store (through the coordinator of the
-    /// current session, which must lead); returns its sha256 and size.
-    pub async fn upload(&self, path: &Path) -> Result<(String, u64), String> {
-        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-        if meta.len() > self.max_blob_bytes {
-            return Err(format!("{} bytes, over the {} byte limit", meta.len(), self.max_blob_bytes));
+    /// The largest blob this agent stores or uploads.
+    pub fn max_blob_bytes(&self) -> u64 {
+        self.max_blob_bytes
+    }
+
+    /// Stores `bytes` in the fleet's artifact store (through the coordinator of the current
+    /// session, which must lead); returns their sha256 and size.
+    pub async fn upload(&self, bytes: Vec<u8>) -> Result<(String, u64), String> {
+        if bytes.len() as u64 > self.max_blob_bytes {
+            return Err(format!("{} bytes, over the {} byte limit", bytes.len(), self.max_blob_bytes));
         }
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len() as u64;
         let leader = self.sources.lock().unwrap_or_else(|p| p.into_inner()).first().cloned().unwrap_or_default();

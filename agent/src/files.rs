@@ -5,15 +5,16 @@
 //! and each top-level directory holding them is preopened read-only: the guest cannot write them by
 //! any path, since its writable preopen (`/`, the sandbox) does not contain them. A native task gets
 //! them inside its sandbox as root-owned 0444 files in root-owned directories (it runs as another
-//! user). Writable inputs are plain copies in the sandbox.
+//! user). Writable inputs are plain copies in the sandbox. The agent places and reads files as
+//! root where a task writes: never through a link ([`crate::beneath`]).
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use skiff_proto as pb;
 
 use crate::artifacts::Artifacts;
+use crate::beneath::Dir;
 
 /// The file part of a spec.
 #[derive(Debug, Default, Clone)]
@@ -58,10 +59,6 @@ pub fn sandbox_path(path: &str) -> Result<Vec<String>, String> {
     Ok(parts)
 }
 
-fn join(root: &Path, parts: &[String]) -> PathBuf {
-    parts.iter().fold(root.to_path_buf(), |p, c| p.join(c))
-}
-
 /// Read-only directories to preopen for a Wasm guest: (host directory, guest path).
 pub type Preopens = Vec<(PathBuf, String)>;
 
@@ -98,16 +95,25 @@ pub async fn place(
             return Err(format!("{}: writable, but /{} holds read-only inputs", file.path, parts[0]));
         }
     }
+    // Nothing is written through a link (see `beneath`): a sandbox is fresh, but the task may run
+    // before its outputs are read, and a writable input's directory is also the task's.
+    let sandbox_dir = Dir::open(sandbox).map_err(|e| format!("cannot open the sandbox {}: {e}", sandbox.display()))?;
+    let mut inputs_dir = None;
     for (parts, file, writable) in &all {
         let bytes = artifacts.get(&file.sha256, file.size).await?;
-        let root = if wasm && !writable { inputs_root } else { sandbox };
-        let host = join(root, parts);
-        let parent = host.parent().expect("a file path has a parent");
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        std::fs::write(&host, &bytes[..]).map_err(|e| format!("cannot write {}: {e}", host.display()))?;
+        let dir = if wasm && !writable {
+            if inputs_dir.is_none() {
+                std::fs::create_dir_all(inputs_root)
+                    .map_err(|e| format!("cannot create {}: {e}", inputs_root.display()))?;
+                inputs_dir =
+                    Some(Dir::open(inputs_root).map_err(|e| format!("cannot open {}: {e}", inputs_root.display()))?);
+            }
+            inputs_dir.as_ref().expect("opened above")
+        } else {
+            &sandbox_dir
+        };
         let mode = if *writable { 0o666 } else { 0o444 };
-        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", host.display()))?;
+        dir.create_file(parts, &bytes, mode).map_err(|why| format!("cannot place {}: {why}", file.path))?;
     }
     Ok(if wasm {
         read_only_tops.into_iter().map(|top| (inputs_root.join(&top), format!("/{top}"))).collect()
@@ -116,13 +122,19 @@ pub async fn place(
     })
 }
 
-/// Collects the outputs a task left in `sandbox` into the artifact store.
+/// Collects the outputs a task left in `sandbox` into the artifact store: regular files only, read
+/// without following a link (see `beneath`).
 pub async fn collect(artifacts: &Artifacts, outputs: &[String], sandbox: &Path) -> Vec<pb::OutputFile> {
+    let dir = Dir::open(sandbox);
     let mut collected = Vec::new();
     for path in outputs {
         let mut out = pb::OutputFile { path: path.clone(), ..Default::default() };
-        match regular_file_in(sandbox, path) {
-            Ok(host) => match artifacts.upload(&host).await {
+        let bytes = match &dir {
+            Ok(dir) => sandbox_path(path).and_then(|parts| dir.read_regular(&parts, artifacts.max_blob_bytes())),
+            Err(e) => Err(format!("cannot open the sandbox: {e}")),
+        };
+        match bytes {
+            Ok(bytes) => match artifacts.upload(bytes).await {
                 Ok((sha256, size)) => {
                     out.sha256 = sha256;
                     out.size = size;
@@ -134,20 +146,6 @@ pub async fn collect(artifacts: &Artifacts, outputs: &[String], sandbox: &Path) 
         collected.push(out);
     }
     collected
-}
-
-/// The host path of `path` in `sandbox` if it is a regular file there (symlinks, which could point
-/// outside the sandbox, are refused).
-fn regular_file_in(sandbox: &Path, path: &str) -> Result<PathBuf, String> {
-    let parts = sandbox_path(path)?;
-    let host = join(sandbox, &parts);
-    let real = host.canonicalize().map_err(|_| "the task did not write it".to_owned())?;
-    let root = sandbox.canonicalize().map_err(|e| e.to_string())?;
-    let meta = std::fs::symlink_metadata(&host).map_err(|e| e.to_string())?;
-    if real != join(&root, &parts) || !meta.is_file() {
-        return Err("not a regular file in the sandbox".into());
-    }
-    Ok(host)
 }
 
 #[cfg(test)]

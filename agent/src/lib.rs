@@ -13,8 +13,9 @@
 //! - [`history`]: the ids of the tasks launched here (none starts twice);
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
 //! - [`files`]: a task's input files put into place and its output files collected;
+//! - [`beneath`]: files below a directory, never reached through a link (what `files` uses);
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
-//! - [`sandbox`]: the pooled host directories tasks see as `/`;
+//! - [`sandbox`]: the host directories tasks see as `/`, one fresh for each task;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
 //! - [`cgroup`]: cgroups (v1 and v2) for native tasks;
 //! - [`host`]: what this host offers (CPUs, memory, disk);
@@ -23,6 +24,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod beneath;
 pub mod cgroup;
 pub mod config;
 pub mod error;

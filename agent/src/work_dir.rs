@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ impl WorkDir {
     /// Creates `path` if need be and takes its lock; fails if another process holds it.
     pub fn lock(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(Error::io("create the work directory", path))?;
+        // The agent's alone: no task may list it, read what is kept there or enter a sandbox but its own.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io("make private (0700) the work directory", path))?;
         let lock_path = path.join("lock");
         let mut file = OpenOptions::new()
             .read(true)

@@ -33,7 +33,7 @@ use crate::runtime::output::OutputSink;
 use crate::runtime::wasm::cache::sha256_hex;
 use crate::runtime::wasm::limits::Meter;
 use crate::runtime::wasm::{ModuleSource, WasmRuntime, WasmTask};
-use crate::sandbox::Sandboxes;
+use crate::sandbox::{Ended, Sandboxes};
 use crate::task::{TaskEvent, TaskExit};
 use crate::updates::UpdateLog;
 
@@ -416,9 +416,13 @@ impl Executor {
         if let Err(exit) = self.place_inputs(&task_id, &io, &mut task).await {
             let sandbox = task.sandbox();
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
-            inner.sandboxes.release(sandbox, &task_id);
+            let ended = inner.sandboxes.end(sandbox, &task_id);
             self.running().remove(&task_id);
-            return self.send_status(&task_id, &exit, None);
+            self.send_status(&task_id, &exit, None);
+            if let Ended::Empty(dir) = ended {
+                inner.sandboxes.remove(dir);
+            }
+            return;
         }
         let sandbox = task.sandbox();
         let (exit, usage) = match task {
@@ -439,12 +443,16 @@ impl Executor {
         if io.has_inputs() {
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
         }
-        if let Some(kept) = inner.sandboxes.release(sandbox, &task_id) {
+        let ended = inner.sandboxes.end(sandbox, &task_id);
+        if let Ended::Kept(kept) = &ended {
             debug!(%task_id, sandbox = %kept.display(), "sandbox kept: the task left files in it");
         }
         // Unregister before the terminal status goes out, so nothing sees it both ended and running.
         self.running().remove(&task_id);
         self.send_terminal(&task_id, &exit, Some(usage), outputs);
+        if let Ended::Empty(dir) = ended {
+            inner.sandboxes.remove(dir); // off the task's path
+        }
     }
 
     fn send_running(&self, task_id: &str) {
