@@ -5,8 +5,9 @@
 mod fleet;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use fleet::{Fleet, guest, text};
+use fleet::{Cluster, Fleet, guest, text};
 
 /// The agent still runs a Wasm task to the end.
 fn serves_on(fleet: &Fleet) {
@@ -130,4 +131,80 @@ fn outputs_swapped_for_links_or_fifos_are_refused() {
     }
     assert_eq!(collected + refused, 6);
     serves_on(&fleet);
+}
+
+/// Whether a process with exactly this command line (NUL-separated) runs (zombies have none).
+fn runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+}
+
+/// `skiff run --native -- /bin/sleep SECS` in the background, once the sleep runs; returns the
+/// client process (the caller ends it) and the sleep's command line.
+fn background_sleep(addr: &str, secs: u32) -> (std::process::Child, String) {
+    let secs = (secs + std::process::id() % 1000).to_string();
+    let client = std::process::Command::new(fleet::bin("skiff"))
+        .args(["run", "-q", "--coordinators", addr, "--native", "--", "/bin/sleep", &secs])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cmdline = format!("/bin/sleep\0{secs}\0");
+    fleet::eventually(Duration::from_secs(20), "the native task running", || runs(&cmdline).then_some(()));
+    (client, cmdline)
+}
+
+/// A native task does not outlive its executor: SIGKILL the agent (its executor keeps the tasks,
+/// by design) and then the executor, and the task dies at once, with no new executor to clean up.
+#[test]
+fn native_tasks_die_with_their_executor() {
+    let mut cluster = Cluster::start(&[], &[&[]]);
+    let (mut client, sleep) = background_sleep(&cluster.addr, 400);
+    let pid_file = cluster.work_dirs[0].path().join("executor.pid");
+    let executor: i32 = std::fs::read_to_string(&pid_file).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    cluster.kill_agent(0);
+    assert!(runs(&sleep), "an agent restart keeps its tasks");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    fleet::eventually(Duration::from_secs(5), "the task gone with its executor", || (!runs(&sleep)).then_some(()));
+    cluster.restart_agent(0);
+    let out = cluster.skiff(&["run", guest("hello").to_str().unwrap()]);
+    assert!(out.status.success(), "the agent serves on: {}", text(&out.stderr));
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+/// The same for `skiff dev`, whose executor is in its own process.
+#[test]
+fn native_tasks_die_with_skiff_dev() {
+    let mut cmd = std::process::Command::new(fleet::bin("skiff"));
+    cmd.args(["dev", "--listen", "127.0.0.1:0"]);
+    let (mut dev, line) = fleet::spawn_until(cmd, "skiff dev", "listening on", Duration::from_secs(20));
+    let addr = line.split("listening on ").nth(1).and_then(|r| r.split(';').next()).expect("address").to_owned();
+    let (mut client, sleep) = background_sleep(&addr, 500);
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+    fleet::eventually(Duration::from_secs(5), "the task gone with skiff dev", || (!runs(&sleep)).then_some(()));
+    let _ = client.kill();
+    let _ = client.wait();
+    // What the killed `skiff dev` could not remove (no later one has its agent id): its empty
+    // cgroups and its work directory.
+    let agent = line.split("agent ").nth(1).and_then(|r| r.split(' ').next()).expect("agent id");
+    let work = line.split("working in ").nth(1).expect("work dir").trim();
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        remove_cgroup(&controller.path().join("skiff").join(agent));
+    }
+    let _ = std::fs::remove_dir_all(work);
+}
+
+/// Removes an empty cgroup and the empty ones below it.
+fn remove_cgroup(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

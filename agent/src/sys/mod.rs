@@ -29,7 +29,11 @@ pub fn deserialize_own_artifact(
 
 /// What a native task's child process does between fork and exec, in this order: a session of
 /// its own (out of the agent's process group), join its cgroup (so every byte it allocates is
-/// charged there), rlimits, drop to the task's user, `no_new_privs`.
+/// charged there), rlimits, drop to the task's user, SIGKILL on its parent's death, `no_new_privs`.
+///
+/// The death signal is tied to the thread that forked: tasks are spawned from the executor's
+/// runtime worker threads, which live as long as the executor (never from a blocking-pool thread,
+/// which exits when idle and would take the task with it).
 #[derive(Debug)]
 pub struct ChildSetup {
     /// `cgroup.procs` files of the task's cgroup, opened by the parent.
@@ -44,6 +48,7 @@ pub struct ChildSetup {
 pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
     use nix::sys::resource::{Resource, setrlimit};
     let ChildSetup { cgroup_procs, user, open_files } = setup;
+    let parent = nix::unistd::getpid();
     let child = move || -> std::io::Result<()> {
         nix::unistd::setsid()?;
         for procs in &cgroup_procs {
@@ -57,12 +62,19 @@ pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
             nix::unistd::setgid(gid)?;
             nix::unistd::setuid(uid)?;
         }
+        // No task outlives the process that started it (the executor, or `skiff dev`): SIGKILL
+        // when it dies, however it dies. Set after setuid, which clears it; then make sure the
+        // parent did not die before it was set (the child would be init's already).
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        if nix::unistd::getppid() != parent {
+            return Err(nix::errno::Errno::ESRCH.into());
+        }
         nix::sys::prctl::set_no_new_privs()?;
         Ok(())
     };
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed. It makes only direct system calls (setsid, write, setrlimit, setgroups,
-    // setgid, setuid, prctl) through nix, on data prepared by the parent; it does not allocate,
+    // setgid, setuid, prctl, getppid) through nix, on data prepared by the parent; it does not allocate,
     // lock or touch the parent's threads' state. Errors become the spawn's error.
     unsafe {
         cmd.pre_exec(child);
