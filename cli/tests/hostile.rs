@@ -7,7 +7,7 @@ mod fleet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use fleet::{Cluster, Fleet, guest, text};
+use fleet::{Cluster, Fleet, guest, runs, text};
 
 /// The agent still runs a Wasm task to the end.
 fn serves_on(fleet: &Fleet) {
@@ -131,14 +131,6 @@ fn outputs_swapped_for_links_or_fifos_are_refused() {
     }
     assert_eq!(collected + refused, 6);
     serves_on(&fleet);
-}
-
-/// Whether a process with exactly this command line (NUL-separated) runs (zombies have none).
-fn runs(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
 }
 
 /// `skiff run --native -- /bin/sleep SECS` in the background, once the sleep runs; returns the

@@ -8,7 +8,7 @@ mod fleet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use fleet::{Cluster, text};
+use fleet::{Cluster, runs, text};
 use skiff_proto as pb;
 
 /// Sleeps (poll_oneoff on a monotonic clock) for `secs` seconds, then exits with `code`.
@@ -158,14 +158,6 @@ fn sleeping_job(cluster: &Cluster, dir: &std::path::Path, name: &str, base: u32)
         (instances(cluster, &job).first().map(state) == Some(pb::TaskState::Running) && runs(&cmdline)).then_some(())
     });
     (job, cmdline)
-}
-
-/// Whether a process with exactly this command line (NUL-separated) runs.
-fn runs(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
 }
 
 #[test]

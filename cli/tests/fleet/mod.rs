@@ -519,3 +519,11 @@ pub fn job_status(addr: &str, job_id: &str) -> Option<skiff_proto::JobStatus> {
         client.get_job(skiff_proto::GetJobRequest { job_id: job_id.into() }).await.ok()?.into_inner().job
     })
 }
+
+/// Whether a process with exactly this command line (NUL-separated) runs (a zombie has none).
+pub fn runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+}
