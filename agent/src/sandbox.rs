@@ -4,8 +4,9 @@
 //! directories was a way to root: a native task owns its sandbox, so anything it leaves in one
 //! that a later task gets (a link `x -> /etc` is enough) is followed when the agent, as root,
 //! places that task's inputs. The directory that holds the sandboxes is the agent's alone (0700):
-//! a task reaches its own sandbox as its working directory (or preopen) and no other, and cannot
-//! list or enter its neighbours'. When the task ends, a sandbox it left empty is removed; one
+//! a task reaches its own sandbox as its working directory (or preopen), and cannot list or enter
+//! the others by path. (Native tasks all run as one uid for now, so one can still reach a running
+//! neighbour's through `/proc/PID/cwd`: per-task uids are what closes that.) When the task ends, a sandbox it left empty is removed; one
 //! holding files is renamed to `<root>/<task_id>` and kept, so what the task wrote can be inspected
 //! or collected.
 //!
@@ -90,8 +91,16 @@ impl Sandboxes {
         if is_empty(&dir) {
             return Ended::Empty(dir);
         }
+        // Never onto something there already: a task named like a sandbox made ahead (`run-9`)
+        // would otherwise replace that empty directory with its own tree, for a later task.
         let kept = self.root.join(task_id);
-        match std::fs::rename(&dir, &kept) {
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &dir,
+            rustix::fs::CWD,
+            &kept,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
             Ok(()) => Ended::Kept(kept),
             Err(_) => Ended::Kept(dir),
         }
@@ -158,6 +167,18 @@ mod tests {
         let kept = root.join("t-2");
         assert_eq!(pool.end(b, "t-2"), Ended::Kept(kept.clone()));
         assert_eq!(std::fs::read_to_string(kept.join("out.txt")).unwrap(), "x");
+
+        // A task named like a sandbox made ahead does not replace it with its files.
+        let spare = pool.acquire().unwrap();
+        pool.remove(spare);
+        let ahead = pool.ahead.lock().unwrap().last().cloned().expect("one made ahead");
+        let named = pool.acquire().unwrap();
+        assert_eq!(named, ahead);
+        let other = pool.acquire().unwrap();
+        std::fs::write(other.join("planted"), "z").unwrap();
+        let name = named.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(pool.end(other.clone(), &name), Ended::Kept(other), "kept under its own name");
+        assert_eq!(std::fs::read_dir(&named).unwrap().count(), 0);
 
         // A directory that appeared under a name the agent is about to use is not taken over.
         let made_ahead = std::mem::take(&mut *pool.ahead.lock().unwrap());

@@ -62,9 +62,11 @@ pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
             nix::unistd::setgid(gid)?;
             nix::unistd::setuid(uid)?;
         }
-        // No task outlives the process that started it (the executor, or `skiff dev`): SIGKILL
-        // when it dies, however it dies. Set after setuid, which clears it; then make sure the
-        // parent did not die before it was set (the child would be init's already).
+        // The task's process does not outlive the process that started it (the executor, or
+        // `skiff dev`): SIGKILL when that dies, however it dies. Set after setuid, which clears
+        // it; then make sure the parent did not die before it was set. Processes the task forks
+        // do not inherit it (nor keep it if the task resets it): those die with the task's pid
+        // namespace once there is one; until then the next executor clears the cgroups.
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
         if nix::unistd::getppid() != parent {
             return Err(nix::errno::Errno::ESRCH.into());
