@@ -98,19 +98,17 @@ pub async fn place(
     // Nothing is written through a link (see `beneath`): a sandbox is fresh, but the task may run
     // before its outputs are read, and a writable input's directory is also the task's.
     let sandbox_dir = Dir::open(sandbox).map_err(|e| format!("cannot open the sandbox {}: {e}", sandbox.display()))?;
-    let mut inputs_dir = None;
+    let inputs_dir = if wasm && !read_only_tops.is_empty() {
+        std::fs::create_dir_all(inputs_root).map_err(|e| format!("cannot create {}: {e}", inputs_root.display()))?;
+        Some(Dir::open(inputs_root).map_err(|e| format!("cannot open {}: {e}", inputs_root.display()))?)
+    } else {
+        None
+    };
     for (parts, file, writable) in &all {
         let bytes = artifacts.get(&file.sha256, file.size).await?;
-        let dir = if wasm && !writable {
-            if inputs_dir.is_none() {
-                std::fs::create_dir_all(inputs_root)
-                    .map_err(|e| format!("cannot create {}: {e}", inputs_root.display()))?;
-                inputs_dir =
-                    Some(Dir::open(inputs_root).map_err(|e| format!("cannot open {}: {e}", inputs_root.display()))?);
-            }
-            inputs_dir.as_ref().expect("opened above")
-        } else {
-            &sandbox_dir
+        let dir = match &inputs_dir {
+            Some(inputs) if !writable => inputs,
+            _ => &sandbox_dir,
         };
         let mode = if *writable { 0o666 } else { 0o444 };
         dir.create_file(parts, &bytes, mode).map_err(|why| format!("cannot place {}: {why}", file.path))?;

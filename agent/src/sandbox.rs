@@ -6,9 +6,9 @@
 //! places that task's inputs. The directory that holds the sandboxes is the agent's alone (0700):
 //! a task reaches its own sandbox as its working directory (or preopen), and cannot list or enter
 //! the others by path. (Native tasks all run as one uid for now, so one can still reach a running
-//! neighbour's through `/proc/PID/cwd`: per-task uids are what closes that.) When the task ends, a sandbox it left empty is removed; one
-//! holding files is renamed to `<root>/<task_id>` and kept, so what the task wrote can be inspected
-//! or collected.
+//! neighbour's through `/proc/PID/cwd`: per-task uids are what closes that.) When the task ends, a
+//! sandbox it left empty is removed; one holding files is renamed to `<root>/<task_id>` and kept,
+//! so what the task wrote can be inspected or collected.
 //!
 //! A `mkdir` and an `rmdir` cost ~0.2 ms here, as much as the rest of a trivial Wasm launch, so
 //! neither is on a task's path: a few directories are made ahead (never used, under the private

@@ -21,13 +21,18 @@ pub struct WorkDir {
     _lock: File,
 }
 
+/// Creates the work directory `path` if need be and makes it the agent's alone (0700): no task may
+/// list it, read what is kept there or enter a sandbox but its own by path.
+pub fn create_private(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(Error::io("create the work directory", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("make private (0700) the work directory", path))
+}
+
 impl WorkDir {
     /// Creates `path` if need be and takes its lock; fails if another process holds it.
     pub fn lock(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path).map_err(Error::io("create the work directory", path))?;
-        // The agent's alone: no task may list it, read what is kept there or enter a sandbox but its own.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-            .map_err(Error::io("make private (0700) the work directory", path))?;
+        create_private(path)?;
         let lock_path = path.join("lock");
         let mut file = OpenOptions::new()
             .read(true)

@@ -416,13 +416,7 @@ impl Executor {
         if let Err(exit) = self.place_inputs(&task_id, &io, &mut task).await {
             let sandbox = task.sandbox();
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
-            let ended = inner.sandboxes.end(sandbox, &task_id);
-            self.running().remove(&task_id);
-            self.send_status(&task_id, &exit, None);
-            if let Ended::Empty(dir) = ended {
-                inner.sandboxes.remove(dir);
-            }
-            return;
+            return self.end(&task_id, sandbox, || self.send_status(&task_id, &exit, None));
         }
         let sandbox = task.sandbox();
         let (exit, usage) = match task {
@@ -443,15 +437,21 @@ impl Executor {
         if io.has_inputs() {
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
         }
-        let ended = inner.sandboxes.end(sandbox, &task_id);
+        self.end(&task_id, sandbox, || self.send_terminal(&task_id, &exit, Some(usage), outputs));
+    }
+
+    /// A task's end: its sandbox kept if it left files, the task unregistered, its end reported
+    /// (`report`), and only then an empty sandbox removed (off the task's path).
+    fn end(&self, task_id: &str, sandbox: PathBuf, report: impl FnOnce()) {
+        let ended = self.inner.sandboxes.end(sandbox, task_id);
         if let Ended::Kept(kept) = &ended {
             debug!(%task_id, sandbox = %kept.display(), "sandbox kept: the task left files in it");
         }
-        // Unregister before the terminal status goes out, so nothing sees it both ended and running.
-        self.running().remove(&task_id);
-        self.send_terminal(&task_id, &exit, Some(usage), outputs);
+        // Unregister before the end goes out, so nothing sees it both ended and running.
+        self.running().remove(task_id);
+        report();
         if let Ended::Empty(dir) = ended {
-            inner.sandboxes.remove(dir); // off the task's path
+            self.inner.sandboxes.remove(dir);
         }
     }
 

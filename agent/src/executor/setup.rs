@@ -1,7 +1,6 @@
 //! Builds an agent's executor from its configuration: the Wasm runtime, the native runtime (or why
 //! there is none), the sandboxes and the artifact source.
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -19,10 +18,7 @@ use crate::task::TaskEvent;
 /// The executor of agent `agent_id`; its events go to `events`. Building it removes the cgroups an
 /// earlier executor of this agent left behind (and kills what is in them).
 pub fn build(config: &Config, agent_id: &str, events: mpsc::UnboundedSender<TaskEvent>) -> Result<Executor> {
-    // The work directory is the agent's alone: tasks reach their own sandbox, nothing else in it.
-    std::fs::create_dir_all(&config.work_dir).map_err(Error::io("create", &config.work_dir))?;
-    std::fs::set_permissions(&config.work_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(Error::io("make private (0700)", &config.work_dir))?;
+    crate::work_dir::create_private(&config.work_dir)?;
     let sandboxes = config.work_dir.join("sandboxes");
     let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
     wasm.max_module_bytes = config.max_module_bytes;
