@@ -1,5 +1,6 @@
 //! Native launch benchmark: `/bin/true` through the agent's executor in a fresh cgroup with
-//! limits (create, limit, join before exec, wait, kill-all, stats, remove), against plain
+//! limits (create, limit, join before exec, wait, kill-all, stats, remove), contained (namespaces,
+//! filesystem view, own uid, seccomp) and not, against plain
 //! fork+exec+wait and against `runc run` of a busybox container, all in the same run.
 //!
 //! Needs root and a usable cgroup hierarchy. `runc` and `busybox-static` (Debian) are used if
@@ -35,7 +36,7 @@ fn spec(n: u64) -> pb::TaskSpec {
         task_id: format!("t-{n}"),
         name: "true".into(),
         resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 64 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into() })),
+        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into(), ..Default::default() })),
         ..Default::default()
     }
 }
@@ -51,11 +52,14 @@ fn wait_terminal(events: &mut mpsc::UnboundedReceiver<TaskEvent>) {
     }
 }
 
-fn skiff_native(runs: usize, seconds: f64) -> Figures {
+/// `contained`: the task in its namespaces, view, own uid and seccomp profile, as agents run them;
+/// otherwise only its cgroup (as before containment), in the same run for comparison.
+fn skiff_native(runs: usize, seconds: f64, contained: bool) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let agent_id = format!("bench-{}", std::process::id());
+    let agent_id = format!("bench-{}-{contained}", std::process::id());
     let cgroups = CgroupManager::new(Path::new("/sys/fs/cgroup"), &agent_id).expect("usable cgroups (run as root)");
-    let native = NativeRuntime::new(cgroups, NativeConfig::default()).unwrap();
+    let config = NativeConfig { jail_root: contained.then(|| dir.path().join("jail")), ..NativeConfig::default() };
+    let native = NativeRuntime::new(cgroups, config).unwrap();
     let mut wasm = WasmConfig::new(dir.path().join("module-cache"));
     wasm.instance_slots = 4;
     let (tx, mut events) = mpsc::unbounded_channel();
@@ -173,7 +177,8 @@ fn ms(d: Duration) -> String {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (runs, secs, runc_runs) = if quick { (100, 2.0, 10) } else { (500, 5.0, 40) };
-    let skiff = skiff_native(runs, secs);
+    let skiff = skiff_native(runs, secs, true);
+    let cgroup_only = skiff_native(runs, secs, false);
     let fork = measure(runs, secs, |_| {
         assert!(Command::new("/bin/true").status().expect("spawn").success());
     });
@@ -185,10 +190,16 @@ fn main() {
     println!("| path | p50 | p99 | tasks/s |");
     println!("|---|---|---|---|");
     println!(
-        "| Skiff native task (fresh cgroup, limits, join before exec, cleanup) | {} | {} | {:.0} |",
+        "| Skiff native task, contained (namespaces, view, own uid, seccomp, fresh cgroup, cleanup) | {} | {} | {:.0} |",
         ms(skiff.p50),
         ms(skiff.p99),
         skiff.per_sec
+    );
+    println!(
+        "| Skiff native task, cgroup only (as before containment) | {} | {} | {:.0} |",
+        ms(cgroup_only.p50),
+        ms(cgroup_only.p99),
+        cgroup_only.per_sec
     );
     println!("| fork+exec+wait `/bin/true` | {} | {} | {:.0} |", ms(fork.p50), ms(fork.p99), fork.per_sec);
     match &runc {
@@ -209,4 +220,9 @@ fn main() {
         );
     }
     println!(".");
+    println!(
+        "Containment costs {:.2} ms at p50 ({:.2}× the cgroup-only launch).",
+        (skiff.p50.as_secs_f64() - cgroup_only.p50.as_secs_f64()) * 1e3,
+        skiff.p50.as_secs_f64() / cgroup_only.p50.as_secs_f64()
+    );
 }

@@ -230,13 +230,21 @@ impl Agent {
         r
     }
 
+    /// The operator's attributes, and what kinds of task this agent runs: `skiff.native` is
+    /// `true` only on an agent started with native tasks on (schedulers place native tasks there).
+    fn attributes(&self) -> HashMap<String, String> {
+        let mut attributes = self.config.attributes.clone();
+        attributes.insert(pb::NATIVE_ATTRIBUTE.into(), self.config.native_tasks.to_string());
+        attributes
+    }
+
     fn register_message(&self) -> pb::AgentMessage {
         pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Register(pb::Register {
                 agent_id: self.agent_id.clone(),
                 hostname: host::hostname(),
                 resources: Some(self.resources()),
-                attributes: self.config.attributes.clone(),
+                attributes: self.attributes(),
                 tasks: self.tasks.values().cloned().collect(),
                 highest_epoch: self.highest_epoch,
                 cached_modules: self.executor.cached_modules(),

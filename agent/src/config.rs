@@ -5,6 +5,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::runtime::native::UidRange;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Coordinator addresses (`host:port`), tried in turn; a follower redirects to the leader.
@@ -18,6 +20,8 @@ pub struct Config {
     pub mem_bytes: Option<u64>,
     /// Concurrent Wasm instances offered (and pooling-allocator slots reserved).
     pub wasm_slots: u32,
+    /// Handles (files, directories, streams) one Wasm task may hold open at once.
+    pub wasm_max_handles: usize,
     /// Bytes of stdout and of stderr kept per task unless the task asks for less.
     pub max_output_bytes: u64,
     /// Largest Wasm module accepted.
@@ -26,10 +30,16 @@ pub struct Config {
     pub blob_cache_bytes: u64,
     /// Root of the cgroup filesystem (native tasks).
     pub cgroup_root: PathBuf,
-    /// User native tasks run as (`None` with `allow_root_tasks`: the agent's own user).
+    /// Whether this agent runs native tasks at all (off by default, as Nomad's `raw_exec`).
+    pub native_tasks: bool,
+    /// uids native tasks run as, one of its own for each running task.
+    pub task_uids: UidRange,
+    /// One user for every native task instead (the fallback when no uid range can be set aside).
     pub run_tasks_as: Option<String>,
-    /// Whether native tasks may run as the agent's user (root).
+    /// Whether native tasks run as the agent's user (root); overrides the two above.
     pub allow_root_tasks: bool,
+    /// Whether a native task may ask for the host's network (otherwise: loopback only).
+    pub allow_host_network: bool,
     /// Without a registered session for this long, the agent kills its tasks (reported LOST) so
     /// that a copy the coordinators start elsewhere never runs beside them. Keep it below the
     /// coordinators' `--agent-lost-after`.
@@ -63,12 +73,16 @@ impl Config {
             cpus: None,
             mem_bytes: None,
             wasm_slots: 1000,
+            wasm_max_handles: 256,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,
             blob_cache_bytes: 1024 * 1024 * 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            run_tasks_as: Some("nobody".into()),
+            native_tasks: false,
+            task_uids: UidRange { first: 200_000, last: 265_535 },
+            run_tasks_as: None,
             allow_root_tasks: false,
+            allow_host_network: false,
             partition_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),

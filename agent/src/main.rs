@@ -23,12 +23,23 @@ struct Args {
     /// Directory for the agent's id and its tasks' sandboxes.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
     work_dir: PathBuf,
-    /// User native tasks run as.
-    #[arg(long, default_value = "nobody")]
-    run_tasks_as: String,
+    /// Run native tasks (commands on the host, contained in namespaces, a cgroup and seccomp); off
+    /// by default: such an agent refuses them and says so in its offers.
+    #[arg(long)]
+    native_tasks: bool,
+    /// uids native tasks run as (gid = uid), one of its own for each running task; keep the range
+    /// free of the host's users.
+    #[arg(long, default_value = "200000-265535", value_name = "FIRST-LAST")]
+    task_uids: skiff_agent::config::UidRange,
+    /// Run every native task as this one user instead (a fallback: running tasks then share a uid).
+    #[arg(long, value_name = "USER", conflicts_with = "allow_root_tasks")]
+    run_tasks_as: Option<String>,
     /// Run native tasks as the agent's own user (root) instead.
     #[arg(long)]
     allow_root_tasks: bool,
+    /// Let native tasks that ask for it use the host's network (otherwise each has only loopback).
+    #[arg(long)]
+    allow_host_network: bool,
     /// Root of the cgroup filesystem.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -44,6 +55,9 @@ struct Args {
     /// Wasm tasks this agent runs at once (instance slots reserved up front).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     wasm_slots: u32,
+    /// Handles (open files, directories, streams) one Wasm task may hold at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    wasm_handles: u64,
     /// Kill this agent's tasks (reported LOST) after this long without a coordinator; keep it below
     /// the coordinators' --agent-lost-after (30s).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
@@ -89,12 +103,16 @@ fn main() -> ExitCode {
     config.attributes = args.attributes.into_iter().collect();
     config.cpus = args.cpus;
     config.wasm_slots = args.wasm_slots;
+    config.wasm_max_handles = args.wasm_handles as usize;
     config.partition_timeout = args.partition_kill_after;
     config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;
     config.blob_cache_bytes = args.blob_cache_mib << 20;
+    config.native_tasks = args.native_tasks;
+    config.task_uids = args.task_uids;
+    config.run_tasks_as = args.run_tasks_as;
     config.allow_root_tasks = args.allow_root_tasks;
-    config.run_tasks_as = if args.allow_root_tasks { None } else { Some(args.run_tasks_as) };
+    config.allow_host_network = args.allow_host_network;
     config.recovery_timeout = args.recovery_timeout;
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
         eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());

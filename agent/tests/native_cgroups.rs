@@ -38,7 +38,10 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let agent_id = format!("test-{name}-{}", std::process::id());
         let cgroups = CgroupManager::new(Path::new(CGROUP_ROOT), &agent_id).expect("a usable cgroup hierarchy");
-        let native = NativeRuntime::new(cgroups, NativeConfig { pids_max: 256, ..NativeConfig::default() }).unwrap();
+        // Contained as an agent's tasks are.
+        let config =
+            NativeConfig { pids_max: 256, jail_root: Some(dir.path().join("jail")), ..NativeConfig::default() };
+        let native = NativeRuntime::new(cgroups, config).unwrap();
         let mut config = WasmConfig::new(dir.path().join("module-cache"));
         config.instance_slots = 4;
         let wasm = WasmRuntime::new(config).unwrap();
@@ -56,7 +59,7 @@ impl Harness {
             resources: Some(pb::Resources { cpus, mem_bytes: mem, ..Default::default() }),
             limits: Some(pb::Limits { timeout_ms, ..Default::default() }),
             args: args[1..].iter().map(|s| s.to_string()).collect(),
-            kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: args[0].into() })),
+            kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: args[0].into(), ..Default::default() })),
             ..Default::default()
         }
     }
@@ -208,15 +211,16 @@ async fn a_killed_task_leaves_no_process_and_no_cgroup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_run_as_nobody_in_their_sandbox_with_only_their_env() {
+async fn tasks_run_as_their_own_uid_in_their_sandbox_with_only_their_env() {
     let mut h = Harness::new("user");
     let mut spec = h.spec(&["sh", "-c", "id -u; pwd; env | sort; touch made-here"], 64 * MIB, 0.5, 10_000);
     spec.env.insert("ONLY".into(), "this".into());
     let o = h.run(spec, Duration::from_secs(30)).await;
     assert_eq!(reason(&o), (TaskState::Finished, Reason::Exited), "{:?}", o.status);
     let lines: Vec<&str> = o.stdout.lines().collect();
-    assert_eq!(lines[0], "65534", "runs as nobody: {}", o.stdout);
-    assert!(lines[1].contains("sandboxes"), "cwd is the sandbox: {}", o.stdout);
+    let uid: u32 = lines[0].parse().unwrap();
+    assert!((200_000..=265_535).contains(&uid), "runs as a uid of the default range: {}", o.stdout);
+    assert_eq!(lines[1], "/sandbox", "cwd is the sandbox: {}", o.stdout);
     assert!(o.stdout.contains("ONLY=this"), "{}", o.stdout);
     assert!(!o.stdout.contains("HOME=") && !o.stdout.contains("CARGO"), "no agent env leaks: {}", o.stdout);
 }

@@ -30,7 +30,9 @@ impl Program {
                 module_sha256: sha256.clone(),
                 module_size: *size,
             }),
-            Program::Native { command } => pb::task_spec::Kind::Native(pb::NativeTask { command: command.clone() }),
+            Program::Native { command } => {
+                pb::task_spec::Kind::Native(pb::NativeTask { command: command.clone(), ..Default::default() })
+            }
         };
         // A native task's CPU share is a CFS quota: at 0.01 CPU (1 ms per 100 ms period) even
         // /bin/true's exec is throttled for periods; 0.1 is the CLI's default. A Wasm task's share

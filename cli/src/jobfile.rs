@@ -150,9 +150,10 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
     });
     let (args, kind) = match &program {
         Program::Wasm(_) => (task.args, None),
-        Program::Native { command, args } => {
-            (args.clone(), Some(pb::task_spec::Kind::Native(pb::NativeTask { command: command.clone() })))
-        }
+        Program::Native { command, args } => (
+            args.clone(),
+            Some(pb::task_spec::Kind::Native(pb::NativeTask { command: command.clone(), ..Default::default() })),
+        ),
     };
     let spec = pb::TaskSpec {
         name: name.clone(),

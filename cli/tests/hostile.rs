@@ -1,6 +1,7 @@
 //! Hostile tasks: each test is an attack a task makes on its agent or its neighbours, run on the
-//! real binaries (the agent as root, native tasks as nobody), and asserts that it is contained and
-//! that the agent goes on serving other tasks.
+//! real binaries (the agent as root, native tasks contained: namespaces, a view of the host, a uid
+//! of their own, seccomp), and asserts that it is contained and that the agent goes on serving
+//! other tasks.
 
 mod fleet;
 
@@ -48,8 +49,8 @@ fn planted_links_in_other_sandboxes_never_reach_the_host() {
     });
     let script = r#"
         ln -s "$T" x && echo "planted in its own sandbox"
-        if cd .. 2>/dev/null && ls >/dev/null 2>&1; then
-          for d in */; do ln -s "$T" "$d/x" 2>/dev/null && echo "planted in $d"; done
+        if ls "$W/sandboxes" >/dev/null 2>&1; then
+          for d in "$W"/sandboxes/*/; do ln -s "$T" "$d/x" 2>/dev/null && echo "planted in $d"; done
         else
           echo "cannot enter the other sandboxes"
         fi
@@ -136,23 +137,32 @@ fn outputs_swapped_for_links_or_fifos_are_refused() {
     serves_on(&fleet);
 }
 
-/// `skiff run --native -- /bin/sleep SECS` in the background, once the sleep runs; returns the
-/// client process (the caller ends it) and the sleep's command line.
-fn background_sleep(addr: &str, secs: u32) -> (std::process::Child, String) {
-    let secs = (secs + std::process::id() % 1000).to_string();
+/// `skiff run --native` of a shell that forks `/bin/sleep SECS` into the background and then
+/// runs another in the foreground, once both run; returns the client process (the caller ends it)
+/// and the two sleeps' command lines.
+fn background_sleep(addr: &str, secs: u32) -> (std::process::Child, [String; 2]) {
+    let (a, b) = (secs + std::process::id() % 1000, secs + 1000 + std::process::id() % 1000);
+    let script = format!("/bin/sleep {a} & /bin/sleep {b}");
     let client = std::process::Command::new(fleet::bin("skiff"))
-        .args(["run", "-q", "--coordinators", addr, "--native", "--", "/bin/sleep", &secs])
+        .args(["run", "-q", "--coordinators", addr, "--native", "--", "sh", "-c", &script])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let cmdline = format!("/bin/sleep\0{secs}\0");
-    fleet::eventually(Duration::from_secs(20), "the native task running", || runs(&cmdline).then_some(()));
-    (client, cmdline)
+    let sleeps = [format!("/bin/sleep\0{a}\0"), format!("/bin/sleep\0{b}\0")];
+    fleet::eventually(Duration::from_secs(20), "the native task running", || {
+        sleeps.iter().all(|s| runs(s)).then_some(())
+    });
+    (client, sleeps)
 }
 
-/// A native task does not outlive its executor: SIGKILL the agent (its executor keeps the tasks,
-/// by design) and then the executor, and the task dies at once, with no new executor to clean up.
+fn none_runs(cmdlines: &[String]) -> bool {
+    !cmdlines.iter().any(|c| runs(c))
+}
+
+/// A native task does not outlive its executor, nor do the processes it forked: SIGKILL the agent
+/// (its executor keeps the tasks, by design) and then the executor, and the task dies at once,
+/// with no new executor to clean up.
 #[test]
 fn native_tasks_die_with_their_executor() {
     let mut cluster = Cluster::start(&[], &[&[]]);
@@ -160,9 +170,9 @@ fn native_tasks_die_with_their_executor() {
     let pid_file = cluster.work_dirs[0].path().join("executor.pid");
     let executor: i32 = std::fs::read_to_string(&pid_file).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     cluster.kill_agent(0);
-    assert!(runs(&sleep), "an agent restart keeps its tasks");
+    assert!(sleep.iter().all(|s| runs(s)), "an agent restart keeps its tasks");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), nix::sys::signal::Signal::SIGKILL).unwrap();
-    fleet::eventually(Duration::from_secs(5), "the task gone with its executor", || (!runs(&sleep)).then_some(()));
+    fleet::eventually(Duration::from_secs(5), "the task gone with its executor", || none_runs(&sleep).then_some(()));
     cluster.restart_agent(0);
     let out = cluster.skiff(&["run", guest("hello").to_str().unwrap()]);
     assert!(out.status.success(), "the agent serves on: {}", text(&out.stderr));
@@ -174,13 +184,13 @@ fn native_tasks_die_with_their_executor() {
 #[test]
 fn native_tasks_die_with_skiff_dev() {
     let mut cmd = std::process::Command::new(fleet::bin("skiff"));
-    cmd.args(["dev", "--listen", "127.0.0.1:0"]);
+    cmd.args(["dev", "--native-tasks", "--listen", "127.0.0.1:0"]);
     let (mut dev, line) = fleet::spawn_until(cmd, "skiff dev", "listening on", Duration::from_secs(20));
     let addr = line.split("listening on ").nth(1).and_then(|r| r.split(';').next()).expect("address").to_owned();
     let (mut client, sleep) = background_sleep(&addr, 500);
     dev.child.kill().unwrap();
     dev.child.wait().unwrap();
-    fleet::eventually(Duration::from_secs(5), "the task gone with skiff dev", || (!runs(&sleep)).then_some(()));
+    fleet::eventually(Duration::from_secs(5), "the task gone with skiff dev", || none_runs(&sleep).then_some(()));
     let _ = client.kill();
     let _ = client.wait();
     // What the killed `skiff dev` could not remove (no later one has its agent id): its empty
@@ -203,4 +213,164 @@ fn remove_cgroup(dir: &std::path::Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+/// A task looks for its neighbours: another task's environment (a secret in it), its processes to
+/// kill, the host's files. It sees only its own view and its own processes, and runs as a uid of
+/// its own: the neighbour runs on untouched.
+#[test]
+fn a_task_sees_neither_its_neighbours_nor_the_host() {
+    let fleet = Fleet::start();
+    let secs = 300 + std::process::id() % 1000;
+    let victim_script = format!("id -u; /bin/sleep {secs}; echo survived");
+    let victim = std::process::Command::new(fleet::bin("skiff"))
+        .args(["run", "-q", "--coordinators", &fleet.addr, "--native", "--timeout", "60s"])
+        .args(["--env", "SECRET=s3cr3t-of-the-victim", "--", "sh", "-c", &victim_script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleep = format!("/bin/sleep\0{secs}\0");
+    let pid = fleet::eventually(Duration::from_secs(20), "the victim running", || fleet::pid_of(&sleep));
+    // The secret is there to find, for a process that can see the victim.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains("s3cr3t-of-the-victim"));
+
+    let script = r#"
+        id -u
+        grep -l s3cr3t /proc/*/environ 2>/dev/null || echo "no secret found"
+        echo "processes: $(ls /proc | grep -c '^[0-9]')"
+        ls / | tr '\n' ' '; echo
+        for p in /var /root /home /srv "$W"; do [ -e "$p" ] && echo "sees $p"; done
+        kill -9 -1 2>/dev/null; kill -9 "$VICTIM" 2>/dev/null || echo "cannot signal the victim"
+        echo hostname $(hostname)
+    "#;
+    let work = fleet.work_dir.path().to_str().unwrap();
+    let pid_s = pid.to_string();
+    let attack = native(&fleet, &[("W", work), ("VICTIM", &pid_s)], &[], script);
+    assert!(attack.status.success(), "{}", text(&attack.stderr));
+    let out = text(&attack.stdout);
+    let mut lines = out.lines();
+    let attacker_uid = lines.next().unwrap().to_owned();
+    assert_eq!(lines.next(), Some("no secret found"), "{out}");
+    let processes: u32 = lines.next().unwrap().trim_start_matches("processes: ").parse().unwrap();
+    assert!(processes <= 5, "the task sees only its own processes (sh, a subshell, ls, grep): {out}");
+    let root: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    for needed in ["usr", "etc", "tmp", "proc", "dev", "sandbox"] {
+        assert!(root.contains(&needed), "/{needed} missing from the view: {root:?}");
+    }
+    assert!(!out.contains("sees "), "the host shows through: {out}");
+    assert!(out.contains("cannot signal the victim"), "{out}");
+    assert!(out.contains("hostname t-"), "its own host name, its task id: {out}");
+
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    let done = victim.wait_with_output().unwrap();
+    let victim_out = text(&done.stdout);
+    let victim_uid = victim_out.lines().next().unwrap_or_default();
+    assert!(victim_out.contains("survived"), "the victim lived on until the test ended it: {victim_out}");
+    assert_ne!(victim_uid, attacker_uid, "two running tasks never share a uid");
+    assert_ne!(victim_uid, "0");
+    serves_on(&fleet);
+}
+
+/// A task tries the network: the coordinator's port, and another listener of the host's loopback.
+/// It has a network namespace of its own with only `lo`: nothing of the host's is reachable. It
+/// asks for the host's network, which this agent does not allow.
+#[test]
+fn a_task_reaches_no_address_outside_itself() {
+    let fleet = Fleet::start();
+    let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    outside.set_nonblocking(true).unwrap();
+    let outside_addr = outside.local_addr().unwrap().to_string();
+    let script = r#"
+        for a in "$COORD" "$OUTSIDE"; do
+          perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => $ARGV[0], Timeout => 3) and print "connected\n" or print "refused: $!\n"' "$a"
+        done
+        tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+    "#;
+    let out = native(&fleet, &[("COORD", &fleet.addr), ("OUTSIDE", &outside_addr)], &[], script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "refused: Connection refused\nrefused: Connection refused\nlo\n");
+    assert!(outside.accept().is_err(), "the host's listener was reached");
+
+    let out = native(&fleet, &[], &["--host-network"], "true");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("asks for the host's network and this agent does not allow it"),
+        "{}",
+        text(&out.stderr)
+    );
+    serves_on(&fleet);
+}
+
+/// A fork bomb fills its own pid limit and its time limit, nothing more.
+#[test]
+fn a_fork_bomb_stays_in_its_cgroup() {
+    let fleet = Fleet::start();
+    let out = native(&fleet, &[], &["--timeout", "3s"], "f() { f | f & }; f; sleep 2");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("TIME_LIMIT"), "{stderr}");
+    let after = native(&fleet, &[], &[], "echo still here");
+    assert_eq!(text(&after.stdout), "still here\n", "{}", text(&after.stderr));
+    serves_on(&fleet);
+}
+
+/// A task tries the calls a container has no business making. Its seccomp profile refuses them
+/// with EPERM (the task is not killed: it goes on and reports); the same calls work outside.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn mounts_tracing_keys_and_namespaces_are_refused() {
+    // ptrace(PTRACE_TRACEME) and keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_THREAD_KEYRING, create)
+    // succeed for any process; perl's `syscall` makes them by number (x86_64: 101, 250).
+    let calls = r#"perl -e 'print syscall(101, 0, 0, 0, 0) >= 0 ? "ok;" : "$!;"; print syscall(250, 0, -1, 1, 0) >= 0 ? "ok;\n" : "$!;\n"'"#;
+    let host = std::process::Command::new("sh").args(["-c", calls]).output().unwrap();
+    assert_eq!(text(&host.stdout), "ok;ok;\n", "outside a task both calls work");
+
+    let fleet = Fleet::start();
+    let script = format!(
+        r#"
+        {calls}
+        perl -e 'syscall(101, 0, 0, 0, 0); print "ptrace: $!\n"'
+        unshare -Ur true 2>&1 | sed 's/^/unshare: /'
+        mkdir m; mount -t tmpfs none m 2>&1 | sed 's/^/mount: /'
+        echo "went on"
+    "#
+    );
+    let out = native(&fleet, &[], &[], &script);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("Operation not permitted;Operation not permitted;\nptrace: Operation not permitted\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unshare: unshare: unshare failed: Operation not permitted"), "{stdout}");
+    assert!(stdout.contains("mount: "), "{stdout}");
+    assert!(stdout.ends_with("went on\n"), "{stdout}");
+    serves_on(&fleet);
+}
+
+/// Wasm guests open handles forever, several at once, hoping to exhaust the executor's
+/// descriptors so that every later task fails to start. Each is stopped at its own cap (256 by
+/// default), named as the reason, and the agent serves on.
+#[test]
+fn guests_hoarding_handles_stop_at_their_cap() {
+    let fleet = Fleet::start();
+    let local = tempfile::tempdir().unwrap();
+    let data = local.path().join("data");
+    std::fs::write(&data, "x").unwrap();
+    let file_arg = format!("{}:/in/data", data.display());
+    let files = guest("files");
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| fleet.run(&["--file", &file_arg, files.to_str().unwrap(), "--", "hoard", "/in/data"])))
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{stderr}");
+            assert!(stderr.contains("handle limit: the task tried to hold more than 256 open files"), "{stderr}");
+        }
+    });
+    serves_on(&fleet);
 }

@@ -311,3 +311,46 @@ async fn updates_whose_acks_are_lost_are_forwarded_again_and_handled_once() {
         }
     }
 }
+
+/// Native tasks are opt-in: an agent started without `--native-tasks` says so in its offers
+/// (`skiff.native=false`) and refuses a native task launched on it anyway, naming why; one started
+/// with it offers `skiff.native=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_native_tasks_only_when_started_to() {
+    let off: &[&str] = &["--cpus", "1", "--mem-mib", "1024", fleet::NATIVE_OFF];
+    let on: &[&str] = &["--cpus", "1", "--mem-mib", "1024"];
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&[], &[off, on]));
+    let mut fw = TestFramework::subscribe(&cluster.addr, "native-check", "").await;
+    let (mut seen, mut refused) = (HashMap::new(), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (seen.len() < 2 || refused.is_none()) && Instant::now() < deadline {
+        match fw.next(Duration::from_secs(1)).await {
+            Some(Event::Offers(offers)) => {
+                for offer in offers.offers {
+                    let native = offer.attributes.get(pb::NATIVE_ATTRIBUTE).cloned().unwrap_or_default();
+                    let idx = offer.attributes.get("idx").cloned().unwrap_or_default();
+                    seen.insert(idx.clone(), native.clone());
+                    if native == "false" && refused.is_none() {
+                        fw.accept(&offer.offer_id, vec![sleep_task(30, 0.1)]).await.expect("accept");
+                    } else {
+                        fw.decline(&offer.offer_id, 0.5).await;
+                    }
+                }
+            }
+            Some(Event::Update(status)) => {
+                fw.acknowledge(&status).await;
+                if status.state() == TaskState::Failed {
+                    refused = Some(status);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen.get("0").map(String::as_str), Some("false"), "{seen:?}");
+    assert_eq!(seen.get("1").map(String::as_str), Some("true"), "{seen:?}");
+    let refused = refused.expect("the native task on the agent without --native-tasks failed");
+    assert!(
+        refused.message.contains("native tasks are off on this agent (start it with --native-tasks)"),
+        "{refused:?}"
+    );
+}

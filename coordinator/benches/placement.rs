@@ -106,7 +106,7 @@ async fn measure(label: &str, etcd: Option<EtcdConfig>) {
     let task = pb::TaskSpec {
         name: "bench".into(),
         resources: Some(pb::Resources { cpus: 0.1, mem_bytes: 16 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into() })),
+        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into(), ..Default::default() })),
         ..Default::default()
     };
     let job = pb::JobSpec { name: "bench".into(), instances: TASKS, task: Some(task), ..Default::default() };

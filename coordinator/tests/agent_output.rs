@@ -65,7 +65,7 @@ async fn output_sent_again_reaches_watchers_once() {
     let task = pb::TaskSpec {
         name: "echo".into(),
         resources: Some(pb::Resources { cpus: 0.1, mem_bytes: 16 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into() })),
+        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into(), ..Default::default() })),
         ..Default::default()
     };
     let job = pb::JobSpec { name: "echo".into(), instances: 1, task: Some(task), ..Default::default() };

@@ -19,3 +19,7 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The agent attribute that says whether an agent runs native tasks (`"true"` or `"false"`);
+/// every agent offers it, and native tasks are placed only where it is `"true"`.
+pub const NATIVE_ATTRIBUTE: &str = "skiff.native";

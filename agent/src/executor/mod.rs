@@ -329,6 +329,7 @@ impl Executor {
                     env,
                     stdin,
                     sandbox: sandbox()?,
+                    host_network: native.host_network,
                     memory_bytes: resources.mem_bytes,
                     cpus: resources.cpus,
                     timeout,

@@ -23,6 +23,16 @@ pub fn build(config: &Config, agent_id: &str, events: mpsc::UnboundedSender<Task
     let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
     wasm.max_module_bytes = config.max_module_bytes;
     wasm.instance_slots = config.wasm_slots;
+    wasm.max_handles = config.wasm_max_handles;
+    let open_files = crate::sys::raise_open_files_limit();
+    let worst = (config.wasm_slots as u64).saturating_mul(config.wasm_max_handles as u64);
+    if open_files < worst {
+        warn!(
+            open_files,
+            worst,
+            "the executor's descriptor limit is below wasm slots × handles per task: guests together could reach it"
+        );
+    }
     let runtime = WasmRuntime::new(wasm)?;
     let native = native_runtime(config, agent_id);
     if let Err(why) = &native {
@@ -38,18 +48,23 @@ pub fn build(config: &Config, agent_id: &str, events: mpsc::UnboundedSender<Task
 
 /// The native runtime of this agent, or why it cannot have one.
 fn native_runtime(config: &Config, agent_id: &str) -> std::result::Result<NativeRuntime, String> {
+    if !config.native_tasks {
+        return Err("native tasks are off on this agent (start it with --native-tasks)".into());
+    }
     let run_as = match &config.run_tasks_as {
-        None if config.allow_root_tasks => RunAs::Agent,
-        None => return Err("no user to run native tasks as (and root tasks are not allowed)".into()),
+        _ if config.allow_root_tasks => RunAs::Agent,
+        None => RunAs::Range(config.task_uids),
         Some(user) => RunAs::user(user)?,
     };
-    let as_root = match run_as {
-        RunAs::Agent => nix::unistd::geteuid().is_root(),
-        RunAs::User { uid, .. } => uid == 0,
-    };
-    if as_root && !config.allow_root_tasks {
+    if matches!(run_as, RunAs::User { uid: 0, .. }) {
         return Err("running native tasks as root needs --allow-root-tasks".into());
     }
     let cgroups = CgroupManager::new(&config.cgroup_root, agent_id).map_err(|e| e.to_string())?;
-    NativeRuntime::new(cgroups, NativeConfig { run_as, ..NativeConfig::default() }).map_err(|e| e.to_string())
+    let native = NativeConfig {
+        run_as,
+        jail_root: Some(config.work_dir.join("jail")),
+        allow_host_network: config.allow_host_network,
+        ..NativeConfig::default()
+    };
+    NativeRuntime::new(cgroups, native)
 }

@@ -1,7 +1,23 @@
 //! The agent's only contact with platform specifics and its only `unsafe` code.
 
+pub mod jail;
+
 use std::path::Path;
 use std::time::Duration;
+
+/// Raises this process's soft limit of open files to its hard limit (guests' handles are host
+/// descriptors of the executor's); returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
 
 /// CPU time the calling thread has used so far.
 pub fn thread_cpu_time() -> Duration {
@@ -29,7 +45,9 @@ pub fn deserialize_own_artifact(
 
 /// What a native task's child process does between fork and exec, in this order: a session of
 /// its own (out of the agent's process group), join its cgroup (so every byte it allocates is
-/// charged there), rlimits, drop to the task's user, SIGKILL on its parent's death, `no_new_privs`.
+/// charged there), rlimits, its [`jail::Jail`] (namespaces, filesystem view, a second fork: the
+/// task is pid 1 of its pid namespace, its parent waits for it), drop to the task's user, SIGKILL
+/// on its parent's death, `no_new_privs`, the seccomp filters last.
 ///
 /// The death signal is tied to the thread that forked: tasks are spawned from the executor's
 /// runtime worker threads, which live as long as the executor (never from a blocking-pool thread,
@@ -42,12 +60,16 @@ pub struct ChildSetup {
     pub user: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     /// RLIMIT_NOFILE.
     pub open_files: u64,
+    /// Namespaces and filesystem view; `None`: the host's (only for the agent's own tests).
+    pub jail: Option<jail::Jail>,
+    /// Installed in order just before exec.
+    pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,
 }
 
 /// Installs `setup` to run in the child before exec.
 pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
     use nix::sys::resource::{Resource, setrlimit};
-    let ChildSetup { cgroup_procs, user, open_files } = setup;
+    let ChildSetup { cgroup_procs, user, open_files, jail, seccomp } = setup;
     let parent = nix::unistd::getpid();
     let child = move || -> std::io::Result<()> {
         nix::unistd::setsid()?;
@@ -57,27 +79,43 @@ pub fn configure_child(cmd: &mut tokio::process::Command, setup: ChildSetup) {
         }
         setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
         setrlimit(Resource::RLIMIT_NOFILE, open_files, open_files)?;
+        // From here on, in a jail, this is the task: pid 1 of its namespace, its parent the waiter.
+        let waiter = match &jail {
+            Some(jail) => {
+                let waiter = jail::enter(jail)?;
+                jail::pivot(jail)?;
+                Some(waiter)
+            }
+            None => None,
+        };
         if let Some((uid, gid)) = user {
             nix::unistd::setgroups(&[gid])?;
             nix::unistd::setgid(gid)?;
             nix::unistd::setuid(uid)?;
         }
-        // The task's process does not outlive the process that started it (the executor, or
-        // `skiff dev`): SIGKILL when that dies, however it dies. Set after setuid, which clears
-        // it; then make sure the parent did not die before it was set. Processes the task forks
-        // do not inherit it (nor keep it if the task resets it): those die with the task's pid
-        // namespace once there is one; until then the next executor clears the cgroups.
+        // The task's process does not outlive the process that started it: SIGKILL when that
+        // dies, however it dies. Set after setuid, which clears it; then make sure the parent did
+        // not die before it was set. Processes the task forks do not inherit it: in a jail they die
+        // with the task's pid namespace; outside one the next executor clears the cgroups.
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-        if nix::unistd::getppid() != parent {
+        let parent_alive = match waiter {
+            Some(pipe) => jail::waiter_alive(pipe),
+            None => nix::unistd::getppid() == parent,
+        };
+        if !parent_alive {
             return Err(nix::errno::Errno::ESRCH.into());
         }
         nix::sys::prctl::set_no_new_privs()?;
+        for filter in seccomp.iter() {
+            seccompiler::apply_filter(filter).map_err(|_| std::io::Error::last_os_error())?;
+        }
         Ok(())
     };
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes only direct system calls (setsid, write, setrlimit, setgroups,
-    // setgid, setuid, prctl, getppid) through nix, on data prepared by the parent; it does not allocate,
-    // lock or touch the parent's threads' state. Errors become the spawn's error.
+    // calls are allowed. It makes only direct system calls (setsid, write, setrlimit, the jail's
+    // unshare, mount, fork, waitpid, then setgroups, setgid, setuid, prctl, getppid, poll,
+    // seccomp) on data prepared by the parent; it does not allocate, lock or touch the parent's
+    // threads' state. Errors become the spawn's error.
     unsafe {
         cmd.pre_exec(child);
     }

@@ -20,6 +20,9 @@ pub struct DevArgs {
     /// Work directory of the agent (default: a temporary directory removed on exit).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Run native tasks too (contained in namespaces, a cgroup and seccomp; off by default).
+    #[arg(long)]
+    pub native_tasks: bool,
 }
 
 pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
@@ -41,8 +44,9 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         skiff_coordinator::Config { listen: args.listen, data_dir: work_dir.join("coordinator"), ..Default::default() };
     let coordinator = Coordinator::bind(config).await.map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
-    let agent = Agent::new(skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone()))
-        .map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
+    let mut agent_config = skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone());
+    agent_config.native_tasks = args.native_tasks;
+    let agent = Agent::new(agent_config).map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
 
     println!(
         "skiff dev: coordinator listening on {addr}; agent {} working in {}",

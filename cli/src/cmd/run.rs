@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Run a native command (`-- CMD ARGS...`) in a cgroup instead of a Wasm module.
     #[arg(long)]
     pub native: bool,
+    /// With --native: the host's network instead of loopback only (the agent must allow it).
+    #[arg(long, requires = "native")]
+    pub host_network: bool,
     /// The Wasm module to run (not with --native).
     pub file: Option<PathBuf>,
     /// Arguments for the task after `--` (with --native: the command and its arguments).
@@ -158,8 +161,9 @@ fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>, io: (Vec<pb::TaskFile>
             };
             (name, args.args.clone(), pb::task_spec::Kind::Wasm(wasm))
         }
-        Program::Native { command, args } => {
-            (command.clone(), args, pb::task_spec::Kind::Native(pb::NativeTask { command }))
+        Program::Native { command, args: native_args } => {
+            let native = pb::NativeTask { command: command.clone(), host_network: args.host_network };
+            (command, native_args, pb::task_spec::Kind::Native(native))
         }
     };
     pb::TaskSpec {

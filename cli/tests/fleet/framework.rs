@@ -81,7 +81,7 @@ pub fn sleep_task(seconds: u32, cpus: f64) -> pb::TaskSpec {
         name: "sleep".into(),
         resources: Some(pb::Resources { cpus, mem_bytes: 64 << 20, ..Default::default() }),
         args: vec![seconds.to_string()],
-        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/sleep".into() })),
+        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/sleep".into(), ..Default::default() })),
         ..Default::default()
     }
 }

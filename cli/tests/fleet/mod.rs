@@ -166,7 +166,7 @@ impl Fleet {
 
 fn start_agent(coordinators: &str, work_dir: &Path) -> Proc {
     let mut cmd = Command::new(bin("skiff-agent"));
-    cmd.args(["--coordinators", coordinators, "--work-dir"]).arg(work_dir);
+    cmd.args(["--native-tasks", "--coordinators", coordinators, "--work-dir"]).arg(work_dir);
     spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
 }
 
@@ -334,7 +334,7 @@ impl HaFleet {
             false => self.proxies.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(","),
         };
         let mut cmd = Command::new(bin("skiff-agent"));
-        cmd.args(["--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
+        cmd.args(["--native-tasks", "--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
         if std::env::var_os("RUST_LOG").is_none() {
             // What checkers read: the commands the agent acted on, with their epochs.
             cmd.env("RUST_LOG", "warn,skiff_agent::agent=info");
@@ -430,6 +430,10 @@ pub fn wait_exit(proc: &mut Proc, within: Duration) -> (i32, String) {
     }
 }
 
+/// Among a [`Cluster`] agent's arguments: start it without `--native-tasks` (which agents of test
+/// fleets otherwise get).
+pub const NATIVE_OFF: &str = "<native tasks off>";
+
 /// One coordinator (embedded registry) and several agents, each with its own arguments.
 pub struct Cluster {
     pub coordinator: Proc,
@@ -471,7 +475,11 @@ impl Cluster {
     fn spawn_agent(&self, i: usize) -> Proc {
         let mut cmd = Command::new(bin("skiff-agent"));
         cmd.args(["--coordinators", &self.addr, "--work-dir"]).arg(self.work_dirs[i].path());
-        cmd.arg("--attribute").arg(format!("idx={i}")).args(&self.agent_args[i]);
+        // Native tasks on, unless the test starts this agent with them off.
+        if !self.agent_args[i].iter().any(|a| a == NATIVE_OFF) {
+            cmd.arg("--native-tasks");
+        }
+        cmd.arg("--attribute").arg(format!("idx={i}")).args(self.agent_args[i].iter().filter(|a| *a != NATIVE_OFF));
         spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10)).0
     }
 
@@ -522,8 +530,14 @@ pub fn job_status(addr: &str, job_id: &str) -> Option<skiff_proto::JobStatus> {
 
 /// Whether a process with exactly this command line (NUL-separated) runs (a zombie has none).
 pub fn runs(cmdline: &str) -> bool {
+    pid_of(cmdline).is_some()
+}
+
+/// The host pid of a process whose command line is `cmdline` (arguments each ended by a NUL).
+pub fn pid_of(cmdline: &str) -> Option<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+        .find_map(|e| e.file_name().to_str()?.parse().ok())
 }

@@ -10,6 +10,14 @@ pub fn satisfied(constraints: &[pb::Constraint], attributes: &HashMap<String, St
     constraints.iter().all(|c| holds(c, attributes.get(&c.attribute)))
 }
 
+/// Whether an agent with `attributes` may run the tasks of `job`: its constraints hold, and a
+/// native job's agent runs native tasks ([`pb::NATIVE_ATTRIBUTE`]).
+pub fn eligible(job: &pb::JobSpec, attributes: &HashMap<String, String>) -> bool {
+    let native = matches!(job.task.as_ref().and_then(|t| t.kind.as_ref()), Some(pb::task_spec::Kind::Native(_)));
+    satisfied(&job.constraints, attributes)
+        && (!native || attributes.get(pb::NATIVE_ATTRIBUTE).is_some_and(|v| v == "true"))
+}
+
 fn holds(c: &pb::Constraint, value: Option<&String>) -> bool {
     let listed = || value.is_some_and(|v| c.values.contains(v));
     match c.operator() {

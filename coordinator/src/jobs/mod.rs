@@ -474,8 +474,7 @@ impl JobScheduler {
                 while left.contains(&self.floor)
                     && let Some(q) = self.pending.pop_front()
                 {
-                    let allowed =
-                        self.jobs.get(&q.job_id).is_some_and(|j| constraint::satisfied(&j.spec.constraints, attrs));
+                    let allowed = self.jobs.get(&q.job_id).is_some_and(|j| constraint::eligible(&j.spec, attrs));
                     match left.checked_sub(&q.resources) {
                         Some(rest) if allowed => {
                             left = rest;
@@ -530,7 +529,7 @@ impl JobScheduler {
             .collect();
         let allowed = |c: usize, s: usize| {
             let attrs = views[s].map_or(&none_attrs, |v| v.attributes);
-            self.jobs.get(class_jobs[c]).is_some_and(|j| constraint::satisfied(&j.spec.constraints, attrs))
+            self.jobs.get(class_jobs[c]).is_some_and(|j| constraint::eligible(&j.spec, attrs))
         };
         let placed = policy::place_mcf(&classes, &slots, allowed);
         // Apply, checking each offer's real fit (jobs of different shapes share an agent's room).

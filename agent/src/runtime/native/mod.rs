@@ -1,9 +1,14 @@
-//! Native tasks: a command run in a cgroup of its own.
+//! Native tasks: a command run in a cgroup, namespaces and a filesystem view of its own.
 //!
 //! The cgroup is created and limited first; the child joins it between fork and exec
 //! ([`crate::sys::configure_child`]), so nothing it allocates escapes the limit. The child gets its
-//! own session, its sandbox as working directory, only the environment of its spec, `no_new_privs`,
-//! rlimits, and an unprivileged user unless the agent allows root tasks. When the task ends — on
+//! own session; pid, mount, ipc, uts and (unless the job asks for the host's and the agent allows
+//! it) network namespaces, with only loopback; the [`view`] of the host, its sandbox as working
+//! directory; only the environment of its spec; rlimits; a uid no other running task has
+//! ([`users`]), unless the agent allows root tasks; `no_new_privs` and the [`seccomp`] profile.
+//!
+//! Layout: [`users`] (who tasks run as), [`view`] (what they see), [`seccomp`] (what they may
+//! call); this file runs a task to its end. When the task ends — on
 //! its own, killed, or past its timeout — everything left in the cgroup is frozen and killed and
 //! the cgroup removed: no process of a task outlives it. An OOM kill is read from the cgroup's
 //! own counters, never guessed from a SIGKILL.
@@ -28,29 +33,23 @@ use crate::task::{TaskEvent, TaskExit};
 /// Where commands named without a `/` are looked up (tasks get no PATH of the agent's).
 const SEARCH_PATH: [&str; 4] = ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin"];
 
-/// Who native tasks run as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunAs {
-    /// An unprivileged user (uid, gid); `nobody` by default.
-    User { uid: u32, gid: u32 },
-    /// The agent's own user; only with the agent's explicit `--allow-root-tasks`.
-    Agent,
-}
+pub mod seccomp;
+pub mod users;
+pub mod view;
 
-impl RunAs {
-    /// Looks up a user by name.
-    pub fn user(name: &str) -> Result<Self, String> {
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(RunAs::User { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
-            Ok(None) => Err(format!("no such user {name:?} to run native tasks as")),
-            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
-        }
-    }
-}
+pub use users::{RunAs, UidRange};
 
 #[derive(Debug, Clone)]
 pub struct NativeConfig {
     pub run_as: RunAs,
+    /// Mount point of the tasks' roots (a root-only directory of the agent's); `None`: tasks see
+    /// the host as it is and share its namespaces (agents never do this; the launch benchmark
+    /// measures it, to show what containment costs).
+    pub jail_root: Option<PathBuf>,
+    /// Size of each task's private `/tmp` (a tmpfs charged to the task's memory).
+    pub tmp_bytes: u64,
+    /// Whether a task may ask for the host's network instead of a namespace of its own.
+    pub allow_host_network: bool,
     /// Default and maximum processes per task.
     pub pids_max: u64,
     pub open_files: u64,
@@ -60,7 +59,10 @@ pub struct NativeConfig {
 impl Default for NativeConfig {
     fn default() -> Self {
         Self {
-            run_as: RunAs::user("nobody").unwrap_or(RunAs::User { uid: 65534, gid: 65534 }),
+            run_as: RunAs::Range(UidRange { first: 200_000, last: 265_535 }),
+            jail_root: None,
+            tmp_bytes: 64 << 20,
+            allow_host_network: false,
             pids_max: 1024,
             open_files: 1024,
             usage_interval: Duration::from_secs(1),
@@ -77,6 +79,8 @@ pub struct NativeTask {
     pub env: HashMap<String, String>,
     pub stdin: Vec<u8>,
     pub sandbox: PathBuf,
+    /// The host's network instead of a namespace with only loopback.
+    pub host_network: bool,
     pub memory_bytes: u64,
     pub cpus: f64,
     pub timeout: Option<Duration>,
@@ -90,6 +94,9 @@ pub struct NativeTask {
 pub struct NativeRuntime {
     cgroups: CgroupManager,
     config: NativeConfig,
+    users: users::Users,
+    view: Option<view::View>,
+    seccomp: Arc<Vec<seccompiler::BpfProgram>>,
 }
 
 /// The program to exec: `command` itself when it names a path, else the first match on [`SEARCH_PATH`].
@@ -134,12 +141,19 @@ async fn forward(mut from: impl AsyncRead + Unpin, to: OutputSink) {
 
 impl NativeRuntime {
     /// Cgroups under `cgroup_root` for `agent_id`; leftovers of an earlier run are removed.
-    pub fn new(cgroups: CgroupManager, config: NativeConfig) -> crate::cgroup::Result<Self> {
-        let removed = cgroups.remove_leftovers()?;
+    pub fn new(cgroups: CgroupManager, config: NativeConfig) -> Result<Self, String> {
+        let view = config.jail_root.clone().map(view::View::new).transpose()?;
+        let seccomp = Arc::new(seccomp::profile()?);
+        let removed = cgroups.remove_leftovers().map_err(|e| e.to_string())?;
         if removed > 0 {
             warn!(removed, "removed cgroups an earlier run of this agent left behind");
         }
-        Ok(Self { cgroups, config })
+        Ok(Self { cgroups, users: users::Users::new(config.run_as), view, seccomp, config })
+    }
+
+    /// Whether tasks may ask for the host's network.
+    pub fn allows_host_network(&self) -> bool {
+        self.config.allow_host_network
     }
 
     pub fn cgroups(&self) -> &CgroupManager {
@@ -179,7 +193,12 @@ impl NativeRuntime {
             Err(e) => return (TaskExit::LaunchFailed(format!("cgroup setup panicked: {e}")), pb::Usage::default()),
         };
         let started = Instant::now();
-        let exit = self.spawn_and_wait(&task, &program, &cg, on_running).await;
+        // The uid is the task's until everything of it is gone (below), then free for another.
+        let identity = self.users.lease();
+        let exit = match &identity {
+            Ok(identity) => self.spawn_and_wait(&task, &program, &cg, identity, on_running).await,
+            Err(why) => TaskExit::LaunchFailed(format!("no user to run the task as: {why}")),
+        };
 
         // Whatever the task left behind goes with it, then its cgroup.
         let reaper = cg.clone();
@@ -203,6 +222,7 @@ impl NativeRuntime {
         if let Err(err) = cleanup {
             warn!(task_id = %task.task_id, %err, "could not clean up the task's cgroup");
         }
+        drop(identity);
         let exit = match exit {
             // The cgroup's own counter says the kernel's OOM killer acted: that is why it ended.
             TaskExit::Exited(_) | TaskExit::Signaled(_) if stats.oom_kills > 0 => TaskExit::OutOfMemory(format!(
@@ -219,6 +239,7 @@ impl NativeRuntime {
         task: &NativeTask,
         program: &Path,
         cg: &TaskCgroup,
+        identity: &users::Identity,
         on_running: impl FnOnce(),
     ) -> TaskExit {
         let procs: Result<Vec<std::fs::File>, String> = cg
@@ -230,14 +251,23 @@ impl NativeRuntime {
             Ok(p) => p,
             Err(msg) => return TaskExit::LaunchFailed(format!("cannot open the task's cgroup: {msg}")),
         };
-        let user = match self.config.run_as {
-            RunAs::User { uid, gid } => {
-                if let Err(e) = nix::unistd::chown(&task.sandbox, Some(uid.into()), Some(gid.into())) {
-                    return TaskExit::LaunchFailed(format!("cannot give the sandbox to uid {uid}: {e}"));
-                }
-                Some((uid.into(), gid.into()))
-            }
-            RunAs::Agent => None,
+        if task.host_network && !self.config.allow_host_network {
+            return TaskExit::Invalid(
+                "the task asks for the host's network and this agent does not allow it (--allow-host-network)".into(),
+            );
+        }
+        if let Some((uid, gid)) = identity.user
+            && let Err(e) = nix::unistd::chown(&task.sandbox, Some(uid.into()), Some(gid.into()))
+        {
+            return TaskExit::LaunchFailed(format!("cannot give the sandbox to uid {uid}: {e}"));
+        }
+        let user = identity.user.map(|(uid, gid)| (uid.into(), gid.into()));
+        let jail = match &self.view {
+            Some(view) => match view.jail(&task.sandbox, &task.task_id, self.config.tmp_bytes, task.host_network) {
+                Ok(jail) => Some(jail),
+                Err(why) => return TaskExit::LaunchFailed(format!("cannot plan the task's view: {why}")),
+            },
+            None => None,
         };
 
         let mut cmd = tokio::process::Command::new(program);
@@ -245,11 +275,17 @@ impl NativeRuntime {
             .args(&task.args)
             .env_clear()
             .envs(&task.env)
-            .current_dir(&task.sandbox)
             .stdin(if task.stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        configure_child(&mut cmd, ChildSetup { cgroup_procs: procs, user, open_files: self.config.open_files });
+        if jail.is_none() {
+            cmd.current_dir(&task.sandbox);
+        }
+        let seccomp = self.seccomp.clone();
+        configure_child(
+            &mut cmd,
+            ChildSetup { cgroup_procs: procs, user, open_files: self.config.open_files, jail, seccomp },
+        );
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1,0 +1,106 @@
+//! What a native task sees of the host: its sandbox as `/sandbox` (the working directory), a
+//! private `/tmp`, the host's `/usr`, `/bin`, `/sbin`, `/lib*`, `/etc` and `/opt` read-only, a few
+//! device nodes, and a `/proc` of its own pid namespace. Nothing of the agent's work directory or
+//! of other tasks. Planned here (safe code, once per task); carried out by [`crate::sys::jail`].
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::jail::{Jail, Step};
+
+/// Where the sandbox appears in the task's view.
+pub const SANDBOX: &str = "/sandbox";
+
+/// Host directories shown read-only (or re-created as the same link, as `/bin -> usr/bin`).
+const HOST_DIRS: [&str; 9] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
+
+/// Device nodes bound from the host.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The host's part of every task's view, found once.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Mount point of task roots (a root-only directory of the agent's).
+    root: PathBuf,
+    host: Vec<HostEntry>,
+}
+
+#[derive(Debug, Clone)]
+enum HostEntry {
+    Dir(&'static str),
+    Link(&'static str, PathBuf),
+}
+
+fn c(path: impl AsRef<Path>) -> Result<CString, String> {
+    let path = path.as_ref();
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("{} holds a NUL byte", path.display()))
+}
+
+impl View {
+    /// Task roots are mounted on `root` (created if missing).
+    pub fn new(root: PathBuf) -> Result<Self, String> {
+        crate::work_dir::create_private(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        let mut host = Vec::new();
+        for dir in HOST_DIRS {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(dir).map_err(|e| format!("cannot read the link {dir}: {e}"))?;
+                    host.push(HostEntry::Link(dir, target));
+                }
+                Ok(m) if m.is_dir() => host.push(HostEntry::Dir(dir)),
+                _ => {}
+            }
+        }
+        Ok(Self { root, host })
+    }
+
+    /// The plan for one task: `sandbox` (a host directory) as its working directory, `/tmp` up to
+    /// `tmp_bytes`, its own network unless `host_network`.
+    pub fn jail(&self, sandbox: &Path, hostname: &str, tmp_bytes: u64, host_network: bool) -> Result<Jail, String> {
+        let at = |p: &str| c(self.root.join(p.trim_start_matches('/')));
+        let mut steps = Vec::new();
+        for entry in &self.host {
+            match entry {
+                HostEntry::Dir(dir) => {
+                    steps.push(Step::Dir { path: at(dir)?, mode: 0o755 });
+                    steps.push(Step::BindRo { from: c(dir)?, path: at(dir)? });
+                }
+                HostEntry::Link(dir, target) => steps.push(Step::Link { target: c(target)?, path: at(dir)? }),
+            }
+        }
+        steps.push(Step::Dir { path: at("/tmp")?, mode: 0o1777 });
+        steps.push(Step::Tmpfs { path: at("/tmp")?, options: c(format!("mode=1777,size={tmp_bytes}"))? });
+        steps.push(Step::Dir { path: at("/dev")?, mode: 0o755 });
+        for dev in DEVICES {
+            let path = at(&format!("/dev/{dev}"))?;
+            steps.push(Step::File { path: path.clone() });
+            steps.push(Step::Dev { from: c(format!("/dev/{dev}"))?, path });
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            steps.push(Step::Link { target: c(target)?, path: at(&format!("/dev/{link}"))? });
+        }
+        steps.push(Step::Dir { path: at(SANDBOX)?, mode: 0o755 });
+        steps.push(Step::BindRw { from: c(sandbox)?, path: at(SANDBOX)? });
+        steps.push(Step::Dir { path: at("/proc")?, mode: 0o555 });
+        steps.push(Step::Dir { path: at("/.old-root")?, mode: 0o700 });
+        // A host name is at most 64 bytes.
+        let hostname: String = hostname.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
+        Ok(Jail {
+            root: c(&self.root)?,
+            root_options: c("mode=0755,size=1m")?,
+            steps,
+            proc: at("/proc")?,
+            old_root: at("/.old-root")?,
+            old_root_inside: c("/.old-root")?,
+            workdir: c(SANDBOX)?,
+            hostname: c(if hostname.is_empty() { "skiff-task".into() } else { hostname })?,
+            own_network: !host_network,
+        })
+    }
+}
