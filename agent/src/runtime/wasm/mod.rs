@@ -55,6 +55,9 @@ pub struct WasmConfig {
     pub max_memory_bytes: u64,
     /// CPU time a throttled task may run ahead of its share.
     pub cpu_burst: Duration,
+    /// Handles (open files, directories, streams) one task may hold at once, its preopens and
+    /// stdio included; past it the call that would open one more fails.
+    pub max_handles: usize,
 }
 
 impl WasmConfig {
@@ -65,6 +68,7 @@ impl WasmConfig {
             instance_slots: 1000,
             max_memory_bytes: 4 << 30,
             cpu_burst: Duration::from_millis(20),
+            max_handles: 256,
         }
     }
 }
@@ -275,7 +279,9 @@ impl WasmRuntime {
             table_elements_limit: 100_000,
             meter: task.meter.clone(),
         };
-        let mut store = Store::new(&set.engine, TaskCtx { wasi: wasi.build_p1(), limiter });
+        let mut wasi = wasi.build_p1();
+        wasmtime_wasi::WasiView::ctx(&mut wasi).table.set_max_capacity(self.config.max_handles);
+        let mut store = Store::new(&set.engine, TaskCtx { wasi, limiter });
         store.limiter(|t| &mut t.limiter);
         if let Some(fuel) = task.fuel
             && let Err(err) = store.set_fuel(fuel)
@@ -319,7 +325,7 @@ impl WasmRuntime {
         }
         match result {
             Ok(()) => TaskExit::Exited(0),
-            Err(err) => classify(&err),
+            Err(err) => classify(&err, self.config.max_handles),
         }
     }
 
@@ -401,7 +407,7 @@ fn trap_name(trap: Trap) -> &'static str {
 }
 
 /// Turns a guest's error into how the task ended.
-fn classify(err: &wasmtime::Error) -> TaskExit {
+fn classify(err: &wasmtime::Error, max_handles: usize) -> TaskExit {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return TaskExit::Exited(exit.0);
     }
@@ -413,6 +419,11 @@ fn classify(err: &wasmtime::Error) -> TaskExit {
     }
     if let Some(no_start) = err.downcast_ref::<NoStart>() {
         return TaskExit::Invalid(no_start.to_string());
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) = err.downcast_ref() {
+        return TaskExit::Trapped(format!(
+            "handle limit: the task tried to hold more than {max_handles} open files, directories and streams at once"
+        ));
     }
     if let Some(trap) = err.downcast_ref::<Trap>() {
         return match trap {

@@ -1,6 +1,7 @@
 //! Works on files given with `skiff run --file/--dir` and leaves outputs for `--output`.
 //! Commands (one per argument group): `upper IN OUT` writes IN upper-cased to OUT; `ls DIR` lists a
-//! tree; `read PATH` and `write PATH` report `ok` or `denied`.
+//! tree; `read PATH` and `write PATH` report `ok` or `denied`; `hoard PATH` opens PATH again and
+//! again, keeping every handle, until it is refused, and says how many it got.
 use std::fs;
 use std::path::Path;
 
@@ -54,6 +55,18 @@ fn main() {
                     Ok(()) => task::output_line(&format!("write {}: ok", args[i + 1])),
                     Err(e) => task::output_line(&format!("write {}: denied ({})", args[i + 1], e)),
                 }
+                i += 2;
+            }
+            "hoard" if i + 1 < args.len() => {
+                let mut kept = Vec::new();
+                let why = loop {
+                    match fs::File::open(&args[i + 1]) {
+                        Ok(f) if kept.len() < 1_000_000 => kept.push(f),
+                        Ok(_) => break "a million handles".to_string(),
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                task::output_line(&format!("hoard {}: {} handles, then {}", args[i + 1], kept.len(), why));
                 i += 2;
             }
             other => {
