@@ -38,6 +38,9 @@ pub struct Config {
     pub run_tasks_as: Option<String>,
     /// Whether native tasks run as the agent's user (root); overrides the two above.
     pub allow_root_tasks: bool,
+    /// Host directories every native task sees read-write at their own paths (as Nomad's host
+    /// volumes: the operator's choice, for data tasks share).
+    pub task_host_dirs: Vec<PathBuf>,
     /// Whether a native task may ask for the host's network (otherwise: loopback only).
     pub allow_host_network: bool,
     /// Without a registered session for this long, the agent kills its tasks (reported LOST) so
@@ -83,6 +86,7 @@ impl Config {
             run_tasks_as: None,
             allow_root_tasks: false,
             allow_host_network: false,
+            task_host_dirs: Vec::new(),
             partition_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),

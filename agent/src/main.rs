@@ -37,6 +37,9 @@ struct Args {
     /// Run native tasks as the agent's own user (root) instead.
     #[arg(long)]
     allow_root_tasks: bool,
+    /// A host directory every native task sees read-write at the same path (repeatable).
+    #[arg(long = "task-host-dir", value_name = "DIR")]
+    task_host_dirs: Vec<PathBuf>,
     /// Let native tasks that ask for it use the host's network (otherwise each has only loopback).
     #[arg(long)]
     allow_host_network: bool,
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
     config.run_tasks_as = args.run_tasks_as;
     config.allow_root_tasks = args.allow_root_tasks;
     config.allow_host_network = args.allow_host_network;
+    config.task_host_dirs = args.task_host_dirs;
     config.recovery_timeout = args.recovery_timeout;
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
         eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());

@@ -19,7 +19,6 @@
 mod fleet;
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -108,11 +107,9 @@ fn run_suite(w: Workload) {
     let began = Instant::now();
     let mut fleet = HaFleet::start_proxied(3, 3, 3);
     let dir = tempfile::tempdir().expect("temp dir");
-    // Native tasks run as nobody: they append to a log in a directory anyone may write.
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).expect("mkdir");
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-    let log = shared.join("starts.log");
+    // Native tasks, each as a uid of its own, append to a log in the fleet's shared directory
+    // (the agents' --task-host-dir).
+    let log = fleet.shared.path().join("starts.log");
     let spin = guest("spin");
 
     let mut jobs = Vec::new();

@@ -1,5 +1,5 @@
 //! Native tasks through the whole path: `skiff run --native` against real `skiff-coordinator` and
-//! `skiff-agent` processes (the agent as root, creating real cgroups, tasks as nobody).
+//! `skiff-agent` processes (the agent as root, creating real cgroups, tasks contained, each as a uid of its own).
 
 mod fleet;
 
@@ -8,10 +8,10 @@ use fleet::{Fleet, text};
 #[test]
 fn native_commands_run_and_report_like_wasm_tasks() {
     let fleet = Fleet::start();
-    let out = fleet.run(&["--native", "--env", "WHO=skiff", "--", "sh", "-c", "echo hello from $WHO; id -un; exit 4"]);
+    let out = fleet.run(&["--native", "--env", "WHO=skiff", "--", "sh", "-c", "echo hello from $WHO; id -u; exit 4"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert_eq!(text(&out.stdout), "hello from skiff\nnobody\n");
+    assert_eq!(text(&out.stdout), "hello from skiff\n200000\n", "the first uid of the default --task-uids");
     assert!(stderr.contains("FAILED with exit code 4"), "{stderr}");
 
     let out =

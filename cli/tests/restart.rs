@@ -75,19 +75,23 @@ fn start_time(pid: u32) -> Option<u64> {
 
 #[test]
 fn agent_restart_keeps_native_and_wasm_tasks_running_and_reports_their_real_ends_once() {
-    let mut cluster = Cluster::start(&[], &[&[]]);
     let dir = tempfile::tempdir().unwrap();
-    // Native tasks run as nobody: they write their pid where anyone may write.
+    // Native tasks see this directory (the agent's --task-host-dir), each as a uid of its own:
+    // they record their starts there.
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut cluster = Cluster::start(&[], &[&["--task-host-dir", shared.to_str().unwrap()]]);
+    // Each sleeps a length of its own, to be found in the host's /proc by its command line.
+    let base = 60 + std::process::id() % 1000;
     let native = submit(
         &cluster,
         dir.path(),
         "native",
         &format!(
             "name = \"native\"\ninstances = 5\n[task]\nnative = [\"/bin/sh\", \"-c\", \
-             \"echo $$ >> {}/$SKIFF_INSTANCE.pid; sleep 6; exit 7\"]\ncpus = 0.1\nmem = \"16M\"\n",
+             \"echo $SKIFF_TASK_ID >> {}/$SKIFF_INSTANCE.pid; timeout 6 sleep {base}.$SKIFF_INSTANCE; exit 7\"]\n\
+             cpus = 0.1\nmem = \"16M\"\n",
             shared.display()
         ),
     );
@@ -106,7 +110,8 @@ fn agent_restart_keeps_native_and_wasm_tasks_running_and_reports_their_real_ends
     });
     let pids: Vec<(u32, u64)> = (0..5)
         .map(|i| {
-            let pid: u32 = std::fs::read_to_string(shared.join(format!("{i}.pid"))).unwrap().trim().parse().unwrap();
+            let sleep = format!("sleep\0{base}.{i}\0");
+            let pid = fleet::eventually(Duration::from_secs(10), "the native sleep", || fleet::pid_of(&sleep));
             (pid, start_time(pid).expect("the native task runs"))
         })
         .collect();

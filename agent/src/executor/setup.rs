@@ -63,6 +63,7 @@ fn native_runtime(config: &Config, agent_id: &str) -> std::result::Result<Native
     let native = NativeConfig {
         run_as,
         jail_root: Some(config.work_dir.join("jail")),
+        host_dirs: config.task_host_dirs.clone(),
         allow_host_network: config.allow_host_network,
         ..NativeConfig::default()
     };

@@ -20,6 +20,8 @@ use nix::libc;
 pub enum Step {
     /// A directory with this mode.
     Dir { path: CString, mode: u32 },
+    /// A directory, unless there is one already (the parents of an operator's host directory).
+    DirIfMissing { path: CString },
     /// A symbolic link (as the host's `/bin -> usr/bin`).
     Link { target: CString, path: CString },
     /// An empty file, to bind a device node onto.
@@ -93,6 +95,10 @@ fn step(step: &Step) -> io::Result<()> {
             // mkdir's mode is masked by the umask.
             check(unsafe { libc::chmod(path.as_ptr(), *mode) })
         }
+        Step::DirIfMissing { path } => match check(unsafe { libc::mkdir(path.as_ptr(), 0o755) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        },
         Step::Link { target, path } => check(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }),
         Step::File { path } => {
             let fd = unsafe {

@@ -249,6 +249,8 @@ pub struct HaFleet {
     /// With [`HaFleet::start_proxied`]: a proxy in front of each coordinator, which advertises it;
     /// agents know the coordinators by their proxies.
     pub proxies: Vec<proxy::Proxy>,
+    /// A directory every native task of the fleet sees and may write (`--task-host-dir`, 1777).
+    pub shared: tempfile::TempDir,
 }
 
 impl HaFleet {
@@ -287,6 +289,7 @@ impl HaFleet {
             work_dirs: Vec::new(),
             data_dirs: Vec::new(),
             proxies,
+            shared: shared_dir(),
         };
         for i in 0..fleet.addrs.len() {
             fleet.coordinators.push(None);
@@ -335,6 +338,7 @@ impl HaFleet {
         };
         let mut cmd = Command::new(bin("skiff-agent"));
         cmd.args(["--native-tasks", "--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
+        cmd.arg("--task-host-dir").arg(self.shared.path());
         if std::env::var_os("RUST_LOG").is_none() {
             // What checkers read: the commands the agent acted on, with their epochs.
             cmd.env("RUST_LOG", "warn,skiff_agent::agent=info");
@@ -433,6 +437,14 @@ pub fn wait_exit(proc: &mut Proc, within: Duration) -> (i32, String) {
 /// Among a [`Cluster`] agent's arguments: start it without `--native-tasks` (which agents of test
 /// fleets otherwise get).
 pub const NATIVE_OFF: &str = "<native tasks off>";
+
+/// A world-writable (1777) temporary directory, for agents' `--task-host-dir`.
+pub fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    dir
+}
 
 /// One coordinator (embedded registry) and several agents, each with its own arguments.
 pub struct Cluster {

@@ -46,6 +46,8 @@ pub struct NativeConfig {
     /// the host as it is and share its namespaces (agents never do this; the launch benchmark
     /// measures it, to show what containment costs).
     pub jail_root: Option<PathBuf>,
+    /// Host directories every task sees read-write at their own paths (`--task-host-dir`).
+    pub host_dirs: Vec<PathBuf>,
     /// Size of each task's private `/tmp` (a tmpfs charged to the task's memory).
     pub tmp_bytes: u64,
     /// Whether a task may ask for the host's network instead of a namespace of its own.
@@ -61,6 +63,7 @@ impl Default for NativeConfig {
         Self {
             run_as: RunAs::Range(UidRange { first: 200_000, last: 265_535 }),
             jail_root: None,
+            host_dirs: Vec::new(),
             tmp_bytes: 64 << 20,
             allow_host_network: false,
             pids_max: 1024,
@@ -142,7 +145,7 @@ async fn forward(mut from: impl AsyncRead + Unpin, to: OutputSink) {
 impl NativeRuntime {
     /// Cgroups under `cgroup_root` for `agent_id`; leftovers of an earlier run are removed.
     pub fn new(cgroups: CgroupManager, config: NativeConfig) -> Result<Self, String> {
-        let view = config.jail_root.clone().map(view::View::new).transpose()?;
+        let view = config.jail_root.clone().map(|root| view::View::new(root, config.host_dirs.clone())).transpose()?;
         let seccomp = Arc::new(seccomp::profile()?);
         let removed = cgroups.remove_leftovers().map_err(|e| e.to_string())?;
         if removed > 0 {

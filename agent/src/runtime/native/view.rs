@@ -1,7 +1,8 @@
 //! What a native task sees of the host: its sandbox as `/sandbox` (the working directory), a
 //! private `/tmp`, the host's `/usr`, `/bin`, `/sbin`, `/lib*`, `/etc` and `/opt` read-only, a few
 //! device nodes, and a `/proc` of its own pid namespace. Nothing of the agent's work directory or
-//! of other tasks. Planned here (safe code, once per task); carried out by [`crate::sys::jail`].
+//! of other tasks; and the directories an operator shares with every task (`--task-host-dir`),
+//! read-write at their own paths. Planned here (safe code, once per task); carried out by [`crate::sys::jail`].
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -24,6 +25,8 @@ pub struct View {
     /// Mount point of task roots (a root-only directory of the agent's).
     root: PathBuf,
     host: Vec<HostEntry>,
+    /// The operator's host directories, shown read-write at their own paths (`--task-host-dir`).
+    shared: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,8 +41,14 @@ fn c(path: impl AsRef<Path>) -> Result<CString, String> {
 }
 
 impl View {
-    /// Task roots are mounted on `root` (created if missing).
-    pub fn new(root: PathBuf) -> Result<Self, String> {
+    /// Task roots are mounted on `root` (created if missing); `shared` are the operator's host
+    /// directories every task sees read-write (absolute paths of existing directories).
+    pub fn new(root: PathBuf, shared: Vec<PathBuf>) -> Result<Self, String> {
+        for dir in &shared {
+            if !dir.is_absolute() || !dir.is_dir() {
+                return Err(format!("--task-host-dir {}: not an absolute path of a directory", dir.display()));
+            }
+        }
         crate::work_dir::create_private(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         let mut host = Vec::new();
         for dir in HOST_DIRS {
@@ -52,7 +61,7 @@ impl View {
                 _ => {}
             }
         }
-        Ok(Self { root, host })
+        Ok(Self { root, host, shared })
     }
 
     /// The plan for one task: `sandbox` (a host directory) as its working directory, `/tmp` up to
@@ -87,6 +96,15 @@ impl View {
         }
         steps.push(Step::Dir { path: at(SANDBOX)?, mode: 0o755 });
         steps.push(Step::BindRw { from: c(sandbox)?, path: at(SANDBOX)? });
+        for dir in &self.shared {
+            let inside = self.root.join(dir.strip_prefix("/").unwrap_or(dir));
+            for ancestor in inside.ancestors().collect::<Vec<_>>().into_iter().rev() {
+                if ancestor.starts_with(&self.root) && ancestor != self.root {
+                    steps.push(Step::DirIfMissing { path: c(ancestor)? });
+                }
+            }
+            steps.push(Step::BindRw { from: c(dir)?, path: c(&inside)? });
+        }
         steps.push(Step::Dir { path: at("/proc")?, mode: 0o555 });
         steps.push(Step::Dir { path: at("/.old-root")?, mode: 0o700 });
         // A host name is at most 64 bytes.
