@@ -33,6 +33,8 @@ async fn sim_agent(channel: Channel, i: usize, counters: Arc<Counters>, stop: Ca
         agent_id: format!("sim-{i:04}"),
         hostname: format!("sim-{i:04}"),
         resources: Some(pb::Resources { cpus: 8.0, mem_bytes: 32 << 30, disk_bytes: 0, wasm_slots: 256 }),
+        // It runs native tasks (the scheduler places them nowhere else).
+        attributes: [(pb::NATIVE_ATTRIBUTE.to_owned(), "true".to_owned())].into(),
         ..Default::default()
     };
     let _ = tx.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(register)) }).await;

@@ -57,6 +57,8 @@ async fn output_sent_again_reaches_watchers_once() {
         agent_id: "scripted".into(),
         hostname: "scripted".into(),
         resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 1 << 30, disk_bytes: 0, wasm_slots: 1 }),
+        // It runs native tasks (the scheduler places them nowhere else).
+        attributes: [(pb::NATIVE_ATTRIBUTE.to_owned(), "true".to_owned())].into(),
         ..Default::default()
     };
     tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) }).await.unwrap();

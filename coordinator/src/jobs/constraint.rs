@@ -71,6 +71,29 @@ mod tests {
     }
 
     #[test]
+    fn native_jobs_only_on_agents_that_run_them() {
+        let native = pb::JobSpec {
+            task: Some(pb::TaskSpec {
+                kind: Some(pb::task_spec::Kind::Native(pb::NativeTask::default())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let wasm = pb::JobSpec {
+            task: Some(pb::TaskSpec {
+                kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask::default())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with = |v: &str| HashMap::from([(pb::NATIVE_ATTRIBUTE.to_owned(), v.to_owned())]);
+        assert!(eligible(&native, &with("true")));
+        assert!(!eligible(&native, &with("false")));
+        assert!(!eligible(&native, &HashMap::new()), "an agent that does not say runs none");
+        assert!(eligible(&wasm, &with("false")) && eligible(&wasm, &HashMap::new()));
+    }
+
+    #[test]
     fn constraints_on_attributes() {
         let attrs: HashMap<String, String> = [("zone".to_string(), "a".to_string())].into();
         let cases = [
