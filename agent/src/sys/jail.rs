@@ -149,16 +149,20 @@ pub fn enter(jail: &Jail) -> io::Result<libc::c_int> {
     }
     // SAFETY: plain system calls on prepared strings.
     check(unsafe { libc::unshare(flags) })?;
-    // Nothing mounted from here on reaches the host's namespace.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })?;
+    // Nothing mounted from here on reaches the host's namespace. Where the agent runs chrooted
+    // into a directory that is no mount point (CI's bare root), `/` cannot be made private
+    // (EINVAL): the task's root is then made a private mount of its own before anything is
+    // mounted on it (run such an agent in a private mount namespace, as `unshare --mount` gives,
+    // so that even this bind stays out of the host's).
+    let private = libc::MS_REC | libc::MS_PRIVATE;
+    let null = std::ptr::null();
+    if let Err(e) = check(unsafe { libc::mount(null, c"/".as_ptr(), null, private, null.cast()) }) {
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+        mount(&jail.root, &jail.root, None, libc::MS_BIND, None)?;
+        check(unsafe { libc::mount(null, jail.root.as_ptr(), null, private, null.cast()) })?;
+    }
     mount(c"tmpfs", &jail.root, Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(&jail.root_options))?;
     for s in &jail.steps {
         step(s)?;
