@@ -420,6 +420,7 @@ impl Executor {
             return self.end(&task_id, sandbox, || self.send_status(&task_id, &exit, None));
         }
         let sandbox = task.sandbox();
+        let native = matches!(task, Prepared::Native(_));
         let (exit, usage) = match task {
             Prepared::Wasm(task) => self.run_wasm(&task_id, task).await,
             Prepared::Native(task) => {
@@ -439,6 +440,10 @@ impl Executor {
             let _ = std::fs::remove_dir_all(self.inputs_root(&task_id));
         }
         self.end(&task_id, sandbox, || self.send_terminal(&task_id, &exit, Some(usage), outputs));
+        if native && let Ok(runtime) = &inner.native {
+            // Off the task's path (its end is reported): one namespace, about a millisecond.
+            runtime.replenish();
+        }
     }
 
     /// A task's end: its sandbox kept if it left files, the task unregistered, its end reported

@@ -12,6 +12,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::libc;
 
@@ -37,7 +38,7 @@ pub enum Step {
 }
 
 /// A native task's containment, prepared by the parent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Jail {
     /// Host directory the task's root (a tmpfs) is mounted on, in the task's mount namespace only.
     pub root: CString,
@@ -54,6 +55,9 @@ pub struct Jail {
     pub hostname: CString,
     /// A network namespace of its own (loopback only); `false`: the host's network.
     pub own_network: bool,
+    /// That namespace, made ahead of the launch ([`loopback_namespace`]) and joined; `None`: made
+    /// by the child itself.
+    pub network: Option<OwnedFd>,
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -139,16 +143,36 @@ fn loopback_up() -> io::Result<()> {
     }
 }
 
+/// A new network namespace with `lo` up, made on a thread of its own (a namespace is per thread)
+/// and kept by the returned descriptor: making one takes most of a launch's containment time,
+/// which tasks then spend joining it instead.
+pub fn loopback_namespace() -> io::Result<OwnedFd> {
+    let make = || -> io::Result<OwnedFd> {
+        // SAFETY: unshare of this (short-lived) thread's network namespace; open of a procfs
+        // file whose descriptor is owned from here on.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        loopback_up()?;
+        let fd = unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        check(fd)?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    std::thread::scope(|s| s.spawn(make).join()).unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}
+
 /// In the waiter (the forked child, still root): new namespaces and the view, then the fork of the
 /// task. Returns only in the task (pid 1 of its namespace), with the read end of a pipe whose write
 /// end only the waiter holds (see [`waiter_alive`]); the waiter never returns.
 pub fn enter(jail: &Jail) -> io::Result<libc::c_int> {
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if jail.own_network {
+    let make_network = jail.own_network && jail.network.is_none();
+    if make_network {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain system calls on prepared strings.
     check(unsafe { libc::unshare(flags) })?;
+    if let Some(network) = &jail.network {
+        check(unsafe { libc::setns(network.as_raw_fd(), libc::CLONE_NEWNET) })?;
+    }
     // Nothing mounted from here on reaches the host's namespace. Where the agent runs chrooted
     // into a directory that is no mount point (CI's bare root), `/` cannot be made private
     // (EINVAL): the task's root is then made a private mount of its own before anything is
@@ -168,7 +192,7 @@ pub fn enter(jail: &Jail) -> io::Result<libc::c_int> {
         step(s)?;
     }
     check(unsafe { libc::sethostname(jail.hostname.as_ptr(), jail.hostname.as_bytes().len()) })?;
-    if jail.own_network {
+    if make_network {
         loopback_up()?;
     }
     let mut pipe = [0 as libc::c_int; 2];

@@ -100,7 +100,12 @@ pub struct NativeRuntime {
     users: users::Users,
     view: Option<view::View>,
     seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    /// Network namespaces made ahead of launches, each joined by one task ([`Self::replenish`]).
+    networks: std::sync::Mutex<Vec<std::os::fd::OwnedFd>>,
 }
+
+/// Network namespaces kept ready.
+const READY_NETWORKS: usize = 4;
 
 /// The program to exec: `command` itself when it names a path, else the first match on [`SEARCH_PATH`].
 pub fn resolve_command(command: &str) -> Result<PathBuf, String> {
@@ -151,7 +156,33 @@ impl NativeRuntime {
         if removed > 0 {
             warn!(removed, "removed cgroups an earlier run of this agent left behind");
         }
-        Ok(Self { cgroups, users: users::Users::new(config.run_as), view, seccomp, config })
+        let runtime = Self {
+            cgroups,
+            users: users::Users::new(config.run_as),
+            view,
+            seccomp,
+            config,
+            networks: Default::default(),
+        };
+        if runtime.view.is_some() {
+            runtime.replenish();
+        }
+        Ok(runtime)
+    }
+
+    /// Makes network namespaces until [`READY_NETWORKS`] are ready (blocking: call it off the
+    /// launch path); a launch that finds none ready has its child make its own.
+    pub fn replenish(&self) {
+        let ready = || self.networks.lock().unwrap_or_else(|e| e.into_inner()).len();
+        while self.view.is_some() && ready() < READY_NETWORKS {
+            match crate::sys::jail::loopback_namespace() {
+                Ok(fd) => self.networks.lock().unwrap_or_else(|e| e.into_inner()).push(fd),
+                Err(err) => {
+                    warn!(%err, "cannot make a network namespace ahead: tasks make their own");
+                    return;
+                }
+            }
+        }
     }
 
     /// Whether tasks may ask for the host's network.
@@ -267,7 +298,12 @@ impl NativeRuntime {
         let user = identity.user.map(|(uid, gid)| (uid.into(), gid.into()));
         let jail = match &self.view {
             Some(view) => match view.jail(&task.sandbox, &task.task_id, self.config.tmp_bytes, task.host_network) {
-                Ok(jail) => Some(jail),
+                Ok(mut jail) => {
+                    if jail.own_network {
+                        jail.network = self.networks.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    }
+                    Some(jail)
+                }
                 Err(why) => return TaskExit::LaunchFailed(format!("cannot plan the task's view: {why}")),
             },
             None => None,

@@ -119,6 +119,7 @@ impl View {
             workdir: c(SANDBOX)?,
             hostname: c(if hostname.is_empty() { "skiff-task".into() } else { hostname })?,
             own_network: !host_network,
+            network: None,
         })
     }
 }
