@@ -82,7 +82,7 @@ impl Config {
             blob_cache_bytes: 1024 * 1024 * 1024,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             native_tasks: false,
-            task_uids: UidRange { first: 200_000, last: 265_535 },
+            task_uids: UidRange::DEFAULT,
             run_tasks_as: None,
             allow_root_tasks: false,
             allow_host_network: false,

@@ -29,7 +29,7 @@ struct Args {
     native_tasks: bool,
     /// uids native tasks run as (gid = uid), one of its own for each running task; keep the range
     /// free of the host's users.
-    #[arg(long, default_value = "200000-265535", value_name = "FIRST-LAST")]
+    #[arg(long, default_value_t = skiff_agent::config::UidRange::DEFAULT, value_name = "FIRST-LAST")]
     task_uids: skiff_agent::config::UidRange,
     /// Run every native task as this one user instead (a fallback: running tasks then share a uid).
     #[arg(long, value_name = "USER", conflicts_with = "allow_root_tasks")]

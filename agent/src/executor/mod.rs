@@ -319,8 +319,18 @@ impl Executor {
         let wasm = match kind {
             Some(pb::task_spec::Kind::Wasm(w)) => w,
             Some(pb::task_spec::Kind::Native(native)) => {
-                if let Err(why) = &inner.native {
-                    return Err(TaskExit::LaunchFailed(format!("this agent cannot run native tasks: {why}")));
+                match &inner.native {
+                    Err(why) => {
+                        return Err(TaskExit::LaunchFailed(format!("this agent cannot run native tasks: {why}")));
+                    }
+                    Ok(runtime) if native.host_network && !runtime.allows_host_network() => {
+                        return Err(TaskExit::Invalid(
+                            "the task asks for the host's network and this agent does not allow it \
+                             (--allow-host-network)"
+                                .into(),
+                        ));
+                    }
+                    Ok(_) => {}
                 }
                 return Ok(Prepared::Native(NativeTask {
                     task_id,

@@ -37,13 +37,14 @@ pub enum Step {
     Tmpfs { path: CString, options: CString },
 }
 
-/// A native task's containment, prepared by the parent.
+/// What every task's view shares: prepared once per agent.
 #[derive(Debug)]
-pub struct Jail {
+pub struct Frame {
     /// Host directory the task's root (a tmpfs) is mounted on, in the task's mount namespace only.
     pub root: CString,
     /// Options of the root tmpfs.
     pub root_options: CString,
+    /// The host's part of the view, in order.
     pub steps: Vec<Step>,
     /// `<root>/proc`, where the task's own procfs goes.
     pub proc: CString,
@@ -52,6 +53,14 @@ pub struct Jail {
     pub old_root_inside: CString,
     /// The working directory, inside the view.
     pub workdir: CString,
+}
+
+/// A native task's containment, prepared by the parent.
+#[derive(Debug)]
+pub struct Jail {
+    pub frame: std::sync::Arc<Frame>,
+    /// The task's own steps, after the frame's (its sandbox).
+    pub steps: Vec<Step>,
     pub hostname: CString,
     /// A network namespace of its own (loopback only); `false`: the host's network.
     pub own_network: bool,
@@ -184,11 +193,17 @@ pub fn enter(jail: &Jail) -> io::Result<libc::c_int> {
         if e.raw_os_error() != Some(libc::EINVAL) {
             return Err(e);
         }
-        mount(&jail.root, &jail.root, None, libc::MS_BIND, None)?;
-        check(unsafe { libc::mount(null, jail.root.as_ptr(), null, private, null.cast()) })?;
+        mount(&jail.frame.root, &jail.frame.root, None, libc::MS_BIND, None)?;
+        check(unsafe { libc::mount(null, jail.frame.root.as_ptr(), null, private, null.cast()) })?;
     }
-    mount(c"tmpfs", &jail.root, Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(&jail.root_options))?;
-    for s in &jail.steps {
+    mount(
+        c"tmpfs",
+        &jail.frame.root,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&jail.frame.root_options),
+    )?;
+    for s in jail.frame.steps.iter().chain(&jail.steps) {
         step(s)?;
     }
     check(unsafe { libc::sethostname(jail.hostname.as_ptr(), jail.hostname.as_bytes().len()) })?;
@@ -255,20 +270,20 @@ fn wait_as_task(task: libc::pid_t, keep: libc::c_int, parent: libc::pid_t) -> ! 
 /// agent itself runs chrooted, as in CI's bare root, `pivot_root` is refused and the task is
 /// chrooted into the view instead, which it cannot leave without `CAP_SYS_CHROOT`).
 pub fn pivot(jail: &Jail) -> io::Result<()> {
-    mount(c"proc", &jail.proc, Some(c"proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    mount(c"proc", &jail.frame.proc, Some(c"proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
     // SAFETY: direct system calls on prepared strings.
     unsafe {
-        let pivoted = libc::syscall(libc::SYS_pivot_root, jail.root.as_ptr(), jail.old_root.as_ptr()) == 0;
+        let pivoted = libc::syscall(libc::SYS_pivot_root, jail.frame.root.as_ptr(), jail.frame.old_root.as_ptr()) == 0;
         if pivoted {
             check(libc::chdir(c"/".as_ptr()))?;
-            check(libc::umount2(jail.old_root_inside.as_ptr(), libc::MNT_DETACH))?;
-            check(libc::rmdir(jail.old_root_inside.as_ptr()))?;
+            check(libc::umount2(jail.frame.old_root_inside.as_ptr(), libc::MNT_DETACH))?;
+            check(libc::rmdir(jail.frame.old_root_inside.as_ptr()))?;
         } else {
-            check(libc::chdir(jail.root.as_ptr()))?;
+            check(libc::chdir(jail.frame.root.as_ptr()))?;
             check(libc::chroot(c".".as_ptr()))?;
-            check(libc::rmdir(jail.old_root_inside.as_ptr()))?;
+            check(libc::rmdir(jail.frame.old_root_inside.as_ptr()))?;
         }
-        check(libc::chdir(jail.workdir.as_ptr()))
+        check(libc::chdir(jail.frame.workdir.as_ptr()))
     }
 }
 

@@ -60,7 +60,7 @@ pub struct ChildSetup {
     pub user: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     /// RLIMIT_NOFILE.
     pub open_files: u64,
-    /// Namespaces and filesystem view; `None`: the host's (only for the agent's own tests).
+    /// Namespaces and filesystem view; `None`: the host's (only the launch benchmark's baseline).
     pub jail: Option<jail::Jail>,
     /// Installed in order just before exec.
     pub seccomp: std::sync::Arc<Vec<seccompiler::BpfProgram>>,

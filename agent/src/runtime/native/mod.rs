@@ -61,7 +61,7 @@ pub struct NativeConfig {
 impl Default for NativeConfig {
     fn default() -> Self {
         Self {
-            run_as: RunAs::Range(UidRange { first: 200_000, last: 265_535 }),
+            run_as: RunAs::Range(UidRange::DEFAULT),
             jail_root: None,
             host_dirs: Vec::new(),
             tmp_bytes: 64 << 20,
@@ -150,7 +150,11 @@ async fn forward(mut from: impl AsyncRead + Unpin, to: OutputSink) {
 impl NativeRuntime {
     /// Cgroups under `cgroup_root` for `agent_id`; leftovers of an earlier run are removed.
     pub fn new(cgroups: CgroupManager, config: NativeConfig) -> Result<Self, String> {
-        let view = config.jail_root.clone().map(|root| view::View::new(root, config.host_dirs.clone())).transpose()?;
+        let view = config
+            .jail_root
+            .clone()
+            .map(|root| view::View::new(root, config.tmp_bytes, &config.host_dirs))
+            .transpose()?;
         let seccomp = Arc::new(seccomp::profile()?);
         let removed = cgroups.remove_leftovers().map_err(|e| e.to_string())?;
         if removed > 0 {
@@ -285,11 +289,6 @@ impl NativeRuntime {
             Ok(p) => p,
             Err(msg) => return TaskExit::LaunchFailed(format!("cannot open the task's cgroup: {msg}")),
         };
-        if task.host_network && !self.config.allow_host_network {
-            return TaskExit::Invalid(
-                "the task asks for the host's network and this agent does not allow it (--allow-host-network)".into(),
-            );
-        }
         if let Some((uid, gid)) = identity.user
             && let Err(e) = nix::unistd::chown(&task.sandbox, Some(uid.into()), Some(gid.into()))
         {
@@ -297,7 +296,7 @@ impl NativeRuntime {
         }
         let user = identity.user.map(|(uid, gid)| (uid.into(), gid.into()));
         let jail = match &self.view {
-            Some(view) => match view.jail(&task.sandbox, &task.task_id, self.config.tmp_bytes, task.host_network) {
+            Some(view) => match view.jail(&task.sandbox, &task.task_id, task.host_network) {
                 Ok(mut jail) => {
                     if jail.own_network {
                         jail.network = self.networks.lock().unwrap_or_else(|e| e.into_inner()).pop();

@@ -12,6 +12,17 @@ pub struct UidRange {
     pub last: u32,
 }
 
+impl UidRange {
+    /// The default `--task-uids`, above the uids Debian hands out and the usual subordinate ranges.
+    pub const DEFAULT: Self = Self { first: 200_000, last: 265_535 };
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
 impl std::str::FromStr for UidRange {
     type Err = String;
 
@@ -87,10 +98,6 @@ impl Users {
         Self { run_as, leased: Arc::new(Mutex::new(Leased { in_use: BTreeSet::new(), next })) }
     }
 
-    pub fn run_as(&self) -> RunAs {
-        self.run_as
-    }
-
     /// An identity for one task, or why there is none (every uid of the range in use).
     pub fn lease(&self) -> Result<Identity, String> {
         let range = match self.run_as {
@@ -101,7 +108,7 @@ impl Users {
         let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
         let size = u64::from(range.last - range.first) + 1;
         if leased.in_use.len() as u64 >= size {
-            return Err(format!("all {size} uids of --task-uids {}-{} are in use", range.first, range.last));
+            return Err(format!("all {size} uids of --task-uids {range} are in use"));
         }
         let mut uid = leased.next;
         while leased.in_use.contains(&uid) {
