@@ -63,7 +63,11 @@ fn wasm_bench(latency_runs: usize, throughput_runs: u64) -> (Figures, Duration) 
         "a-bench".into(),
         runtime,
         Err("not benchmarked here".into()),
-        dir.path().join("sandboxes"),
+        skiff_agent::sandbox::Sandboxes::new(
+            &dir.path().join("sandboxes"),
+            Some(skiff_agent::sandbox::disk::DEFAULT_BYTES),
+        )
+        .unwrap(),
         1 << 20,
         tx,
     )

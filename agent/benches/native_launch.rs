@@ -63,9 +63,11 @@ fn skiff_native(runs: usize, seconds: f64, contained: bool) -> Figures {
     let mut wasm = WasmConfig::new(dir.path().join("module-cache"));
     wasm.instance_slots = 4;
     let (tx, mut events) = mpsc::unbounded_channel();
+    // Contained: sandboxes are size-limited filesystems too; cgroup-only: plain directories.
+    let disk = contained.then_some(skiff_agent::sandbox::disk::DEFAULT_BYTES);
+    let sandboxes = skiff_agent::sandbox::Sandboxes::new(&dir.path().join("sandboxes"), disk).unwrap();
     let executor =
-        Executor::new(agent_id, WasmRuntime::new(wasm).unwrap(), Ok(native), dir.path().join("sandboxes"), 1 << 20, tx)
-            .unwrap();
+        Executor::new(agent_id, WasmRuntime::new(wasm).unwrap(), Ok(native), sandboxes, 1 << 20, tx).unwrap();
     let mut n = 0;
     for _ in 0..20 {
         executor.launch(spec(n));

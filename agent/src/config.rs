@@ -22,10 +22,20 @@ pub struct Config {
     pub wasm_slots: u32,
     /// Handles (files, directories, streams) one Wasm task may hold open at once.
     pub wasm_max_handles: usize,
+    /// Size of a task's sandbox when it asks for none (its `disk`).
+    pub default_disk_bytes: u64,
     /// Bytes of stdout and of stderr kept per task unless the task asks for less.
     pub max_output_bytes: u64,
     /// Largest Wasm module accepted.
     pub max_module_bytes: u64,
+    /// The binary Wasm modules are compiled in, run with `--skiff-compile-module` (this agent's
+    /// own; `None`: compiled in-process, unbounded).
+    pub compiler: Option<PathBuf>,
+    /// Bounds of one compile: wall-clock time and data segment.
+    pub compile_timeout: Duration,
+    pub compile_memory_bytes: u64,
+    /// Bound of each compiled-module cache, in memory and on disk.
+    pub module_cache_bytes: u64,
     /// Bound of the on-disk cache of fetched modules (least recently used go first).
     pub blob_cache_bytes: u64,
     /// Root of the cgroup filesystem (native tasks).
@@ -77,9 +87,14 @@ impl Config {
             mem_bytes: None,
             wasm_slots: 1000,
             wasm_max_handles: 256,
+            default_disk_bytes: crate::sandbox::disk::DEFAULT_BYTES,
             max_output_bytes: 1024 * 1024,
             max_module_bytes: 64 * 1024 * 1024,
             blob_cache_bytes: 1024 * 1024 * 1024,
+            compiler: None,
+            compile_timeout: Duration::from_secs(60),
+            compile_memory_bytes: 2 << 30,
+            module_cache_bytes: 1 << 30,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             native_tasks: false,
             task_uids: UidRange::DEFAULT,

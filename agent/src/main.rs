@@ -58,6 +58,20 @@ struct Args {
     /// Wasm tasks this agent runs at once (instance slots reserved up front).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     wasm_slots: u32,
+    /// Disk of a task that asks for none, in MiB: its sandbox is a filesystem of this size.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    default_disk_mib: u64,
+    /// Wall-clock bound of compiling one Wasm module; a task whose module takes longer fails with
+    /// COMPILE_LIMIT.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    compile_timeout: Duration,
+    /// Memory bound of compiling one Wasm module, in MiB (COMPILE_LIMIT past it).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(64..=1 << 20))]
+    compile_memory_mib: u64,
+    /// Bound of the compiled-module cache of each engine (plain, fuel-metered), in memory and on
+    /// disk alike, in MiB (least recently used go first).
+    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    module_cache_mib: u64,
     /// Handles (open files, directories, streams) one Wasm task may hold at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=65_536))]
     wasm_handles: u64,
@@ -95,7 +109,18 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // This binary is also the agent's bounded compiler of Wasm modules.
+    if let Some(code) = skiff_agent::runtime::wasm::compile::child_main() {
+        return ExitCode::from(code as u8);
+    }
     let args = Args::parse();
+    // Before any thread: the executor's sandbox mounts are its own, and vanish with it.
+    if args.executor
+        && let Err(err) = skiff_agent::sys::own_mount_namespace()
+    {
+        eprintln!("skiff-agent executor: cannot make a mount namespace of its own: {err}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -107,6 +132,11 @@ fn main() -> ExitCode {
     config.cpus = args.cpus;
     config.wasm_slots = args.wasm_slots;
     config.wasm_max_handles = args.wasm_handles as usize;
+    config.default_disk_bytes = args.default_disk_mib << 20;
+    config.compile_timeout = args.compile_timeout;
+    config.compile_memory_bytes = args.compile_memory_mib << 20;
+    config.module_cache_bytes = args.module_cache_mib << 20;
+    config.compiler = std::env::current_exe().ok();
     config.partition_timeout = args.partition_kill_after;
     config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;

@@ -18,6 +18,10 @@ pub enum TaskExit {
     Signaled(i32),
     /// Ran past its wall-clock `--timeout`.
     TimedOut,
+    /// Filled its sandbox (its `disk`), then failed.
+    DiskLimit(String),
+    /// Its module did not compile within the agent's bounds.
+    CompileLimit(String),
     /// Used up its `--fuel` budget.
     OutOfFuel,
     /// Killed on request.
@@ -44,6 +48,8 @@ impl TaskExit {
             }
             TaskExit::TimedOut => (TaskState::Failed, Reason::TimeLimit, "ran past its timeout".into(), None),
             TaskExit::OutOfFuel => (TaskState::Failed, Reason::OutOfFuel, "used up its fuel".into(), None),
+            TaskExit::DiskLimit(msg) => (TaskState::Failed, Reason::DiskLimit, msg.clone(), None),
+            TaskExit::CompileLimit(msg) => (TaskState::Failed, Reason::CompileLimit, msg.clone(), None),
             TaskExit::Killed => (TaskState::Killed, Reason::Killed, "killed on request".into(), None),
             TaskExit::Invalid(msg) => (TaskState::Failed, Reason::InvalidTask, msg.clone(), None),
             TaskExit::LaunchFailed(msg) => (TaskState::Failed, Reason::LaunchFailed, msg.clone(), None),
@@ -82,6 +88,8 @@ mod tests {
             (TaskExit::OutOfMemory("peak 64 MiB".into()), TaskState::Failed, Reason::Oom, None),
             (TaskExit::Signaled(11), TaskState::Failed, Reason::Exited, Some(139)),
             (TaskExit::OutOfFuel, TaskState::Failed, Reason::OutOfFuel, None),
+            (TaskExit::DiskLimit("full".into()), TaskState::Failed, Reason::DiskLimit, None),
+            (TaskExit::CompileLimit("30 s".into()), TaskState::Failed, Reason::CompileLimit, None),
             (TaskExit::Killed, TaskState::Killed, Reason::Killed, None),
             (TaskExit::Invalid("not wasm".into()), TaskState::Failed, Reason::InvalidTask, None),
         ];

@@ -8,6 +8,7 @@ use skiff_agent::cgroup::CgroupManager;
 use skiff_agent::executor::Executor;
 use skiff_agent::runtime::native::{NativeConfig, NativeRuntime};
 use skiff_agent::runtime::wasm::{WasmConfig, WasmRuntime};
+use skiff_agent::sandbox::Sandboxes;
 use skiff_agent::task::TaskEvent;
 use skiff_proto as pb;
 use skiff_proto::{Reason, TaskState};
@@ -46,8 +47,8 @@ impl Harness {
         config.instance_slots = 4;
         let wasm = WasmRuntime::new(config).unwrap();
         let (tx, events) = mpsc::unbounded_channel();
-        let executor =
-            Executor::new(agent_id.clone(), wasm, Ok(native), dir.path().join("sandboxes"), 1 << 20, tx).unwrap();
+        let sandboxes = Sandboxes::new(&dir.path().join("sandboxes"), Some(64 << 20)).unwrap();
+        let executor = Executor::new(agent_id.clone(), wasm, Ok(native), sandboxes, 1 << 20, tx).unwrap();
         Harness { executor, events, agent_id, _dir: dir, next: 0 }
     }
 

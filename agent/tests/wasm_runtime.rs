@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use skiff_agent::executor::Executor;
 use skiff_agent::runtime::wasm::{WasmConfig, WasmRuntime};
+use skiff_agent::sandbox::Sandboxes;
 use skiff_agent::task::TaskEvent;
 use skiff_proto as pb;
 use skiff_proto::{Reason, TaskState};
@@ -54,16 +55,23 @@ fn spec(module: Vec<u8>) -> pb::TaskSpec {
 
 impl Harness {
     fn new(work_dir: &Path) -> Harness {
+        Self::with(work_dir, |_| {})
+    }
+
+    fn with(work_dir: &Path, tweak: impl FnOnce(&mut WasmConfig)) -> Harness {
         let mut config = WasmConfig::new(work_dir.join("module-cache"));
         config.instance_slots = 64;
         config.max_module_bytes = 8 << 20;
+        // Compiled as an agent does: in a child process running the agent's binary.
+        config.compile.program = Some(env!("CARGO_BIN_EXE_skiff-agent").into());
+        tweak(&mut config);
         let runtime = WasmRuntime::new(config).expect("runtime");
         let (tx, events) = mpsc::unbounded_channel();
         let executor = Executor::new(
             "a-test".into(),
             runtime,
             Err("not under test".into()),
-            work_dir.join("sandboxes"),
+            Sandboxes::new(&work_dir.join("sandboxes"), Some(64 << 20)).unwrap(),
             1 << 20,
             tx,
         )
@@ -349,6 +357,42 @@ async fn a_module_compiles_once_per_agent_across_restarts() {
     let fourth = h.run(spec(guest("hello"))).await;
     assert_reason(&fourth, TaskState::Finished, Reason::Exited);
     assert_eq!(usage(&fourth).module_cache, "compiled");
+}
+
+/// Both caches stay within `--module-cache-mib`: with room for one module only, each new module
+/// pushes the last one out of memory and off the disk, and it is compiled again when asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_caches_keep_within_their_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::with(dir.path(), |c| c.module_cache_bytes = 1);
+    let modules = [
+        guest("hello"),
+        wat(r#"(module (func (export "_start")))"#),
+        wat(r#"(module (func (export "_start") (drop (i32.const 7))))"#),
+    ];
+    for module in &modules {
+        let o = h.run(spec(module.clone())).await;
+        assert_reason(&o, TaskState::Finished, Reason::Exited);
+        assert_eq!(usage(&o).module_cache, "compiled");
+    }
+    let stats = h.executor.wasm().cache_stats();
+    assert_eq!((stats.memory_evictions, stats.disk_evictions), (2, 2), "{stats:?}");
+    assert_eq!(h.executor.wasm().cached_modules().len(), 1);
+    let on_disk = walk(&dir.path().join("module-cache"));
+    assert_eq!(on_disk.iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).count(), 1, "{on_disk:?}");
+    assert_eq!(on_disk.iter().filter(|p| p.extension().is_some_and(|e| e == "sum")).count(), 1, "{on_disk:?}");
+    // The last one is still cached; the first was evicted from both and compiles again.
+    let o = h.run(spec(modules[2].clone())).await;
+    assert_eq!(usage(&o).module_cache, "memory");
+    let o = h.run(spec(modules[0].clone())).await;
+    assert_eq!(usage(&o).module_cache, "compiled");
+
+    // A restart counts what is on disk toward the bound.
+    drop(h);
+    let h = Harness::with(dir.path(), |c| c.module_cache_bytes = 1);
+    let on_disk = walk(&dir.path().join("module-cache"));
+    assert_eq!(on_disk.iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).count(), 1, "{on_disk:?}");
+    drop(h);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

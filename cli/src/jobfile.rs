@@ -14,6 +14,7 @@
 //! env = { MODE = "fast" }       # plus SKIFF_JOB_ID, SKIFF_INSTANCE, SKIFF_INSTANCES
 //! cpus = 0.25                   # default 0.1
 //! mem = "64M"                   # default 64M
+//! disk = "256M"                 # default 256M: the sandbox's size
 //! timeout = "30s"               # optional wall-clock limit
 //! fuel = 1000000                # optional Wasm fuel budget
 //!
@@ -68,6 +69,7 @@ pub struct TaskSection {
     pub env: BTreeMap<String, String>,
     pub cpus: Option<f64>,
     pub mem: Option<String>,
+    pub disk: Option<String>,
     pub timeout: Option<String>,
     pub fuel: Option<u64>,
 }
@@ -140,6 +142,8 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
         return Err(format!("task.cpus must be a positive number, got {cpus}"));
     }
     let mem_bytes = units::parse_size(task.mem.as_deref().unwrap_or("64M")).map_err(|e| format!("task.mem: {e}"))?;
+    let disk_bytes =
+        units::parse_size(task.disk.as_deref().unwrap_or("256M")).map_err(|e| format!("task.disk: {e}"))?;
     let timeout_ms = match &task.timeout {
         Some(t) => units::parse_duration(t).map_err(|e| format!("task.timeout: {e}"))?.as_millis() as u64,
         None => 0,
@@ -160,7 +164,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
         resources: Some(pb::Resources {
             cpus,
             mem_bytes,
-            disk_bytes: 0,
+            disk_bytes,
             wasm_slots: u32::from(matches!(program, Program::Wasm(_))),
         }),
         limits: Some(pb::Limits { timeout_ms, fuel: task.fuel.unwrap_or(0), ..Default::default() }),
@@ -280,6 +284,7 @@ values = ["a", "b"]
             ("[task]\nnative = []\n", "must name a command"),
             ("instances = 0\n[task]\nwasm = \"a.wasm\"\n", "instances"),
             ("[task]\nwasm = \"a.wasm\"\nmem = \"lots\"\n", "task.mem"),
+            ("[task]\nwasm = \"a.wasm\"\ndisk = \"-1\"\n", "task.disk"),
             ("[task]\nwasm = \"a.wasm\"\ncpu = 1\n", "unknown field `cpu`"),
             ("[task]\nwasm = \"a.wasm\"\n[[constraint]]\nattribute = \"zone\"\noperator = \"~\"\n", "unknown operator"),
             (

@@ -6,6 +6,10 @@ use clap::Parser;
 use skiff_cli::{Cli, Command, cmd, exit};
 
 fn main() -> ExitCode {
+    // This binary is also `skiff dev`'s bounded compiler of Wasm modules.
+    if let Some(code) = skiff_agent::runtime::wasm::compile::child_main() {
+        return ExitCode::from(code as u8);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -16,6 +20,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    // `skiff dev` runs its tasks in this process: its sandbox mounts are its own (made before any
+    // thread), and vanish with it.
+    if matches!(cli.command, Command::Dev(_))
+        && let Err(err) = skiff_agent::sys::own_mount_namespace()
+    {
+        eprintln!("skiff dev: cannot make a mount namespace of its own: {err}");
+        return ExitCode::FAILURE;
+    }
     let filter = if matches!(cli.command, Command::Dev(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))

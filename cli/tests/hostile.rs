@@ -352,8 +352,9 @@ fn mounts_tracing_keys_and_namespaces_are_refused() {
 }
 
 /// Wasm guests open handles forever, several at once, hoping to exhaust the executor's
-/// descriptors so that every later task fails to start. Each is stopped at its own cap (256 by
-/// default), named as the reason, and the agent serves on.
+/// descriptors so that every later task fails to start. Each is refused at its own cap (256 by
+/// default, its stdio and preopens included) with ENFILE, as on a host out of descriptors, goes on
+/// and ends as it chooses; the agent serves on.
 #[test]
 fn guests_hoarding_handles_stop_at_their_cap() {
     let fleet = Fleet::start();
@@ -364,14 +365,144 @@ fn guests_hoarding_handles_stop_at_their_cap() {
     let files = guest("files");
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| fleet.run(&["--file", &file_arg, files.to_str().unwrap(), "--", "hoard", "/in/data"])))
+            .map(|_| {
+                s.spawn(|| {
+                    let args =
+                        ["--file", &file_arg, files.to_str().unwrap(), "--", "hoard", "/in/data", "read", "/in/data"];
+                    fleet.run(&args)
+                })
+            })
             .collect();
         for run in runs {
             let out = run.join().unwrap();
-            let stderr = text(&out.stderr);
-            assert!(!out.status.success(), "{stderr}");
-            assert!(stderr.contains("handle limit: the task tried to hold more than 256 open files"), "{stderr}");
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert!(out.status.success(), "{stdout}\n{stderr}");
+            let held: usize = stdout
+                .strip_prefix("hoard /in/data: ")
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{stdout}"));
+            assert!((240..256).contains(&held), "held {held}: {stdout}");
+            assert!(stdout.contains("then Too many open files in system (os error 41)"), "{stdout}");
+            // Its handles closed, it opens files again.
+            assert!(stdout.ends_with("read /in/data: ok (1 bytes)\n"), "{stdout}");
         }
     });
     serves_on(&fleet);
+}
+
+/// Tasks write until the disk is full, hoping to fill the agent's: a Wasm guest and a native task,
+/// each with `--disk 16M`. Each gets ENOSPC at its sandbox's size, ends DISK_LIMIT, and the next
+/// task on the agent gets a fresh, empty sandbox of its own size.
+#[test]
+fn writing_past_the_disk_limit_fails_inside_the_task() {
+    let fleet = Fleet::start();
+    let out = fleet.run(&["--disk", "16M", guest("files").to_str().unwrap(), "--", "fill", "/big"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("FAILED (DISK_LIMIT)") && stderr.contains("filled its disk (16 MiB)"), "{stderr}");
+    let got: u64 = stdout
+        .strip_prefix("fill /big: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!((14..=16).contains(&got), "stopped at 16 MiB, not {got}: {stdout}");
+    assert!(stdout.contains("No space left on device") || stdout.contains("Insufficient space"), "{stdout}");
+
+    let out = native(
+        &fleet,
+        &[],
+        &["--disk", "16M", "--mem", "256M"],
+        "dd if=/dev/zero of=big bs=1M count=64 2>&1 | head -n 1; exit 1",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stderr.contains("FAILED (DISK_LIMIT)"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("No space left on device"), "{stdout}");
+
+    // A fresh sandbox of its own size: nothing of the last task's, and room for 48 MiB.
+    let out = native(
+        &fleet,
+        &[],
+        &["--disk", "64M", "--mem", "256M"],
+        "ls -A; dd if=/dev/zero of=f bs=1M count=48 2>/dev/null && echo wrote",
+    );
+    assert_eq!(text(&out.stdout), "wrote\n", "{}", text(&out.stderr));
+    serves_on(&fleet);
+}
+
+/// A module that is slow and hungry to compile: `funcs` functions of `ops` additions each, one
+/// after the other (no loop: nothing for the compiler to skip).
+fn compile_bomb(funcs: u32, ops: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                return out.push(byte);
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len() as u32, out);
+        out.extend_from_slice(content);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: [] -> []
+    let mut functions = Vec::new();
+    leb(funcs, &mut functions);
+    functions.resize(functions.len() + funcs as usize, 0);
+    section(3, &functions, &mut module);
+    section(7, b"\x01\x06_start\x00\x00", &mut module);
+    // local.get 0, i32.const 1, i32.add, local.set 0; one local i32.
+    let mut body = vec![1, 1, 0x7f];
+    for _ in 0..ops {
+        body.extend_from_slice(&[0x20, 0, 0x41, 1, 0x6a, 0x21, 0]);
+    }
+    body.push(0x0b);
+    let mut code = Vec::new();
+    leb(funcs, &mut code);
+    for _ in 0..funcs {
+        leb(body.len() as u32, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    module
+}
+
+/// Compile bombs: a module that would take minutes and gigabytes to compile, sent to an agent
+/// with a 3 s compile bound, then to one with a 256 MiB bound. Each fails COMPILE_LIMIT naming its
+/// bound, cached tasks go on launching while it compiles, and the agent serves on.
+#[test]
+fn compile_bombs_stop_at_their_bounds_and_cached_tasks_run_meanwhile() {
+    let local = tempfile::tempdir().unwrap();
+    let bomb = local.path().join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb(6, 700_000)).unwrap();
+    let bomb = bomb.to_str().unwrap();
+    for (flags, bound) in [
+        (["--compile-timeout", "3s"], "did not compile within 3s (the agent's --compile-timeout)"),
+        (["--compile-memory-mib", "256"], "took more than 256 MiB of memory (the agent's --compile-memory-mib)"),
+    ] {
+        let fleet = Fleet::start_with_agent(&flags);
+        serves_on(&fleet); // hello is compiled now
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (out, cached) = std::thread::scope(|s| {
+            let bombing = s.spawn(|| {
+                let out = fleet.run(&[bomb]);
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                out
+            });
+            let mut cached = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                serves_on(&fleet);
+                cached += 1;
+            }
+            (bombing.join().unwrap(), cached)
+        });
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("FAILED (COMPILE_LIMIT)") && stderr.contains(bound), "{stderr}");
+        assert!(cached >= 3, "only {cached} cached tasks ran while the bomb was compiling");
+        serves_on(&fleet);
+    }
 }

@@ -145,7 +145,7 @@ impl Executor {
         agent_id: String,
         wasm: WasmRuntime,
         native: std::result::Result<NativeRuntime, String>,
-        sandboxes: PathBuf,
+        sandboxes: Sandboxes,
         max_output_bytes: u64,
         events: mpsc::UnboundedSender<TaskEvent>,
     ) -> Result<Self> {
@@ -157,7 +157,6 @@ impl Executor {
             .build()
             .map_err(|e| Error::Engine(format!("cannot start the Wasm executor: {e}")))?;
         let handle = runtime.handle().clone();
-        let sandboxes = Sandboxes::new(&sandboxes).map_err(Error::io("prepare the sandboxes in", &sandboxes))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 agent_id,
@@ -249,6 +248,7 @@ impl Executor {
             }
             running.insert(task_id.clone(), kill.clone());
         }
+        let disk = self.inner.sandboxes.size(spec.resources.as_ref().map_or(0, |r| r.disk_bytes));
         let task = match self.prepare(spec, kill) {
             Ok(task) => task,
             Err(exit) => {
@@ -257,7 +257,7 @@ impl Executor {
             }
         };
         let this = self.clone();
-        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task, io).await }, &self.inner.handle);
+        self.inner.tracker.spawn_on(async move { this.run_task(task_id, task, io, disk).await }, &self.inner.handle);
     }
 
     /// Asks a running task to stop; it then reports KILLED. False if it is not running here.
@@ -309,7 +309,7 @@ impl Executor {
         let stdout = OutputSink::new(&task_id, pb::OutputStream::Stdout, cap, inner.events.clone());
         let stderr = OutputSink::new(&task_id, pb::OutputStream::Stderr, cap, inner.events.clone());
         let sandbox = || {
-            inner.sandboxes.acquire().map_err(|err| {
+            inner.sandboxes.acquire(resources.disk_bytes).map_err(|err| {
                 TaskExit::LaunchFailed(format!(
                     "cannot create a sandbox in {}: {err}",
                     inner.sandboxes.root().display()
@@ -422,7 +422,7 @@ impl Executor {
         self.inner.sandboxes.root().with_file_name("inputs").join(task_id)
     }
 
-    async fn run_task(&self, task_id: String, mut task: Prepared, io: TaskIo) {
+    async fn run_task(&self, task_id: String, mut task: Prepared, io: TaskIo, disk: Option<u64>) {
         let inner = &self.inner;
         if let Err(exit) = self.place_inputs(&task_id, &io, &mut task).await {
             let sandbox = task.sandbox();
@@ -440,6 +440,10 @@ impl Executor {
                     Err(why) => (TaskExit::LaunchFailed(why.clone()), pb::Usage::default()),
                 }
             }
+        };
+        let exit = match disk {
+            Some(bytes) => crate::sandbox::disk::verdict(exit, crate::sandbox::disk::is_full(&sandbox), bytes),
+            None => exit,
         };
         debug!(%task_id, ?exit, "task ended");
         let outputs = match &inner.artifacts {
@@ -466,9 +470,7 @@ impl Executor {
         // Unregister before the end goes out, so nothing sees it both ended and running.
         self.running().remove(task_id);
         report();
-        if let Ended::Empty(dir) = ended {
-            self.inner.sandboxes.remove(dir);
-        }
+        self.inner.sandboxes.tidy(ended);
     }
 
     fn send_running(&self, task_id: &str) {

@@ -12,20 +12,31 @@ use crate::cgroup::CgroupManager;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::runtime::native::{NativeConfig, NativeRuntime, RunAs};
+use crate::runtime::wasm::compile::CompileLimits;
 use crate::runtime::wasm::{WasmConfig, WasmRuntime};
+use crate::sandbox::Sandboxes;
 use crate::task::TaskEvent;
 
 /// The executor of agent `agent_id`; its events go to `events`. Building it removes the cgroups an
 /// earlier executor of this agent left behind (and kills what is in them).
 pub fn build(config: &Config, agent_id: &str, events: mpsc::UnboundedSender<TaskEvent>) -> Result<Executor> {
     crate::work_dir::create_private(&config.work_dir)?;
-    let sandboxes = config.work_dir.join("sandboxes");
+    let root = config.work_dir.join("sandboxes");
+    let sandboxes =
+        Sandboxes::new(&root, Some(config.default_disk_bytes)).map_err(Error::io("prepare the sandboxes in", &root))?;
     let mut wasm = WasmConfig::new(config.work_dir.join("module-cache"));
     wasm.max_module_bytes = config.max_module_bytes;
     wasm.instance_slots = config.wasm_slots;
     wasm.max_handles = config.wasm_max_handles;
+    wasm.module_cache_bytes = config.module_cache_bytes;
+    wasm.compile = CompileLimits {
+        program: config.compiler.clone(),
+        timeout: config.compile_timeout,
+        memory_bytes: config.compile_memory_bytes,
+    };
     let open_files = crate::sys::raise_open_files_limit();
-    let worst = (config.wasm_slots as u64).saturating_mul(config.wasm_max_handles as u64);
+    let per_task = (config.wasm_max_handles + crate::runtime::wasm::handles::HEADROOM) as u64;
+    let worst = (config.wasm_slots as u64).saturating_mul(per_task);
     if open_files < worst {
         warn!(
             open_files,

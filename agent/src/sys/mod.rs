@@ -19,6 +19,24 @@ pub fn raise_open_files_limit() -> u64 {
     }
 }
 
+/// Moves this process into a mount namespace of its own: call it before any thread is started. The
+/// host's mounts still appear in it (as slaves), but what the process mounts (its tasks'
+/// sandboxes) never reaches the host and goes away with the process, SIGKILL included.
+pub fn own_mount_namespace() -> std::io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+        // Not permitted (not root): sandboxes are not mounted either (they are plain directories).
+        Err(nix::errno::Errno::EPERM) => return Ok(()),
+        other => other?,
+    }
+    match mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>) {
+        // Chrooted into a directory that is no mount point: the sandboxes' root is made a private
+        // mount of its own anyway (`sandbox::disk::private_root`).
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// CPU time the calling thread has used so far.
 pub fn thread_cpu_time() -> Duration {
     use nix::time::{ClockId, clock_gettime};
@@ -41,6 +59,41 @@ pub fn deserialize_own_artifact(
     // and their sha256 matches the one recorded when the agent wrote them to `origin`.
     let module = unsafe { wasmtime::Module::deserialize(engine, bytes) };
     module.map_err(|e| e.context(format!("deserializing {}", origin.display())))
+}
+
+/// Loads a module compiled by this agent's compiler child (`runtime::wasm::compile`).
+///
+/// The caller must pass exactly the bytes the child wrote to its stdout: the child is this same
+/// binary, which serialized the module with an engine built from the same settings as `engine`.
+pub fn deserialize_compiled(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<wasmtime::Module> {
+    // SAFETY: `Module::deserialize` trusts its input to be a module serialized by a compatible
+    // wasmtime. These bytes come straight from a pipe to a child process running this binary
+    // (the same wasmtime), which serialized a module it compiled from the guest's bytes with an
+    // engine of the same settings (wasmtime also checks its header and compatibility). Nothing
+    // else writes to that pipe: the guest's bytes only go in, on the child's stdin.
+    unsafe { wasmtime::Module::deserialize(engine, bytes) }
+}
+
+/// What the compiler child does before exec: its data segment (heap, anonymous mappings) capped
+/// at `memory_bytes`, niced (tasks win the CPU over compiles), SIGKILL when the executor dies.
+pub fn bound_compiler(cmd: &mut std::process::Command, memory_bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let child = move || -> std::io::Result<()> {
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_DATA, memory_bytes, memory_bytes)?;
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+        // SAFETY: a plain system call on this (the child's) process.
+        if unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 10) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and makes only direct system
+    // calls (setrlimit, setpriority, prctl) on values copied in; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(child);
+    }
 }
 
 /// What a native task's child process does between fork and exec, in this order: a session of

@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Memory for the task (caps a Wasm guest's linear memory): 64M, 1G, ...
     #[arg(long, default_value = "64M", value_parser = units::parse_size)]
     pub mem: u64,
+    /// Disk for the task: its sandbox is a filesystem of this size (writes past it fail with
+    /// ENOSPC; a task that then fails ends DISK_LIMIT).
+    #[arg(long, default_value = "256M", value_parser = units::parse_size)]
+    pub disk: u64,
     /// Wall-clock limit: 500ms, 30s, 5m, ...
     #[arg(long, value_parser = units::parse_duration)]
     pub timeout: Option<Duration>,
@@ -172,7 +176,7 @@ fn spec(args: &RunArgs, program: Program, stdin: Vec<u8>, io: (Vec<pb::TaskFile>
         resources: Some(pb::Resources {
             cpus: args.cpus,
             mem_bytes: args.mem,
-            disk_bytes: 0,
+            disk_bytes: args.disk,
             wasm_slots: u32::from(matches!(kind, pb::task_spec::Kind::Wasm(_))),
         }),
         limits: Some(pb::Limits {

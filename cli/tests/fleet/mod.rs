@@ -121,6 +121,7 @@ pub struct Fleet {
     pub addr: String,
     pub work_dir: tempfile::TempDir,
     pub data_dir: tempfile::TempDir,
+    agent_args: Vec<String>,
 }
 
 impl Fleet {
@@ -130,6 +131,16 @@ impl Fleet {
 
     /// A fleet whose coordinator gets `coordinator_args` too.
     pub fn start_with(coordinator_args: &[&str]) -> Fleet {
+        Self::start_configured(coordinator_args, &[])
+    }
+
+    /// A fleet whose agent gets `agent_args` too.
+    #[allow(dead_code)]
+    pub fn start_with_agent(agent_args: &[&str]) -> Fleet {
+        Self::start_configured(&[], agent_args)
+    }
+
+    fn start_configured(coordinator_args: &[&str], agent_args: &[&str]) -> Fleet {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(bin("skiff-coordinator"));
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
@@ -137,14 +148,15 @@ impl Fleet {
         let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
 
         let work_dir = tempfile::tempdir().expect("temp dir");
-        let agent = start_agent(&addr, work_dir.path());
-        Fleet { coordinator, agent, addr, work_dir, data_dir }
+        let agent_args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
+        let agent = start_agent(&addr, work_dir.path(), &agent_args);
+        Fleet { coordinator, agent, addr, work_dir, data_dir, agent_args }
     }
 
     /// Stops the agent (SIGTERM) and starts it again on the same work directory.
     pub fn restart_agent(&mut self) {
         self.agent.terminate(Duration::from_secs(10));
-        self.agent = start_agent(&self.addr, self.work_dir.path());
+        self.agent = start_agent(&self.addr, self.work_dir.path(), &self.agent_args);
     }
 
     /// `skiff <args>` (any subcommand) against this fleet's coordinator.
@@ -164,9 +176,9 @@ impl Fleet {
     }
 }
 
-fn start_agent(coordinators: &str, work_dir: &Path) -> Proc {
+fn start_agent(coordinators: &str, work_dir: &Path, args: &[String]) -> Proc {
     let mut cmd = Command::new(bin("skiff-agent"));
-    cmd.args(["--native-tasks", "--coordinators", coordinators, "--work-dir"]).arg(work_dir);
+    cmd.args(["--native-tasks", "--coordinators", coordinators, "--work-dir"]).arg(work_dir).args(args);
     spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
 }
 

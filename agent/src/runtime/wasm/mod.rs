@@ -11,8 +11,16 @@
 //!
 //! Two engines: one plain, one with fuel metering (only tasks given `--fuel` pay for it). Both use
 //! the pooling instance allocator, and each has its [`cache::ModuleCache`] of compiled modules.
+//!
+//! Layout:
+//! - [`cache`]: compiled modules by content, in memory and on disk, both bounded (LRU);
+//! - [`compile`]: compiles bounded in time and memory, in a child process;
+//! - [`handles`]: the per-task handle cap, answered with ENFILE;
+//! - [`limits`]: memory limiter, CPU share, meters.
 
 pub mod cache;
+pub mod compile;
+pub mod handles;
 pub mod limits;
 
 pub use cache::ModuleSource;
@@ -33,7 +41,10 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use tokio::sync::Semaphore;
+
 use self::cache::{CacheOutcome, CacheStats, ModuleCache};
+use self::compile::{CompileLimits, Compiler};
 use self::limits::{CpuBudget, MemoryLimitExceeded, Meter, Metered, TaskLimiter};
 use crate::error::{Error, Result};
 use crate::runtime::output::OutputSink;
@@ -58,6 +69,10 @@ pub struct WasmConfig {
     /// Handles (open files, directories, streams) one task may hold at once, its preopens and
     /// stdio included; past it the call that would open one more fails.
     pub max_handles: usize,
+    /// Bounds of a compile (time, memory, in a child process).
+    pub compile: CompileLimits,
+    /// Bound of each compiled-module cache, in memory and on disk (least recently used go first).
+    pub module_cache_bytes: u64,
 }
 
 impl WasmConfig {
@@ -69,7 +84,54 @@ impl WasmConfig {
             max_memory_bytes: 4 << 30,
             cpu_burst: Duration::from_millis(20),
             max_handles: 256,
+            compile: CompileLimits::default(),
+            module_cache_bytes: 1 << 30,
         }
+    }
+}
+
+/// What an engine is built from. A compiler child builds its engine from the same spec, so that
+/// what it compiles loads in the executor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSpec {
+    /// Fuel metering.
+    pub fuel: bool,
+    /// Largest linear memory (the memory reservation).
+    pub max_memory_bytes: u64,
+}
+
+impl EngineSpec {
+    /// The engine's settings; `pool`: its instance allocator (none in a compiler child, which
+    /// instantiates nothing).
+    pub fn config(&self, pool: Option<PoolingAllocationConfig>) -> Config {
+        let mut c = Config::new();
+        // One thread per compile: with wasmtime's parallel compilation all compiles share one rayon
+        // pool, and a huge (hostile) module queued first would hold up every other compile.
+        c.parallel_compilation(false);
+        c.epoch_interruption(true)
+            .consume_fuel(self.fuel)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20)
+            .memory_reservation(self.max_memory_bytes)
+            .memory_guard_size(32 << 20);
+        if let Some(pool) = pool {
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        c
+    }
+
+    fn to_arg(self) -> String {
+        format!("fuel={},memory={}", u8::from(self.fuel), self.max_memory_bytes)
+    }
+
+    fn from_arg(arg: &str) -> Option<Self> {
+        let (fuel, memory) = arg.split_once(',')?;
+        let fuel = match fuel.strip_prefix("fuel=")? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        Some(Self { fuel, max_memory_bytes: memory.strip_prefix("memory=")?.parse().ok()? })
     }
 }
 
@@ -77,6 +139,8 @@ impl WasmConfig {
 pub struct TaskCtx {
     wasi: WasiP1Ctx,
     limiter: TaskLimiter,
+    /// Handles the task may hold ([`handles`]).
+    max_handles: usize,
 }
 
 impl std::fmt::Debug for TaskCtx {
@@ -127,7 +191,7 @@ struct EngineSet {
 }
 
 impl EngineSet {
-    fn new(config: &WasmConfig, fuel: bool) -> Result<Self> {
+    fn new(config: &WasmConfig, fuel: bool, turns: Arc<Semaphore>) -> Result<Self> {
         let engine_err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(config.instance_slots)
@@ -139,26 +203,14 @@ impl EngineSet {
             .linear_memory_keep_resident(64 << 10)
             .table_keep_resident(16 << 10)
             .max_unused_warm_slots(64);
-        let mut c = Config::new();
-        // One compilation per thread of the blocking pool: with wasmtime's parallel compilation
-        // all compiles share one rayon pool, and a huge (hostile) module queued first would
-        // hold up every other task's compile behind it.
-        c.parallel_compilation(false);
-        c.epoch_interruption(true)
-            .consume_fuel(fuel)
-            .max_wasm_stack(1 << 20)
-            .async_stack_size(2 << 20)
-            .memory_reservation(config.max_memory_bytes)
-            .memory_guard_size(32 << 20)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&c).map_err(engine_err)?;
+        let spec = EngineSpec { fuel, max_memory_bytes: config.max_memory_bytes };
+        let engine = Engine::new(&spec.config(Some(pool))).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t: &mut TaskCtx| &mut t.wasi).map_err(engine_err)?;
-        let cache = ModuleCache::new(engine.clone(), &config.cache_dir).map_err(|e| Error::Io {
-            action: "create the module cache",
-            path: config.cache_dir.clone(),
-            source: e,
-        })?;
+        handles::add_to_linker(&mut linker).map_err(engine_err)?;
+        let compiler = Compiler::new(config.compile.clone(), spec, turns);
+        let cache = ModuleCache::new(engine.clone(), &config.cache_dir, compiler, config.module_cache_bytes)
+            .map_err(|e| Error::Io { action: "create the module cache", path: config.cache_dir.clone(), source: e })?;
         Ok(Self { engine, linker: Arc::new(linker), cache: Arc::new(cache) })
     }
 }
@@ -180,8 +232,10 @@ impl std::fmt::Debug for WasmRuntime {
 
 impl WasmRuntime {
     pub fn new(config: WasmConfig) -> Result<Self> {
-        let plain = EngineSet::new(&config, false)?;
-        let metered = EngineSet::new(&config, true)?;
+        // Compiles of both engines take turns together.
+        let turns = Arc::new(Semaphore::new(Compiler::concurrent()));
+        let plain = EngineSet::new(&config, false, turns.clone())?;
+        let metered = EngineSet::new(&config, true, turns)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let engines = [plain.engine.clone(), metered.engine.clone()];
@@ -212,6 +266,8 @@ impl WasmRuntime {
             compiled: a.compiled + b.compiled,
             memory_hits: a.memory_hits + b.memory_hits,
             disk_hits: a.disk_hits + b.disk_hits,
+            memory_evictions: a.memory_evictions + b.memory_evictions,
+            disk_evictions: a.disk_evictions + b.disk_evictions,
         }
     }
 
@@ -280,8 +336,9 @@ impl WasmRuntime {
             meter: task.meter.clone(),
         };
         let mut wasi = wasi.build_p1();
-        wasmtime_wasi::WasiView::ctx(&mut wasi).table.set_max_capacity(self.config.max_handles);
-        let mut store = Store::new(&set.engine, TaskCtx { wasi, limiter });
+        let max_handles = self.config.max_handles;
+        wasmtime_wasi::WasiView::ctx(&mut wasi).table.set_max_capacity(max_handles + handles::HEADROOM);
+        let mut store = Store::new(&set.engine, TaskCtx { wasi, limiter, max_handles });
         store.limiter(|t| &mut t.limiter);
         if let Some(fuel) = task.fuel
             && let Err(err) = store.set_fuel(fuel)
@@ -325,7 +382,7 @@ impl WasmRuntime {
         }
         match result {
             Ok(()) => TaskExit::Exited(0),
-            Err(err) => classify(&err, self.config.max_handles),
+            Err(err) => classify(&err, self.config.max_handles + handles::HEADROOM),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Works on files given with `skiff run --file/--dir` and leaves outputs for `--output`.
 //! Commands (one per argument group): `upper IN OUT` writes IN upper-cased to OUT; `ls DIR` lists a
 //! tree; `read PATH` and `write PATH` report `ok` or `denied`; `hoard PATH` opens PATH again and
-//! again, keeping every handle, until it is refused, and says how many it got.
+//! again, keeping every handle, until it is refused, and says how many it got; `fill PATH` writes
+//! PATH a MiB at a time until a write fails, says how far it got and exits 1.
 use std::fs;
 use std::path::Path;
 
@@ -68,6 +69,23 @@ fn main() {
                 };
                 task::output_line(&format!("hoard {}: {} handles, then {}", args[i + 1], kept.len(), why));
                 i += 2;
+            }
+            "fill" if i + 1 < args.len() => {
+                use std::io::Write;
+                let chunk = vec![0x5a_u8; 1 << 20];
+                let mut written = 0;
+                let why = match fs::File::create(&args[i + 1]) {
+                    Ok(mut f) => loop {
+                        match f.write_all(&chunk) {
+                            Ok(()) if written < 1 << 20 => written += 1,
+                            Ok(()) => break "a TiB".to_string(),
+                            Err(e) => break e.to_string(),
+                        }
+                    },
+                    Err(e) => e.to_string(),
+                };
+                task::output_line(&format!("fill {}: {} MiB, then {}", args[i + 1], written, why));
+                task::exit(1);
             }
             other => {
                 task::error(&format!("unknown command {}", other));
