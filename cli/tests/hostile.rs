@@ -506,3 +506,23 @@ fn compile_bombs_stop_at_their_bounds_and_cached_tasks_run_meanwhile() {
         serves_on(&fleet);
     }
 }
+
+/// A task's `/dev` holds only the few nodes a program needs, made as the host's; nothing can be
+/// added to it (it is read-only), and the nodes work.
+#[test]
+fn a_tasks_dev_holds_only_its_few_nodes() {
+    let fleet = Fleet::start();
+    let script = r#"
+        ls /dev | tr '\n' ' '; echo
+        echo x > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 2 /dev/zero | wc -c
+        touch /dev/planted 2>&1 | sed 's/^.*: /touch: /'
+    "#;
+    let out = native(&fleet, &[], &[], script);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        stdout, "fd full null random stderr stdin stdout tty urandom zero \n4\n2\ntouch: Read-only file system\n",
+        "{stdout}"
+    );
+    serves_on(&fleet);
+}

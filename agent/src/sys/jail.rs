@@ -25,12 +25,15 @@ pub enum Step {
     DirIfMissing { path: CString },
     /// A symbolic link (as the host's `/bin -> usr/bin`).
     Link { target: CString, path: CString },
-    /// An empty file, to bind a device node onto.
-    File { path: CString },
+    /// A tmpfs that may hold device nodes (no set-uid, no exec): the task's `/dev`.
+    DevFs { path: CString },
+    /// A character device node (`mode` with its permission bits), as the host's.
+    Node { path: CString, mode: u32, dev: u64 },
+    /// What is mounted at `path` made read-only (the `/dev` above, once its nodes are made: no
+    /// node can be added to it).
+    Seal { path: CString },
     /// `from` bound at `path`, read-only, no set-uid, no devices.
     BindRo { from: CString, path: CString },
-    /// A device node bound at `path` (read-write, as the host's).
-    Dev { from: CString, path: CString },
     /// `from` bound at `path`, read-write, no set-uid, no devices (the sandbox).
     BindRw { from: CString, path: CString },
     /// A tmpfs with these options (`/tmp`).
@@ -113,18 +116,31 @@ fn step(step: &Step) -> io::Result<()> {
             other => other,
         },
         Step::Link { target, path } => check(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }),
-        Step::File { path } => {
-            let fd = unsafe {
-                libc::open(path.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC, 0o644)
-            };
-            check(fd)?;
-            check(unsafe { libc::close(fd) })
+        Step::DevFs { path } => mount(
+            c"tmpfs",
+            path,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some(c"mode=0755,size=64k,nr_inodes=64"),
+        ),
+        Step::Node { path, mode, dev } => {
+            check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | (mode & 0o777), *dev) })?;
+            // mknod's mode is masked by the umask.
+            check(unsafe { libc::chmod(path.as_ptr(), mode & 0o777) })
         }
+        Step::Seal { path } => check(unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                path.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        }),
         Step::BindRo { from, path } => {
             mount(from, path, None, libc::MS_BIND | libc::MS_REC, None)?;
             remount_bind(path, libc::MS_RDONLY | SAFE)
         }
-        Step::Dev { from, path } => mount(from, path, None, libc::MS_BIND, None),
         Step::BindRw { from, path } => {
             mount(from, path, None, libc::MS_BIND, None)?;
             remount_bind(path, SAFE)

@@ -18,7 +18,7 @@ pub const SANDBOX: &str = "/sandbox";
 /// Host directories shown read-only (or re-created as the same link, as `/bin -> usr/bin`).
 const HOST_DIRS: [&str; 9] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
 
-/// Device nodes bound from the host.
+/// Device nodes made as the host's (same numbers and modes), in a `/dev` of their own.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The host's part of every task's view, planned once.
@@ -62,11 +62,17 @@ impl View {
         }
         steps.push(Step::Dir { path: at("/tmp")?, mode: 0o1777 });
         steps.push(Step::Tmpfs { path: at("/tmp")?, options: c(format!("mode=1777,size={tmp_bytes}"))? });
+        // Made, not bound: one mount for all (a bind each cost as much as the rest of /dev).
         steps.push(Step::Dir { path: at("/dev")?, mode: 0o755 });
+        steps.push(Step::DevFs { path: at("/dev")? });
         for dev in DEVICES {
-            let path = at(&format!("/dev/{dev}"))?;
-            steps.push(Step::File { path: path.clone() });
-            steps.push(Step::Dev { from: c(format!("/dev/{dev}"))?, path });
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let host = format!("/dev/{dev}");
+            let meta = std::fs::metadata(&host).map_err(|e| format!("cannot stat {host}: {e}"))?;
+            if !meta.file_type().is_char_device() {
+                return Err(format!("{host} is not a character device"));
+            }
+            steps.push(Step::Node { path: at(&host)?, mode: meta.mode() & 0o777, dev: meta.rdev() });
         }
         for (link, target) in [
             ("fd", "/proc/self/fd"),
@@ -76,6 +82,7 @@ impl View {
         ] {
             steps.push(Step::Link { target: c(target)?, path: at(&format!("/dev/{link}"))? });
         }
+        steps.push(Step::Seal { path: at("/dev")? });
         for dir in shared {
             let inside = root.join(dir.strip_prefix("/").unwrap_or(dir));
             for ancestor in inside.ancestors().collect::<Vec<_>>().into_iter().rev() {
