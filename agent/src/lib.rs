@@ -15,7 +15,8 @@
 //! - [`files`]: a task's input files put into place and its output files collected;
 //! - [`beneath`]: files below a directory, never reached through a link (what `files` uses);
 //! - [`runtime`]: how task code runs ([`runtime::wasm`]) and how its output is captured;
-//! - [`sandbox`]: the host directories tasks see as `/`, one fresh for each task;
+//! - [`sandbox`]: the host directories tasks see as `/`, one fresh for each task, each a
+//!   filesystem of the task's disk size;
 //! - [`task`]: how a task ended ([`task::TaskExit`]) and the events tasks send;
 //! - [`cgroup`]: cgroups (v1 and v2) for native tasks;
 //! - [`host`]: what this host offers (CPUs, memory, disk);

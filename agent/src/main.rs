@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     config.compile_timeout = args.compile_timeout;
     config.compile_memory_bytes = args.compile_memory_mib << 20;
     config.module_cache_bytes = args.module_cache_mib << 20;
-    config.compiler = std::env::current_exe().ok();
+    config.compiler = Some(skiff_agent::runtime::wasm::compile::OWN_BINARY.into());
     config.partition_timeout = args.partition_kill_after;
     config.mem_bytes = args.mem_mib.map(|m| m << 20);
     config.cgroup_root = args.cgroup_root;

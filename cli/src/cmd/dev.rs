@@ -46,7 +46,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     let addr = coordinator.local_addr();
     let mut agent_config = skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone());
     agent_config.native_tasks = args.native_tasks;
-    agent_config.compiler = std::env::current_exe().ok();
+    agent_config.compiler = Some(skiff_agent::runtime::wasm::compile::OWN_BINARY.into());
     let agent = Agent::new(agent_config).map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
 
     println!(

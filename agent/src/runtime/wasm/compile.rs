@@ -27,6 +27,10 @@ use wasmtime::{Engine, Module};
 use super::EngineSpec;
 use crate::task::TaskExit;
 
+/// The binary an agent compiles with: its own, as it runs (the kernel's link to the running
+/// executable's inode, so an executor that outlived an upgrade of the binary on disk still
+/// compiles with its own wasmtime, whose artifacts it can load).
+pub const OWN_BINARY: &str = "/proc/self/exe";
 /// The first argument that makes a binary the compiler child.
 pub const CHILD_FLAG: &str = "--skiff-compile-module";
 /// The child's exit code for a module that is not valid Wasm (its message on stderr).
