@@ -442,7 +442,7 @@ impl Executor {
             }
         };
         let exit = match disk {
-            Some(bytes) => crate::sandbox::disk::verdict(exit, crate::sandbox::disk::is_full(&sandbox), bytes),
+            Some(bytes) => crate::sandbox::disk::verdict(exit, bytes, || crate::sandbox::disk::is_full(&sandbox)),
             None => exit,
         };
         debug!(%task_id, ?exit, "task ended");

@@ -83,16 +83,19 @@ pub fn is_full(dir: &Path) -> bool {
     nix::sys::statvfs::statvfs(dir).is_ok_and(|s| s.blocks_available() * s.fragment_size() < FULL_BELOW)
 }
 
-/// How a task that ended as `exit` is reported, given that its sandbox (of `bytes`) is `full`:
-/// a failure of a task that filled its sandbox is named DISK_LIMIT (a write failed with ENOSPC).
-pub fn verdict(exit: TaskExit, full: bool, bytes: u64) -> TaskExit {
+/// How a task that ended as `exit` is reported, its sandbox of `bytes` being `full` (asked only of
+/// a failure): a failure of a task that filled its sandbox is named DISK_LIMIT (a write failed
+/// with ENOSPC).
+pub fn verdict(exit: TaskExit, bytes: u64, full: impl FnOnce() -> bool) -> TaskExit {
     let how = match &exit {
-        _ if !full => return exit,
         TaskExit::Exited(code) if *code != 0 => format!("exited with code {code}"),
         TaskExit::Trapped(trap) => format!("trap: {trap}"),
         TaskExit::Signaled(sig) => format!("killed by signal {sig}"),
         _ => return exit,
     };
+    if !full() {
+        return exit;
+    }
     TaskExit::DiskLimit(format!("filled its disk ({}): a write failed with ENOSPC, then it {how}", mib(bytes)))
 }
 
@@ -106,12 +109,12 @@ mod tests {
 
     #[test]
     fn only_failures_of_tasks_that_filled_their_sandbox_are_disk_limits() {
-        let full = verdict(TaskExit::Exited(1), true, 32 << 20);
+        let full = verdict(TaskExit::Exited(1), 32 << 20, || true);
         assert!(matches!(&full, TaskExit::DiskLimit(m) if m.contains("32 MiB") && m.contains("exited with code 1")));
-        assert!(matches!(verdict(TaskExit::Trapped("x".into()), true, 1 << 20), TaskExit::DiskLimit(_)));
-        assert_eq!(verdict(TaskExit::Exited(1), false, 1 << 20), TaskExit::Exited(1));
-        assert_eq!(verdict(TaskExit::Exited(0), true, 1 << 20), TaskExit::Exited(0), "coped with it");
-        assert_eq!(verdict(TaskExit::TimedOut, true, 1 << 20), TaskExit::TimedOut);
-        assert_eq!(verdict(TaskExit::Killed, true, 1 << 20), TaskExit::Killed);
+        assert!(matches!(verdict(TaskExit::Trapped("x".into()), 1 << 20, || true), TaskExit::DiskLimit(_)));
+        assert_eq!(verdict(TaskExit::Exited(1), 1 << 20, || false), TaskExit::Exited(1));
+        assert_eq!(verdict(TaskExit::Exited(0), 1 << 20, || true), TaskExit::Exited(0), "coped with it");
+        assert_eq!(verdict(TaskExit::TimedOut, 1 << 20, || true), TaskExit::TimedOut);
+        assert_eq!(verdict(TaskExit::Killed, 1 << 20, || true), TaskExit::Killed);
     }
 }

@@ -314,9 +314,9 @@ impl<T: Send + 'static> ModuleCache<T> {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| TaskExit::Invalid(format!("module cannot be linked against WASI preview 1: {e:#}")))?;
-        let slot = self.memory().touch(sha);
-        if let Some(slot) = slot {
-            let gone = self.memory().put(sha, slot, size.max(1));
+        let mut memory = self.memory();
+        if let Some(slot) = memory.entries.get(sha).map(|(slot, _, _)| slot.clone()) {
+            let gone = memory.put(sha, slot, size.max(1));
             self.memory_evictions.fetch_add(gone.len() as u64, Ordering::Relaxed);
             if !gone.is_empty() {
                 debug!(evicted = gone.len(), "modules dropped from memory to stay within the cache's bound");
