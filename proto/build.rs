@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/skiff/v1/registry.proto",
         "proto/skiff/v1/artifact.proto",
         "proto/skiff/v1/executor.proto",
+        "proto/skiff/v1/acl.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

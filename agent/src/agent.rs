@@ -18,7 +18,6 @@ use skiff_proto::coordinator_message::Msg as In;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, ExecutorMode};
@@ -87,7 +86,11 @@ impl Agent {
         }
         // Before anything else: a second agent here would attach to this one's executor.
         let work_dir = WorkDir::lock(&config.work_dir)?;
-        let agent_id = work_dir.agent_id()?;
+        let agent_id = match &config.tls {
+            // The certificate names the agent: its id is that name.
+            Some(tls) => work_dir.named_agent_id(&tls.identity().name)?,
+            None => work_dir.agent_id()?,
+        };
         let highest_epoch = work_dir.highest_epoch()?;
         let history_path = config.work_dir.join("launched");
         let history = History::open(&history_path, LAUNCHES_REMEMBERED).map_err(Error::io("open", &history_path))?;
@@ -266,8 +269,8 @@ impl Agent {
         registered: &mut bool,
     ) -> Result<SessionEnd> {
         self.session_address = addr.to_owned();
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::BadAddress { address: addr.to_owned(), reason: e.to_string() })?
+        let endpoint = skiff_tls::coordinator_endpoint(addr, self.config.tls.as_ref())
+            .map_err(|reason| Error::BadAddress { address: addr.to_owned(), reason })?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))

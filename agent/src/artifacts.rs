@@ -26,6 +26,8 @@ pub struct Artifacts {
     /// Coordinators to fetch from: the one of the current session first (set by the agent).
     sources: Mutex<Vec<String>>,
     configured: Vec<String>,
+    /// This agent's credentials, to dial coordinators over TLS.
+    tls: Option<skiff_tls::Credentials>,
 }
 
 impl Artifacts {
@@ -36,7 +38,20 @@ impl Artifacts {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir, max_bytes, max_blob_bytes, sources: Mutex::new(coordinators.clone()), configured: coordinators })
+        Ok(Self {
+            dir,
+            max_bytes,
+            max_blob_bytes,
+            sources: Mutex::new(coordinators.clone()),
+            configured: coordinators,
+            tls: None,
+        })
+    }
+
+    /// Dials coordinators over TLS with `tls`.
+    pub fn with_tls(mut self, tls: Option<skiff_tls::Credentials>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The coordinator this agent is connected to; tried first.
@@ -78,7 +93,7 @@ impl Artifacts {
         let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut errors = Vec::new();
         for source in &sources {
-            match fetch(source, sha256, size).await {
+            match fetch(source, self.tls.as_ref(), sha256, size).await {
                 Ok(bytes) => {
                     info!(%sha256, size, %source, "module fetched");
                     if let Err(err) = self.store(sha256, &bytes) {
@@ -146,9 +161,8 @@ impl Artifacts {
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len() as u64;
         let leader = self.sources.lock().unwrap_or_else(|p| p.into_inner()).first().cloned().unwrap_or_default();
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1));
+        let endpoint =
+            skiff_tls::coordinator_endpoint(&leader, self.tls.as_ref())?.connect_timeout(Duration::from_secs(1));
         let upload = async {
             let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
             let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)
@@ -171,10 +185,13 @@ impl Artifacts {
 }
 
 /// Downloads a blob from one coordinator, checking its size and hash.
-async fn fetch(address: &str, sha256: &str, size: u64) -> Result<Vec<u8>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1));
+async fn fetch(
+    address: &str,
+    tls: Option<&skiff_tls::Credentials>,
+    sha256: &str,
+    size: u64,
+) -> Result<Vec<u8>, String> {
+    let endpoint = skiff_tls::coordinator_endpoint(address, tls)?.connect_timeout(Duration::from_secs(1));
     let download = async {
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
         let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)

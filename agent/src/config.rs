@@ -11,6 +11,9 @@ pub use crate::runtime::native::UidRange;
 pub struct Config {
     /// Coordinator addresses (`host:port`), tried in turn; a follower redirects to the leader.
     pub coordinators: Vec<String>,
+    /// TLS to the coordinators with this agent's certificate, which names the agent (its id);
+    /// `None`: plaintext.
+    pub tls: Option<skiff_tls::Credentials>,
     /// Where the agent keeps its id and the tasks' sandboxes.
     pub work_dir: PathBuf,
     /// Attributes offered with this agent's resources (e.g. `zone=a`).
@@ -81,6 +84,7 @@ impl Config {
     pub fn new(coordinators: Vec<String>, work_dir: PathBuf) -> Self {
         Self {
             coordinators,
+            tls: None,
             work_dir,
             attributes: HashMap::new(),
             cpus: None,

@@ -16,6 +16,8 @@ pub enum Error {
     Executor(String),
     #[error("the work directory {} is in use by another agent{}: one agent per work directory", path.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     WorkDirInUse { path: PathBuf, holder: Option<u32> },
+    #[error("{} says this work directory is agent {kept}'s, but the certificate is agent {named}'s: give each agent its own work directory", path.display())]
+    WrongAgent { path: PathBuf, kept: String, named: String },
     #[error("no coordinator address configured")]
     NoCoordinators,
 }

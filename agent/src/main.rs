@@ -20,6 +20,16 @@ struct Args {
     /// Coordinator addresses, comma-separated; any of them will do (followers redirect to the leader).
     #[arg(long, env = "SKIFF_COORDINATORS", value_delimiter = ',', default_value = "127.0.0.1:7070")]
     coordinators: Vec<String>,
+    /// The fleet's CA certificate (PEM): with --cert and --key, the agent dials the coordinators
+    /// over TLS, accepts only a coordinator of this CA, and is the agent its certificate names.
+    #[arg(long, env = "SKIFF_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// This agent's certificate (`skiff tls cert create --agent NAME`).
+    #[arg(long, env = "SKIFF_AGENT_CERT", value_name = "PEM")]
+    cert: Option<PathBuf>,
+    /// This agent's private key.
+    #[arg(long, env = "SKIFF_AGENT_KEY", value_name = "PEM")]
+    key: Option<PathBuf>,
     /// Directory for the agent's id and its tasks' sandboxes.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
     work_dir: PathBuf,
@@ -128,6 +138,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = Config::new(args.coordinators, args.work_dir);
+    let files = skiff_tls::TlsFiles::from_parts(args.ca_cert, args.cert, args.key, ["--ca-cert", "--cert", "--key"]);
+    config.tls = match files.and_then(|files| files.map(|f| f.load(skiff_tls::Role::Agent)).transpose()) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("skiff-agent: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     config.attributes = args.attributes.into_iter().collect();
     config.cpus = args.cpus;
     config.wasm_slots = args.wasm_slots;

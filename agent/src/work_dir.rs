@@ -72,6 +72,26 @@ impl WorkDir {
         }
     }
 
+    /// The id `name` (from the agent's certificate): kept here on first start; a work directory
+    /// that belongs to another agent is refused.
+    pub fn named_agent_id(&self, name: &str) -> Result<String> {
+        let path = self.path.join("agent-id");
+        match std::fs::read_to_string(&path) {
+            Ok(id) if id.trim() == name => Ok(name.to_owned()),
+            Ok(id) if !id.trim().is_empty() => {
+                Err(Error::WrongAgent { path, kept: id.trim().to_owned(), named: name.to_owned() })
+            }
+            Ok(_) => self.write_agent_id(&path, name),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => self.write_agent_id(&path, name),
+            Err(err) => Err(Error::io("read", &path)(err)),
+        }
+    }
+
+    fn write_agent_id(&self, path: &Path, id: &str) -> Result<String> {
+        replace_file(path, id.as_bytes()).map_err(Error::io("write", path))?;
+        Ok(id.to_owned())
+    }
+
     fn new_agent_id(&self, path: &Path) -> Result<String> {
         let id = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         replace_file(path, id.as_bytes()).map_err(Error::io("write", path))?;

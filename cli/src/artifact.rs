@@ -1,8 +1,8 @@
 //! Putting a module into the coordinators' artifact store: ask by hash first, upload only if the
 //! fleet does not have it.
 
+use crate::client::Channel;
 use skiff_proto as pb;
-use tonic::transport::Channel;
 
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::exit::CliError;
@@ -24,6 +24,9 @@ pub struct Stored {
 fn upload_error(status: tonic::Status) -> CliError {
     match status.code() {
         tonic::Code::InvalidArgument => CliError::BadInput(format!("upload refused: {}", status.message())),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            CliError::Denied(format!("upload refused: {}", status.message()))
+        }
         _ => CliError::Unavailable(format!("upload failed: {}", status.message())),
     }
 }
@@ -157,7 +160,10 @@ pub async fn download(leader: Channel, sha256: &str) -> Result<Vec<u8>, CliError
     let mut stream = client
         .download(pb::DownloadRequest { sha256: sha256.to_owned() })
         .await
-        .map_err(|s| CliError::Unavailable(format!("download of {sha256}: {}", s.message())))?
+        .map_err(|s| match CliError::from_status(&s) {
+            CliError::Denied(m) => CliError::Denied(format!("download of {sha256}: {m}")),
+            _ => CliError::Unavailable(format!("download of {sha256}: {}", s.message())),
+        })?
         .into_inner();
     let mut bytes = Vec::new();
     while let Some(chunk) =

@@ -1,14 +1,19 @@
-//! Finding and dialing the leading coordinator.
+//! Finding and dialing the leading coordinator, with the caller's [`Access`] (TLS credentials
+//! and ACL token).
 
 use std::time::Duration;
 
 use skiff_proto as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
 
+pub use crate::access::{Access, Bearer};
 use crate::exit::CliError;
 
 /// Largest gRPC message sent or received (a submit carries its module).
 pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+
+/// A connection to a coordinator whose every call carries the caller's token.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
 pub type Operator = pb::operator_service_client::OperatorServiceClient<Channel>;
 
@@ -17,17 +22,15 @@ pub fn operator(channel: Channel) -> Operator {
     Operator::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-async fn dial(addr: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("{addr}: invalid address: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
+async fn dial(access: &Access, addr: &str) -> Result<Channel, String> {
+    let endpoint =
+        skiff_tls::coordinator_endpoint(addr, access.tls())?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
     // A paused coordinator accepts the TCP connection but never answers: bound the whole handshake.
     let channel = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect())
         .await
         .map_err(|_| format!("{addr}: no answer within {CALL_TIMEOUT:?}"))?
-        .map_err(|e| format!("{addr}: {}", with_causes(&e)))?;
-    Ok(channel)
+        .map_err(|e| format!("{addr}: {}", crate::access::explain(&with_causes(&e), access)))?;
+    Ok(InterceptedService::new(channel, access.bearer()))
 }
 
 /// An error with its chain of causes ("transport error: tcp connect error: Connection refused").
@@ -45,6 +48,9 @@ fn with_causes(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Marks an error that is a refusal of the caller's credentials (it ends the search at once).
+const DENIED_MARK: &str = "\u{0}denied:";
+
 /// Time allowed for dialing a coordinator and for asking it who leads.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -53,6 +59,9 @@ async fn ask_leader(channel: &Channel, addr: &str) -> Result<pb::GetLeaderRespon
     let mut client = operator(channel.clone());
     match tokio::time::timeout(CALL_TIMEOUT, client.get_leader(pb::GetLeaderRequest {})).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+            Err(format!("{DENIED_MARK}{addr}: {}", status.message()))
+        }
         Ok(Err(status)) => Err(format!("{addr}: {}", status.message())),
         Err(_) => Err(format!("{addr}: no answer within {CALL_TIMEOUT:?}")),
     }
@@ -68,14 +77,28 @@ pub async fn connect_leader(addresses: &[String]) -> Result<Operator, CliError> 
     Ok(operator(leader_channel(addresses).await?))
 }
 
-/// A channel to the leader (see [`connect_leader`]).
+/// A channel to the leader (see [`connect_leader`]), with the access the environment gives.
 pub async fn leader_channel(addresses: &[String]) -> Result<Channel, CliError> {
+    let access = Access::from_env(addresses)?;
+    leader_channel_with(&access, addresses).await
+}
+
+/// [`connect_leader`] with `access`.
+pub async fn connect_leader_with(access: &Access, addresses: &[String]) -> Result<Operator, CliError> {
+    Ok(operator(leader_channel_with(access, addresses).await?))
+}
+
+/// [`leader_channel`] with `access`.
+pub async fn leader_channel_with(access: &Access, addresses: &[String]) -> Result<Channel, CliError> {
     let deadline = tokio::time::Instant::now() + AWAIT_LEADER;
     loop {
-        let (errors, some_answered) = match try_leader(addresses).await {
+        let (errors, some_answered) = match try_leader(access, addresses).await {
             Ok(client) => return Ok(client),
             Err(e) => e,
         };
+        if let Some(denied) = errors.iter().find_map(|e| e.strip_prefix(DENIED_MARK)) {
+            return Err(CliError::Denied(denied.to_owned()));
+        }
         if !some_answered {
             return Err(CliError::Unavailable(format!("no coordinator reachable ({})", errors.join("; "))));
         }
@@ -90,11 +113,11 @@ pub async fn leader_channel(addresses: &[String]) -> Result<Channel, CliError> {
 }
 
 /// One pass over `addresses`: the leader, or the errors and whether any coordinator answered.
-async fn try_leader(addresses: &[String]) -> Result<Channel, (Vec<String>, bool)> {
+async fn try_leader(access: &Access, addresses: &[String]) -> Result<Channel, (Vec<String>, bool)> {
     let mut errors = Vec::new();
     let mut answered = false;
     for addr in addresses {
-        let client = match dial(addr).await {
+        let client = match dial(access, addr).await {
             Ok(c) => c,
             Err(e) => {
                 errors.push(e);
@@ -111,7 +134,7 @@ async fn try_leader(addresses: &[String]) -> Result<Channel, (Vec<String>, bool)
                     errors.push(format!("{addr}: no leader elected yet"));
                     continue;
                 }
-                let leader = match dial(&r.leader_address).await {
+                let leader = match dial(access, &r.leader_address).await {
                     Ok(leader) => leader,
                     Err(e) => {
                         errors.push(format!("leader {e}"));

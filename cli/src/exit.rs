@@ -6,6 +6,9 @@ use std::process::ExitCode;
 pub const BAD_INPUT: u8 = 64;
 /// No coordinator reachable, or it went away.
 pub const UNAVAILABLE: u8 = 69;
+/// Refused: no or a wrong certificate, a missing, unknown, revoked or expired token, or a token
+/// that lacks the capability (sysexits' EX_NOPERM).
+pub const DENIED: u8 = 77;
 /// The task ended without an exit code of its own (trap, limit, invalid module, lost).
 pub const TASK_FAILED: u8 = 70;
 /// The task was killed (as a shell reports SIGKILL: 128 + 9).
@@ -19,6 +22,8 @@ pub enum CliError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -28,6 +33,9 @@ impl CliError {
     pub fn from_status(status: &tonic::Status) -> Self {
         match status.code() {
             tonic::Code::NotFound | tonic::Code::InvalidArgument => CliError::BadInput(status.message().to_owned()),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                CliError::Denied(status.message().to_owned())
+            }
             _ => CliError::Unavailable(status.message().to_owned()),
         }
     }
@@ -36,6 +44,7 @@ impl CliError {
         match self {
             CliError::BadInput(_) => ExitCode::from(BAD_INPUT),
             CliError::Unavailable(_) => ExitCode::from(UNAVAILABLE),
+            CliError::Denied(_) => ExitCode::from(DENIED),
             CliError::Other(_) => ExitCode::FAILURE,
         }
     }

@@ -203,6 +203,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
         constraints,
         priority: file.priority,
         expected_duration_ms,
+        submitted_by: String::new(),
     };
     skiff_coordinator::jobs::validate(&spec)?;
     Ok(Job { spec, program })

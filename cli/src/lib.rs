@@ -3,12 +3,14 @@
 //! Layout:
 //! - [`cmd`]: one module per subcommand (`run`, `dev`, `kill`, `logs`);
 //! - [`client`]: dialing the leading coordinator;
+//! - [`access`]: the CLI's TLS credentials and ACL token (environment, or `skiff dev`'s files);
 //! - [`artifact`]: storing a module in the coordinators' artifact store (by hash, uploaded once);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` (shared with the coordinator);
 //! - [`jobfile`]: the job file format of `skiff job run`;
 //! - [`exit`]: exit codes and the CLI's error type.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod artifact;
 pub mod client;
 pub mod cmd;
@@ -44,6 +46,10 @@ pub enum Command {
     Job(cmd::job::JobArgs),
     /// Print a task's output (stdout and stderr), kept by the coordinator.
     Logs(cmd::logs::LogsArgs),
+    /// The fleet's CA and certificates for coordinators, agents and clients.
+    Tls(cmd::tls::TlsArgs),
+    /// ACL tokens and policies: bootstrap, create, list, revoke.
+    Acl(cmd::acl::AclArgs),
 }
 
 pub(crate) fn is_terminal(state: TaskState) -> bool {

@@ -49,6 +49,8 @@ fn main() -> ExitCode {
             Command::Kill(args) => cmd::kill::run(args).await,
             Command::Job(args) => cmd::job::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
+            Command::Tls(args) => cmd::tls::run(args),
+            Command::Acl(args) => cmd::acl::run(args).await,
         }
     });
     match result {

@@ -24,6 +24,10 @@ pub struct Config {
     /// Where this replica keeps its artifacts.
     pub data_dir: PathBuf,
     pub artifacts: StoreLimits,
+    /// TLS on every connection, client certificates required, ACLs on (`None`: plaintext, ACLs off).
+    pub tls: Option<skiff_tls::Credentials>,
+    /// Serve plaintext on a non-loopback address anyway (`--insecure-plaintext`).
+    pub insecure_plaintext: bool,
 }
 
 impl Default for Config {
@@ -35,6 +39,8 @@ impl Default for Config {
             etcd: None,
             data_dir: PathBuf::from("skiff-coordinator-data"),
             artifacts: StoreLimits::default(),
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("agent {agent_id} running task {task_id} is not connected")]
     AgentNotConnected { agent_id: String, task_id: String },
+    #[error("{0}")]
+    NotFound(String),
     #[error("job {0} not found")]
     JobNotFound(String),
     #[error("framework {0} is not subscribed (subscribe first, or again after its failover timeout)")]
@@ -21,6 +23,12 @@ pub enum Error {
     Offer(#[from] crate::offers::OfferError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The caller is not known: no certificate, no token, an unknown, revoked or expired token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (its certificate's role, its token's policies).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
     #[error("failed to serve gRPC: {0}")]
@@ -33,7 +41,7 @@ impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let msg = err.to_string();
         match err {
-            Error::TaskNotFound(_) | Error::JobNotFound(_) | Error::FrameworkNotFound(_) => {
+            Error::TaskNotFound(_) | Error::JobNotFound(_) | Error::FrameworkNotFound(_) | Error::NotFound(_) => {
                 tonic::Status::not_found(msg)
             }
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
@@ -44,6 +52,8 @@ impl From<Error> for tonic::Status {
             Error::Registry(RegistryError::Fenced) => tonic::Status::failed_precondition(msg),
             Error::Registry(RegistryError::Unavailable(_)) => tonic::Status::unavailable(msg),
             Error::Serve(_) => tonic::Status::internal(msg),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
         }
     }
 }

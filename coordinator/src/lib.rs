@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`config`]: the coordinator's settings;
+//! - [`acl`]: ACL tokens and policies, and what a request's certificate lets it call;
 //! - [`artifacts`]: content-addressed blobs on every replica, acknowledged once on a majority;
 //! - [`server`]: binds, runs the replica and serves the gRPC services until shutdown;
 //! - [`replica`]: the replica's [`Role`](replica::Role) over time (embedded: always leader; etcd:
@@ -25,6 +26,7 @@
 //! - [`error`]: the error type and its mapping to gRPC statuses.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod allocator;
 pub mod artifacts;
 pub mod config;

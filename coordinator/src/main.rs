@@ -80,6 +80,29 @@ struct Args {
     /// How the job scheduler places queued tasks into offers: greedy (first fit) or mcf (min-cost flow).
     #[arg(long, default_value = "greedy")]
     placement: skiff_coordinator::jobs::Placement,
+    /// The fleet's CA certificate (PEM): with --cert and --key, every connection is TLS, every
+    /// caller needs a certificate from this CA, and ACLs are on (see `skiff tls`, `skiff acl`).
+    #[arg(long, env = "SKIFF_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// This coordinator's certificate (`skiff tls cert create --coordinator`).
+    #[arg(long, env = "SKIFF_COORDINATOR_CERT", value_name = "PEM")]
+    cert: Option<std::path::PathBuf>,
+    /// This coordinator's private key.
+    #[arg(long, env = "SKIFF_COORDINATOR_KEY", value_name = "PEM")]
+    key: Option<std::path::PathBuf>,
+    /// Serve plaintext, unauthenticated, on a non-loopback address (anyone reaching the port
+    /// owns the fleet: only on a network you trust completely).
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// CA certificate etcd's members are verified with (default: --ca-cert); `https://` etcd URLs.
+    #[arg(long, value_name = "PEM", requires = "etcd")]
+    etcd_ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate shown to etcd (`--client-cert-auth`) (default: --cert).
+    #[arg(long, value_name = "PEM", requires = "etcd")]
+    etcd_cert: Option<std::path::PathBuf>,
+    /// Key of --etcd-cert (default: --key).
+    #[arg(long, value_name = "PEM", requires = "etcd")]
+    etcd_key: Option<std::path::PathBuf>,
     /// Under `--queue-order priority`, a waiting task's priority rises by one per this long (0s: never).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     priority_aging: Duration,
@@ -93,17 +116,26 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
-fn etcd_endpoint(url: &str) -> Result<String, String> {
+/// An etcd URL: `https://HOST:PORT` with TLS, `http://HOST:PORT` or `HOST:PORT` without.
+fn etcd_endpoint(url: &str, tls: bool) -> Result<String, String> {
     let url = url.trim();
-    let addr = url.strip_prefix("http://").unwrap_or(url);
-    if url.starts_with("https://") {
-        return Err(format!("{url}: TLS to etcd is not supported yet; use http:// on a trusted network"));
+    let (scheme, addr) = match url.split_once("://") {
+        Some(("https", addr)) => ("https", addr),
+        Some(("http", addr)) => ("http", addr),
+        Some((other, _)) => return Err(format!("{url}: unknown scheme {other:?}; use https:// or http://")),
+        None => (if tls { "https" } else { "http" }, url),
+    };
+    if tls != (scheme == "https") {
+        return Err(match tls {
+            true => format!("{url}: TLS to etcd is on (--etcd-ca-cert or --ca-cert): use an https:// URL"),
+            false => format!("{url}: an https:// URL needs TLS credentials (--ca-cert, --cert, --key)"),
+        });
     }
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{url}: expected HOST:PORT or http://HOST:PORT"))?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{url}: expected {scheme}://HOST:PORT"))?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{url}: expected HOST:PORT or http://HOST:PORT"));
+        return Err(format!("{url}: expected {scheme}://HOST:PORT"));
     }
-    Ok(format!("http://{addr}"))
+    Ok(format!("{scheme}://{addr}"))
 }
 
 /// Exit code for bad configuration (as firecracker and sysexits' EX_USAGE).
@@ -139,16 +171,57 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let bad = skiff_coordinator::Error::InvalidArgument;
+    let files = skiff_tls::TlsFiles::from_parts(
+        args.ca_cert.clone(),
+        args.cert.clone(),
+        args.key.clone(),
+        ["--ca-cert", "--cert", "--key"],
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let tls = match &files {
+        Some(files) => Some(files.load(skiff_tls::Role::Coordinator).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
     let etcd = if args.etcd.is_empty() {
         None
     } else {
+        // etcd's own CA and client certificate if given, else the coordinator's.
+        let etcd_files = match (&files, args.etcd_ca_cert, args.etcd_cert, args.etcd_key) {
+            (_, Some(ca), cert, key) => Some(skiff_tls::TlsFiles {
+                ca,
+                cert: cert
+                    .or(args.cert.clone())
+                    .ok_or_else(|| bad("--etcd-ca-cert needs --etcd-cert or --cert".into()))?,
+                key: key.or(args.key.clone()).ok_or_else(|| bad("--etcd-ca-cert needs --etcd-key or --key".into()))?,
+            }),
+            (Some(files), None, cert, key) => Some(skiff_tls::TlsFiles {
+                ca: files.ca.clone(),
+                cert: cert.unwrap_or_else(|| files.cert.clone()),
+                key: key.unwrap_or_else(|| files.key.clone()),
+            }),
+            (None, None, None, None) => None,
+            (None, None, _, _) => {
+                return Err(bad("--etcd-cert and --etcd-key need --etcd-ca-cert or --ca-cert".into()).into());
+            }
+        };
+        // etcd checks the client certificate against its own CA: any role is accepted here.
+        let etcd_tls = match etcd_files {
+            Some(f) => Some(f.load_any().map_err(|e| bad(format!("etcd TLS: {e}")))?),
+            None => None,
+        };
         let endpoints = args
             .etcd
             .iter()
-            .map(|u| etcd_endpoint(u))
+            .map(|u| etcd_endpoint(u, etcd_tls.is_some()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| skiff_coordinator::Error::InvalidArgument(format!("--etcd {e}")))?;
-        Some(EtcdConfig { prefix: args.etcd_prefix, lease_ttl: args.lease_ttl, ..EtcdConfig::new(endpoints) })
+            .map_err(|e| bad(format!("--etcd {e}")))?;
+        Some(EtcdConfig {
+            prefix: args.etcd_prefix,
+            lease_ttl: args.lease_ttl,
+            tls: etcd_tls,
+            ..EtcdConfig::new(endpoints)
+        })
     };
     let artifacts = skiff_coordinator::artifacts::StoreLimits {
         max_blob_bytes: args.max_artifact_mib << 20,
@@ -160,6 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         etcd,
         data_dir: args.data_dir,
         artifacts,
+        tls,
+        insecure_plaintext: args.insecure_plaintext,
         ..Config::default()
     };
     config.leader.reregister_timeout = args.reregister_timeout;

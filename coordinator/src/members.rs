@@ -45,11 +45,18 @@ impl std::fmt::Debug for Member {
 
 impl Members {
     /// Clients on each endpoint; they connect lazily (a member may come up later).
-    pub async fn connect(endpoints: &[String]) -> Result<Self, etcd_client::Error> {
-        let options = ConnectOptions::new()
+    /// With `tls`, each member is verified as the host of its URL and sees `tls`'s certificate.
+    pub async fn connect(
+        endpoints: &[String],
+        tls: Option<&skiff_tls::Credentials>,
+    ) -> Result<Self, etcd_client::Error> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_keep_alive(Duration::from_millis(500), Duration::from_secs(1))
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.client(None));
+        }
         let mut clients = Vec::new();
         for endpoint in endpoints {
             clients.push((endpoint.clone(), Client::connect([endpoint], Some(options.clone())).await?));

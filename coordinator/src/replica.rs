@@ -60,11 +60,13 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Lease TTL (etcd's minimum, 2 s, by default).
     pub lease_ttl: Duration,
+    /// TLS to etcd with a client certificate (`https://` endpoints); `None`: plaintext.
+    pub tls: Option<skiff_tls::Credentials>,
 }
 
 impl EtcdConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints, prefix: "/skiff/".into(), lease_ttl: Duration::from_secs(2) }
+        Self { endpoints, prefix: "/skiff/".into(), lease_ttl: Duration::from_secs(2), tls: None }
     }
 
     /// The election name (etcd keys `<name>/<lease id>`).

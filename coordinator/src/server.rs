@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use crate::acl::gate::Gate;
+use crate::acl::service::AclApi;
 use crate::artifacts::service::ArtifactApi;
 use crate::artifacts::{self, BlobStore, Peers};
 use crate::config::Config;
@@ -31,6 +33,13 @@ pub struct Coordinator {
 impl Coordinator {
     /// Binds the listen address (so callers learn the port before serving).
     pub async fn bind(config: Config) -> Result<Self> {
+        if config.tls.is_none() && !config.listen.ip().is_loopback() && !config.insecure_plaintext {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to serve plaintext without authentication on {}, which is not a loopback address: \
+                 give --ca-cert, --cert and --key (see `skiff tls`), or --insecure-plaintext if this network is trusted",
+                config.listen
+            )));
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| Error::InvalidArgument(format!("cannot listen on {}: {err}", config.listen)))?;
@@ -71,7 +80,7 @@ impl Coordinator {
                 });
             }
             Some(etcd) => {
-                let client = crate::members::Members::connect(&etcd.endpoints)
+                let client = crate::members::Members::connect(&etcd.endpoints, etcd.tls.as_ref())
                     .await
                     .map_err(|err| Error::InvalidArgument(format!("etcd {:?}: {err}", etcd.endpoints)))?;
                 peers = Peers::Etcd { members: client.clone(), election_name: etcd.election_name() };
@@ -91,10 +100,12 @@ impl Coordinator {
             }
         }
 
+        let gate = Gate::new(self.config.tls.is_some());
         let agents = pb::agent_service_server::AgentServiceServer::new(AgentApi::new(
             roles.clone(),
             tracker.clone(),
             shutdown.clone(),
+            gate,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -103,17 +114,22 @@ impl Coordinator {
             store,
             peers,
             advertise.clone(),
+            gate,
+            self.config.tls.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let schedulers = pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(roles.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let operators = pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let schedulers =
+            pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(roles.clone(), gate))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let acls = pb::acl_service_server::AclServiceServer::new(AclApi::new(roles.clone(), gate));
+        let operators =
+            pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise, gate))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-        info!(%addr, "coordinator serving");
+        info!(%addr, tls = self.config.tls.is_some(), "coordinator serving");
         // Small messages (acks, status updates, launches) go out at once: without TCP_NODELAY each
         // waits for the peer's delayed ACK (40 ms). Server::tcp_nodelay does not apply to an
         // incoming stream of our own, so it is set here.
@@ -123,8 +139,13 @@ impl Coordinator {
             }
             conn
         });
-        let served = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.config.tls {
+            server = server.tls_config(tls.server()).map_err(Error::Serve)?;
+        }
+        let served = server
             .add_service(agents)
+            .add_service(acls)
             .add_service(operators)
             .add_service(schedulers)
             .add_service(artifacts)

@@ -20,7 +20,7 @@ async fn fenced_writes_on_real_etcd() {
     let cluster = etcd::Etcd::start(1);
     let url = cluster.members[0].client_url.clone();
     let mut client = etcd_client::Client::connect([&url], None).await.unwrap();
-    let members = Members::connect(std::slice::from_ref(&url)).await.unwrap();
+    let members = Members::connect(std::slice::from_ref(&url), None).await.unwrap();
 
     let (fence, lease) = leader_key(&mut client, "/test/election/a").await;
     let reg = EtcdRegistry::fenced(members.clone(), "/test/", fence.clone());

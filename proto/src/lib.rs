@@ -8,6 +8,7 @@
 //! - `registry.proto`: the records the coordinator persists in its registry;
 //! - `artifact.proto`: content-addressed blobs (modules, files) on the coordinator replicas;
 //! - `executor.proto`: the agent and its executor process (the tasks' parent, outliving the agent).
+//! - `acl.proto`: `AclService`, ACL tokens and policies.
 //!
 //! Conversions to domain types live in the crates that own those types.
 #![forbid(unsafe_code)]

@@ -52,6 +52,7 @@ pub fn build(config: &Config, agent_id: &str, events: mpsc::UnboundedSender<Task
     let blobs = config.work_dir.join("blobs");
     let artifacts =
         Artifacts::new(blobs.clone(), config.blob_cache_bytes, config.max_module_bytes, config.coordinators.clone())
+            .map(|a| a.with_tls(config.tls.clone()))
             .map_err(Error::io("prepare the blob cache in", &blobs))?;
     Ok(Executor::new(agent_id.to_owned(), runtime, native, sandboxes, config.max_output_bytes, events)?
         .with_artifacts(Arc::new(artifacts)))

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod acl;
 pub mod cp;
 pub mod dev;
 pub mod job;
@@ -7,3 +8,4 @@ pub mod kill;
 pub mod logs;
 pub mod push;
 pub mod run;
+pub mod tls;

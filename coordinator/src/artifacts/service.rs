@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::{ArtifactError, BlobStore, Peers, read_chunks, upload_chunks};
-use crate::leader::Command;
+use crate::acl::gate::Gate;
+use crate::acl::{Ask, Capability, Need};
+use crate::leader::{Command, LeaderHandle};
 use crate::replica::Role;
 use crate::service::{MAX_MESSAGE_BYTES, leader_of};
 
@@ -39,11 +41,34 @@ pub struct ArtifactApi {
     store: Arc<BlobStore>,
     peers: Peers,
     advertise: String,
+    gate: Gate,
+    /// This coordinator's credentials, to push blobs to its peers over TLS.
+    tls: Option<skiff_tls::Credentials>,
 }
 
 impl ArtifactApi {
-    pub fn new(roles: watch::Receiver<Role>, store: Arc<BlobStore>, peers: Peers, advertise: String) -> Self {
-        Self { roles, store, peers, advertise }
+    pub fn new(
+        roles: watch::Receiver<Role>,
+        store: Arc<BlobStore>,
+        peers: Peers,
+        advertise: String,
+        gate: Gate,
+        tls: Option<skiff_tls::Credentials>,
+    ) -> Self {
+        Self { roles, store, peers, advertise, gate, tls }
+    }
+
+    /// Agents (their tasks' outputs) and clients with `capability` for some role; others are refused.
+    async fn agent_or_client<T>(&self, request: &Request<T>, capability: Capability) -> Result<(), Status> {
+        match self.gate.peer(request)? {
+            Some(peer) if peer.role == skiff_tls::Role::Agent => Ok(()),
+            Some(peer) if peer.role == skiff_tls::Role::Coordinator && capability == Capability::Read => Ok(()),
+            _ => {
+                let caller = self.gate.client(request)?;
+                let leader: LeaderHandle = leader_of(&self.roles)?;
+                leader.authorize(&caller, Ask::Need(Need::any_role(capability))).await.map(drop).map_err(Status::from)
+            }
+        }
     }
 
     /// Reads a transfer's header; the data chunks follow in the stream.
@@ -68,9 +93,8 @@ impl ArtifactApi {
 
     /// Pushes a stored blob to `peer`.
     async fn replicate_to(&self, peer: &str, sha256: &str, size: u64) -> Result<(), String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{peer}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1));
+        let endpoint =
+            skiff_tls::coordinator_endpoint(peer, self.tls.as_ref())?.connect_timeout(Duration::from_secs(1));
         let push = async {
             let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
             let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)
@@ -91,6 +115,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
         &self,
         request: Request<pb::StatArtifactRequest>,
     ) -> Result<Response<pb::StatArtifactResponse>, Status> {
+        self.agent_or_client(&request, Capability::Submit).await?;
         let sha256 = request.into_inner().sha256;
         let leader = leader_of(&self.roles)?;
         let record = leader.ask(|reply| Command::StatArtifact { sha256, reply }).await?;
@@ -105,6 +130,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
         &self,
         request: Request<Streaming<pb::UploadChunk>>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
+        self.agent_or_client(&request, Capability::Submit).await?;
         let leader = leader_of(&self.roles)?;
         let mut chunks = request.into_inner();
         let header = Self::header(&mut chunks).await?;
@@ -150,6 +176,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
         &self,
         request: Request<Streaming<pb::UploadChunk>>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
+        self.gate.coordinator(&request)?;
         let mut chunks = request.into_inner();
         let header = Self::header(&mut chunks).await?;
         self.receive(&header, chunks).await?;
@@ -158,6 +185,7 @@ impl pb::artifact_service_server::ArtifactService for ArtifactApi {
     }
 
     async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        self.agent_or_client(&request, Capability::Read).await?;
         let sha256 = request.into_inner().sha256;
         let file = self.store.open_blob(&sha256).await?;
         Ok(Response::new(read_chunks(file).map(|data| Ok(pb::DownloadChunk { data })).boxed()))

@@ -101,17 +101,23 @@ impl Leader {
             }
             return;
         }
+        // Node authorization: usage and output count only for tasks placed on the sending agent.
+        let placed_here =
+            |leader: &Self, task_id: &str| leader.tasks.get(task_id).is_some_and(|t| t.agent_id() == agent_id);
         match msg {
             Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
             Msg::Heartbeat(_) => {}
             Msg::Status(status) => self.queue_status(agent_id, status),
-            Msg::Usage(report) => {
+            Msg::Usage(report) if placed_here(self, &report.task_id) => {
                 // Live usage is kept in memory only; the terminal status carries the final figures.
                 if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
                     status.usage = report.usage;
                 }
             }
-            Msg::Output(output) => self.queue_output(output),
+            Msg::Output(output) if placed_here(self, &output.task_id) => self.queue_output(output),
+            Msg::Usage(pb::TaskUsage { task_id, .. }) | Msg::Output(pb::TaskOutput { task_id, .. }) => {
+                warn!(agent_id, %task_id, "usage or output for a task not placed on this agent dropped");
+            }
         }
     }
 

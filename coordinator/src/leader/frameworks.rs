@@ -25,6 +25,8 @@ pub type FrameworkSender = mpsc::UnboundedSender<Result<pb::SchedulerEvent, toni
 #[derive(Debug)]
 pub(super) struct FrameworkEntry {
     info: pb::FrameworkInfo,
+    /// Accessor id of the ACL token that subscribed it.
+    principal: String,
     tx: Option<FrameworkSender>,
     /// When it disconnected (or when this leader took over without it).
     disconnected_at: Option<Instant>,
@@ -68,16 +70,28 @@ impl Leader {
     }
 
     /// A framework known from the registry after a takeover: disconnected until it re-subscribes.
-    pub(super) fn recovered_framework(&mut self, info: pb::FrameworkInfo) {
+    /// A framework's role and the accessor id of the token that subscribed it.
+    pub(super) fn framework_owner(&self, framework_id: &str) -> Option<(String, String)> {
+        self.frameworks.get(framework_id).map(|f| (f.info.role.clone(), f.principal.clone()))
+    }
+
+    pub(super) fn recovered_framework(&mut self, info: pb::FrameworkInfo, principal: String) {
         self.allocator.add_framework(&info.framework_id, &info.role);
         self.allocator.activate_framework(&info.framework_id, false);
-        let entry = FrameworkEntry { info, tx: None, disconnected_at: Some(Instant::now()), unacked: HashMap::new() };
+        let entry = FrameworkEntry {
+            info,
+            principal,
+            tx: None,
+            disconnected_at: Some(Instant::now()),
+            unacked: HashMap::new(),
+        };
         self.frameworks.insert(entry.info.framework_id.clone(), entry);
     }
 
     pub(super) async fn subscribe(
         &mut self,
         mut info: pb::FrameworkInfo,
+        principal: crate::acl::Principal,
         tx: FrameworkSender,
     ) -> Result<pb::FrameworkInfo> {
         if info.name.is_empty() {
@@ -95,6 +109,12 @@ impl Leader {
         if info.framework_id.is_empty() {
             info.framework_id = new_id("fw");
         } else if let Some(old) = self.frameworks.get(&info.framework_id) {
+            if !principal.management && old.principal != principal.accessor {
+                return Err(Error::PermissionDenied(format!(
+                    "framework {} was subscribed by another ACL token; token {} cannot subscribe it",
+                    info.framework_id, principal.accessor
+                )));
+            }
             if old.info.role != info.role {
                 return Err(Error::InvalidArgument(format!(
                     "framework {} subscribed in role {:?}; it cannot re-subscribe in role {:?}",
@@ -105,9 +125,15 @@ impl Leader {
             return Err(Error::InvalidArgument("framework_id: at most 64 of [A-Za-z0-9._-]".into()));
         }
         let id = info.framework_id.clone();
-        let known = self.frameworks.get(&id).map(|f| &f.info);
-        if known != Some(&info) {
-            let record = pb::FrameworkRecord { info: Some(info.clone()), leader_epoch: self.config.epoch };
+        // A management token re-subscribing someone's framework leaves it theirs.
+        let owner = self.frameworks.get(&id).map_or_else(|| principal.accessor.clone(), |f| f.principal.clone());
+        let known = self.frameworks.get(&id).map(|f| (&f.info, &f.principal));
+        if known != Some((&info, &owner)) {
+            let record = pb::FrameworkRecord {
+                info: Some(info.clone()),
+                leader_epoch: self.config.epoch,
+                principal: owner.clone(),
+            };
             self.commit(Txn::new().put(keys::framework(&id), record.encode_to_vec())).await?;
         }
         // A stream it had before is replaced; its offers are rescinded (it would not know them).
@@ -135,7 +161,10 @@ impl Leader {
         self.allocator.activate_framework(&id, true);
         self.allocator.revive(&id);
         info!(framework_id = %id, name = %info.name, role = %info.role, "framework subscribed");
-        self.frameworks.insert(id, FrameworkEntry { info: info.clone(), tx: Some(tx), disconnected_at: None, unacked });
+        self.frameworks.insert(
+            id,
+            FrameworkEntry { info: info.clone(), principal: owner, tx: Some(tx), disconnected_at: None, unacked },
+        );
         Ok(info)
     }
 
@@ -402,6 +431,7 @@ impl Leader {
                     status: Some(status),
                     framework_id: framework_id.to_owned(),
                     leader_epoch: self.config.epoch,
+                    submitted_by: self.frameworks.get(framework_id).map(|f| f.principal.clone()).unwrap_or_default(),
                     ..Default::default()
                 };
                 let key = keys::task(&spec.task_id);

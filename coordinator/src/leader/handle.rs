@@ -4,6 +4,8 @@ use skiff_proto as pb;
 use tokio::sync::{mpsc, oneshot};
 
 use super::FrameworkSender;
+use super::acl::{AclAnswer, AclOp};
+use crate::acl::{Ask, Caller, Principal};
 use crate::error::{Error, Result};
 
 /// Messages to one connected agent.
@@ -34,9 +36,22 @@ pub enum Command {
         agent_id: String,
         session: u64,
     },
+    /// Who `caller` is, if it may do what `ask` says.
+    Authorize {
+        caller: Caller,
+        ask: Ask,
+        reply: oneshot::Sender<Result<Principal>>,
+    },
+    /// A change to, or a question about, the ACLs (each checks its own capability).
+    Acl {
+        caller: Caller,
+        op: AclOp,
+        reply: oneshot::Sender<Result<AclAnswer>>,
+    },
     /// A one-instance job; answers its task id and job id.
     Submit {
         spec: pb::TaskSpec,
+        submitted_by: String,
         reply: oneshot::Sender<Result<(String, String)>>,
     },
     SubmitJob {
@@ -82,6 +97,7 @@ pub enum Command {
     /// A framework subscribes (or re-subscribes); answers its info with the id set.
     Subscribe {
         info: pb::FrameworkInfo,
+        principal: Principal,
         tx: FrameworkSender,
         reply: oneshot::Sender<Result<pb::FrameworkInfo>>,
     },
@@ -118,5 +134,14 @@ impl LeaderHandle {
         let (reply, rx) = oneshot::channel();
         self.send(make(reply)).await?;
         rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Who `caller` is, if it may do what `ask` says (at once with ACLs off).
+    pub async fn authorize(&self, caller: &Caller, ask: Ask) -> Result<Principal> {
+        if *caller == Caller::Open {
+            return Ok(Principal::anonymous());
+        }
+        let caller = caller.clone();
+        self.ask(|reply| Command::Authorize { caller, ask, reply }).await?
     }
 }

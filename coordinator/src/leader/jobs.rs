@@ -14,8 +14,9 @@ use crate::registry::{Txn, keys};
 
 impl Leader {
     /// `skiff run`: a job of one instance without retries; answers (task id, job id).
-    pub(super) async fn submit(&mut self, spec: pb::TaskSpec) -> Result<(String, String)> {
-        let job = pb::JobSpec { name: spec.name.clone(), instances: 1, task: Some(spec), ..Default::default() };
+    pub(super) async fn submit(&mut self, spec: pb::TaskSpec, submitted_by: String) -> Result<(String, String)> {
+        let job =
+            pb::JobSpec { name: spec.name.clone(), instances: 1, task: Some(spec), submitted_by, ..Default::default() };
         let submitted = self.submit_job(job).await?;
         let task_id = submitted.task_ids.first().cloned().ok_or(Error::ShuttingDown)?;
         Ok((task_id, submitted.job_id))
@@ -67,6 +68,7 @@ impl Leader {
                     job_id: a.job_id.clone(),
                     instance: a.instance,
                     attempt: a.attempt,
+                    submitted_by: job.submitted_by.clone(),
                 };
                 let key = keys::task(&record.status.as_ref().map(|s| s.task_id.clone()).unwrap_or_default());
                 txn = txn.if_mod_revision(&key, 0).put(key, record.encode_to_vec());

@@ -15,6 +15,7 @@
 //! [`jobs`] (the built-in job scheduler's jobs), [`placement`] (offer cycles and launches),
 //! [`spec`] (task spec checks), [`recovery`] (takeover), [`gc`] (artifacts).
 
+mod acl;
 mod agents;
 mod frameworks;
 mod gc;
@@ -47,6 +48,7 @@ use crate::task;
 
 pub use frameworks::FrameworkSender;
 
+pub use acl::{AclAnswer, AclOp};
 pub use handle::{AgentSender, Command, LeaderHandle, Watch};
 
 /// Leader settings.
@@ -215,6 +217,8 @@ pub struct Leader {
     recovery: Option<recovery::Window>,
     /// Status updates and output received and not applied yet (see [`updates`]).
     incoming: Vec<updates::Incoming>,
+    /// ACL policies and tokens (from the registry).
+    acl: crate::acl::Book,
 }
 
 fn now_ms() -> u64 {
@@ -260,6 +264,7 @@ impl Leader {
             stop: CancellationToken::new(),
             recovery: None,
             incoming: Vec::new(),
+            acl: Default::default(),
         };
         (leader, handle)
     }
@@ -350,8 +355,14 @@ impl Leader {
             Command::AgentDisconnect { agent_id, session } => {
                 self.agent_disconnect(&agent_id, session);
             }
-            Command::Submit { spec, reply } => {
-                let _ = reply.send(self.submit(spec).await);
+            Command::Authorize { caller, ask, reply } => {
+                let _ = reply.send(self.authorize(&caller, ask));
+            }
+            Command::Acl { caller, op, reply } => {
+                let _ = reply.send(self.acl_op(&caller, op).await);
+            }
+            Command::Submit { spec, submitted_by, reply } => {
+                let _ = reply.send(self.submit(spec, submitted_by).await);
             }
             Command::SubmitJob { spec, reply } => {
                 let _ = reply.send(self.submit_job(spec).await);
@@ -389,8 +400,8 @@ impl Leader {
             Command::RecordArtifact { record, reply } => {
                 let _ = reply.send(self.record_artifact(record).await);
             }
-            Command::Subscribe { info, tx, reply } => {
-                let _ = reply.send(self.subscribe(info, tx).await);
+            Command::Subscribe { info, principal, tx, reply } => {
+                let _ = reply.send(self.subscribe(info, principal, tx).await);
             }
             Command::Call { call, reply } => {
                 let _ = reply.send(self.call(call).await);

@@ -30,7 +30,7 @@ pub(super) struct Window {
     pub(super) waiting: HashSet<String>,
 }
 
-fn corrupt(key: &str, err: prost::DecodeError) -> Error {
+pub(super) fn corrupt(key: &str, err: prost::DecodeError) -> Error {
     Error::Registry(RegistryError::Unavailable(format!("registry record {key} cannot be decoded: {err}")))
 }
 
@@ -38,6 +38,7 @@ impl Leader {
     /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
     /// [`Leader::run`]).
     pub async fn recover(&mut self) -> Result<()> {
+        self.recover_acl().await?;
         for (key, value) in self.registry.range("agents/").await? {
             let record = pb::AgentRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
             let total = Resources::from(&record.resources.unwrap_or_default());
@@ -46,7 +47,7 @@ impl Leader {
         for (key, value) in self.registry.range("frameworks/").await? {
             let record = pb::FrameworkRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
             if let Some(info) = record.info {
-                self.recovered_framework(info);
+                self.recovered_framework(info, record.principal);
             }
         }
         let mut job_ids = Vec::new();

@@ -152,6 +152,21 @@ impl Leader {
             }
             return Step::Ack { agent_id, ack };
         };
+        if entry.agent_id() != agent_id {
+            // Node authorization: an agent reports only on the tasks placed on it. Acknowledged
+            // (so it stops sending it) and otherwise ignored; whatever it runs under that id it
+            // is told to kill.
+            warn!(
+                agent_id,
+                task_id = %status.task_id,
+                placed_on = entry.agent_id(),
+                "status for a task placed on another agent refused"
+            );
+            if !task::is_terminal(status.state()) {
+                self.send_to_agent(&agent_id, Out::Kill(pb::KillTask { task_id: status.task_id.clone() }));
+            }
+            return Step::Ack { agent_id, ack };
+        }
         let current = records
             .get(&status.task_id)
             .map_or(entry.state(), |r| r.status.as_ref().map_or(TaskState::Pending, |s| s.state()));

@@ -108,4 +108,17 @@ pub mod keys {
     pub fn job(job_id: &str) -> String {
         format!("jobs/{job_id}")
     }
+
+    pub const ACL_POLICIES: &str = "acl/policies/";
+    pub const ACL_TOKENS: &str = "acl/tokens/";
+    /// Written once, by the first `skiff acl bootstrap`.
+    pub const ACL_BOOTSTRAPPED: &str = "acl/bootstrapped";
+
+    pub fn acl_policy(name: &str) -> String {
+        format!("{ACL_POLICIES}{name}")
+    }
+
+    pub fn acl_token(accessor_id: &str) -> String {
+        format!("{ACL_TOKENS}{accessor_id}")
+    }
 }

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use crate::acl::gate::{Gate, check_agent};
 use crate::leader::{Command, LeaderHandle};
 use crate::replica::Role;
 
@@ -23,11 +24,12 @@ pub struct AgentApi {
     roles: watch::Receiver<Role>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    gate: Gate,
 }
 
 impl AgentApi {
-    pub fn new(roles: watch::Receiver<Role>, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
-        Self { roles, tracker, shutdown }
+    pub fn new(roles: watch::Receiver<Role>, tracker: TaskTracker, shutdown: CancellationToken, gate: Gate) -> Self {
+        Self { roles, tracker, shutdown, gate }
     }
 
     /// The leader's handle, or the redirect a follower answers with.
@@ -58,6 +60,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = self.gate.agent(&request)?;
         let mut inbound = request.into_inner();
         let register = match inbound.next().await {
             Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(r)) })) => r,
@@ -67,6 +70,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             Some(Err(status)) => return Err(status),
             None => return Err(Status::invalid_argument("stream closed before register")),
         };
+        check_agent(identity.as_ref(), &register.agent_id)?;
         let agent_id = register.agent_id.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let leader = match self.leader_or_redirect().await {

@@ -7,6 +7,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::leader_of;
+use crate::acl::gate::Gate;
+use crate::acl::{Ask, Capability, Need};
 use crate::leader::{Command, LeaderHandle};
 use crate::replica::Role;
 
@@ -14,15 +16,32 @@ use crate::replica::Role;
 pub struct OperatorApi {
     roles: watch::Receiver<Role>,
     advertise: String,
+    gate: Gate,
 }
 
 impl OperatorApi {
-    pub fn new(roles: watch::Receiver<Role>, advertise: String) -> Self {
-        Self { roles, advertise }
+    pub fn new(roles: watch::Receiver<Role>, advertise: String, gate: Gate) -> Self {
+        Self { roles, advertise, gate }
     }
 
     fn leader(&self) -> Result<LeaderHandle, Status> {
         leader_of(&self.roles)
+    }
+
+    /// The leader, once it has said the request's caller may do what `ask` says; and who that is.
+    async fn authorized<T>(&self, request: &Request<T>, ask: Ask) -> Result<(LeaderHandle, String), Status> {
+        let caller = self.gate.client(request)?;
+        let leader = self.leader()?;
+        let principal = leader.authorize(&caller, ask).await?;
+        Ok((leader, principal.accessor))
+    }
+}
+
+/// What submitting a task needs: `submit`, or `submit-native` for a native one.
+fn submit_capability(spec: Option<&pb::TaskSpec>) -> Capability {
+    match spec.and_then(|s| s.kind.as_ref()) {
+        Some(pb::task_spec::Kind::Native(_)) => Capability::SubmitNative,
+        _ => Capability::Submit,
     }
 }
 
@@ -34,8 +53,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
+        let need = submit_capability(request.get_ref().spec.as_ref());
+        let (leader, submitted_by) = self.authorized(&request, Ask::Jobs(need)).await?;
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
-        let (task_id, job_id) = self.leader()?.ask(|reply| Command::Submit { spec, reply }).await??;
+        let (task_id, job_id) = leader.ask(|reply| Command::Submit { spec, submitted_by, reply }).await??;
         Ok(Response::new(pb::SubmitTaskResponse { task_id, job_id }))
     }
 
@@ -43,27 +64,31 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
-        Ok(Response::new(self.leader()?.ask(|reply| Command::SubmitJob { spec, reply }).await??))
+        let need = submit_capability(request.get_ref().spec.as_ref().and_then(|s| s.task.as_ref()));
+        let (leader, submitted_by) = self.authorized(&request, Ask::Jobs(need)).await?;
+        let mut spec =
+            request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
+        spec.submitted_by = submitted_by;
+        Ok(Response::new(leader.ask(|reply| Command::SubmitJob { spec, reply }).await??))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Read)).await?;
         let job_id = request.into_inner().job_id;
-        let job = self.leader()?.ask(|reply| Command::GetJob { job_id, reply }).await??;
+        let job = leader.ask(|reply| Command::GetJob { job_id, reply }).await??;
         Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
     }
 
-    async fn list_jobs(
-        &self,
-        _request: Request<pb::ListJobsRequest>,
-    ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.leader()?.ask(|reply| Command::ListJobs { reply }).await?;
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Read)).await?;
+        let jobs = leader.ask(|reply| Command::ListJobs { reply }).await?;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn kill_job(&self, request: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
+        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Kill)).await?;
         let job_id = request.into_inner().job_id;
-        self.leader()?.ask(|reply| Command::KillJob { job_id, reply }).await??;
+        leader.ask(|reply| Command::KillJob { job_id, reply }).await??;
         Ok(Response::new(pb::KillJobResponse {}))
     }
 
@@ -71,8 +96,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let ask = Ask::Task(Capability::Read, request.get_ref().task_id.clone());
+        let (leader, _) = self.authorized(&request, ask).await?;
         let pb::WatchTaskRequest { task_id, history_only } = request.into_inner();
-        let watch = self.leader()?.ask(|reply| Command::Watch { task_id, reply }).await??;
+        let watch = leader.ask(|reply| Command::Watch { task_id, reply }).await??;
         let history = stream::iter(watch.history);
         let events = match watch.live {
             Some(live) if !history_only => history.chain(UnboundedReceiverStream::new(live)).boxed(),
@@ -82,28 +109,35 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
 
     async fn kill_task(&self, request: Request<pb::KillTaskRequest>) -> Result<Response<pb::KillTaskResponse>, Status> {
+        let ask = Ask::Task(Capability::Kill, request.get_ref().task_id.clone());
+        let (leader, _) = self.authorized(&request, ask).await?;
         let task_id = request.into_inner().task_id;
-        self.leader()?.ask(|reply| Command::Kill { task_id, reply }).await??;
+        leader.ask(|reply| Command::Kill { task_id, reply }).await??;
         Ok(Response::new(pb::KillTaskResponse {}))
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let ask = Ask::Task(Capability::Read, request.get_ref().task_id.clone());
+        let (leader, _) = self.authorized(&request, ask).await?;
         let task_id = request.into_inner().task_id;
-        Ok(Response::new(self.leader()?.ask(|reply| Command::GetTask { task_id, reply }).await??))
+        Ok(Response::new(leader.ask(|reply| Command::GetTask { task_id, reply }).await??))
     }
 
     async fn list_agents(
         &self,
-        _request: Request<pb::ListAgentsRequest>,
+        request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.leader()?.ask(|reply| Command::ListAgents { reply }).await?;
+        let (leader, _) = self.authorized(&request, Ask::Need(Need::fleet(Capability::Operator))).await?;
+        let agents = leader.ask(|reply| Command::ListAgents { reply }).await?;
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
     async fn get_leader(
         &self,
-        _request: Request<pb::GetLeaderRequest>,
+        request: Request<pb::GetLeaderRequest>,
     ) -> Result<Response<pb::GetLeaderResponse>, Status> {
+        // Anyone of the fleet (any valid certificate) may ask who leads.
+        self.gate.peer(&request)?;
         let answer = match &*self.roles.borrow() {
             Role::Leader(handle) => {
                 pb::GetLeaderResponse { leader_address: self.advertise.clone(), epoch: handle.epoch(), is_leader: true }

@@ -8,17 +8,20 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::leader_of;
+use crate::acl::gate::Gate;
+use crate::acl::{Ask, Capability, Need};
 use crate::leader::Command;
 use crate::replica::Role;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerApi {
     roles: watch::Receiver<Role>,
+    gate: Gate,
 }
 
 impl SchedulerApi {
-    pub fn new(roles: watch::Receiver<Role>) -> Self {
-        Self { roles }
+    pub fn new(roles: watch::Receiver<Role>, gate: Gate) -> Self {
+        Self { roles, gate }
     }
 }
 
@@ -30,18 +33,25 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.gate.client(&request)?;
         let info = request
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
+        let leader = leader_of(&self.roles)?;
+        let role = if info.role.is_empty() { "default" } else { info.role.as_str() };
+        let principal = leader.authorize(&caller, Ask::Need(Need::on_role(Capability::Framework, role))).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        leader_of(&self.roles)?.ask(|reply| Command::Subscribe { info, tx, reply }).await??;
+        leader.ask(|reply| Command::Subscribe { info, principal, tx, reply }).await??;
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 
     async fn call(&self, request: Request<pb::SchedulerCall>) -> Result<Response<pb::SchedulerCallResponse>, Status> {
+        let caller = self.gate.client(&request)?;
         let call = request.into_inner();
-        let task_ids = leader_of(&self.roles)?.ask(|reply| Command::Call { call, reply }).await??;
+        let leader = leader_of(&self.roles)?;
+        leader.authorize(&caller, Ask::Framework(call.framework_id.clone())).await?;
+        let task_ids = leader.ask(|reply| Command::Call { call, reply }).await??;
         Ok(Response::new(pb::SchedulerCallResponse { task_ids }))
     }
 }

@@ -1,8 +1,8 @@
 //! The calls outside the scheduler stream (finding the leader and storing the module use the
 //! `skiff` CLI's client library): reading a finished task's stdout.
 
+use skiff_cli::client::Channel;
 use skiff_proto as pb;
-use tonic::transport::Channel;
 
 /// What a task wrote to stdout, from the coordinator's record of it.
 pub async fn read_stdout(leader: Channel, task_id: &str) -> Result<String, String> {

@@ -19,10 +19,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use pb::scheduler_call::Call;
 use pb::scheduler_event::Event;
+use skiff_cli::client::Channel;
 use skiff_cli::units;
 use skiff_proto as pb;
 use sweep::{Interest, Shape, Sweep, Update};
-use tonic::transport::Channel;
 
 /// A sweep of the primes guest over a list of limits, scheduled as a Skiff framework.
 #[derive(Debug, Parser)]

@@ -1,4 +1,7 @@
-//! `skiff dev`: a coordinator (embedded registry) and one agent in one process, for one machine.
+//! `skiff dev`: a coordinator (embedded registry) and one agent in one process, for one machine,
+//! with TLS and ACLs on unless told otherwise ([`secure`]).
+
+mod secure;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,9 @@ pub struct DevArgs {
     /// Run native tasks too (contained in namespaces, a cgroup and seccomp; off by default).
     #[arg(long)]
     pub native_tasks: bool,
+    /// Without TLS and ACLs: anyone who reaches the port may do anything (loopback only).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
@@ -40,11 +46,29 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", work_dir.display())))?;
 
-    let config =
-        skiff_coordinator::Config { listen: args.listen, data_dir: work_dir.join("coordinator"), ..Default::default() };
+    // Port 0 is resolved first: the certificates and the CLI's files are for the bound address.
+    let listen = match args.listen.port() {
+        0 => std::net::TcpListener::bind(args.listen)
+            .and_then(|l| l.local_addr())
+            .map_err(|e| CliError::BadInput(format!("cannot listen on {}: {e}", args.listen)))?,
+        _ => args.listen,
+    };
+    let agent_name = existing_agent_id(&work_dir)
+        .unwrap_or_else(|| format!("dev-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let pki = match args.insecure_plaintext {
+        true => None,
+        false => Some(secure::DevPki::create(&listen.to_string(), &agent_name)?),
+    };
+    let config = skiff_coordinator::Config {
+        listen,
+        data_dir: work_dir.join("coordinator"),
+        tls: pki.as_ref().map(|p| p.coordinator.clone()),
+        ..Default::default()
+    };
     let coordinator = Coordinator::bind(config).await.map_err(|e| CliError::BadInput(e.to_string()))?;
     let addr = coordinator.local_addr();
     let mut agent_config = skiff_agent::Config::new(vec![addr.to_string()], work_dir.clone());
+    agent_config.tls = pki.as_ref().map(|p| p.agent.clone());
     agent_config.native_tasks = args.native_tasks;
     agent_config.compiler = Some(skiff_agent::runtime::wasm::compile::OWN_BINARY.into());
     let agent = Agent::new(agent_config).map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
@@ -79,6 +103,17 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         });
     }
     tracker.close();
+    match &pki {
+        Some(pki) => {
+            pki.bootstrap(&addr.to_string()).await?;
+            println!(
+                "skiff dev: TLS and ACLs on; `skiff` finds a client certificate and a management token in {}",
+                pki.client_dir.display()
+            );
+            println!("skiff dev: for other tools: {}", pki.exports());
+        }
+        None => println!("skiff dev: TLS and ACLs OFF (--insecure-plaintext): anyone reaching {addr} owns this fleet"),
+    }
 
     tokio::select! {
         r = crate::shutdown_signal() => r.map_err(|e| CliError::Other(format!("cannot install signal handlers: {e}")))?,
@@ -93,4 +128,11 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         (Ok(()), true) => Ok(ExitCode::FAILURE),
         (Ok(()), false) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The id an agent kept in `work_dir` before, if any (it keeps its name across runs).
+fn existing_agent_id(work_dir: &std::path::Path) -> Option<String> {
+    let id = std::fs::read_to_string(work_dir.join("agent-id")).ok()?;
+    let id = id.trim();
+    skiff_tls::identity::check_name(id).ok().map(|()| id.to_owned())
 }
