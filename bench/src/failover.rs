@@ -42,7 +42,7 @@ pub fn run(kills: usize, module: &str) -> Result<Figures> {
 fn lease_expiry(url: &str, rounds: usize) -> Result<Vec<Duration>> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let mut client = etcd_client::Client::connect([url], None).await?;
+        let mut client = crate::fleet::etcd_client(url).await;
         let mut samples = Vec::new();
         for i in 0..rounds {
             let key = format!("/bench/lease/{i}");

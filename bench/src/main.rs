@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use skiff_bench::fleet::{Cluster, etcd::Etcd};
+use skiff_bench::fleet::{Cluster, Security, etcd::Etcd, secure_etcd};
 use skiff_bench::path::{self, Program};
 use skiff_bench::report::{Report, Row};
 use skiff_bench::stats::{Summary, mib};
@@ -29,7 +29,7 @@ struct Args {
     /// Leader kills of the failover benchmark (0: skip it).
     #[arg(long, default_value_t = 5)]
     kills: usize,
-    /// Parts to leave out: embedded, etcd, native, peers, density, failover, allocator.
+    /// Parts to leave out: embedded, etcd, tls, native, peers, density, failover, allocator.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// A Markdown file (README.md) whose section between `<!-- skiff-bench:begin -->` and
@@ -161,20 +161,21 @@ fn main() -> Result<()> {
 
     // Skiff, embedded registry.
     if run("embedded") {
-        let fleet = Cluster::start(&[], &agent_args);
+        let fleet = Cluster::start_secured(Security::Plaintext, &[], &agent_args);
         let wasm = rt.block_on(path::upload(&fleet.addr, &trivial))?;
         let how = format!(
-            "1 coordinator (embedded registry), {AGENTS} agents; `SubmitTask` then `WatchTask` until FINISHED; throughput: one job of N instances"
+            "1 coordinator (embedded registry), {AGENTS} agents, plaintext; `SubmitTask` then `WatchTask` until FINISHED; throughput: one job of N instances"
         );
         report.rows.push(measure_wasm("Skiff Wasm (embedded)", how, &fleet, &wasm)?);
     }
     // Skiff on etcd: Wasm, then native tasks on the same fleet.
     if run("etcd") || run("native") {
         let etcd = Etcd::start(1);
-        let fleet = Cluster::start(&["--etcd", &etcd.urls()], &agent_args);
+        let fleet = Cluster::start_secured(Security::Plaintext, &["--etcd", &etcd.urls()], &agent_args);
         let wasm = rt.block_on(path::upload(&fleet.addr, &trivial))?;
-        let how =
-            format!("1 coordinator on a 1-member etcd (every state change a fenced txn), {AGENTS} agents; as above");
+        let how = format!(
+            "1 coordinator on a 1-member etcd (every state change a fenced txn), {AGENTS} agents, plaintext; as above"
+        );
         if run("etcd") {
             report.baseline = Some(report.rows.len());
             report.rows.push(measure_wasm("Skiff Wasm (etcd)", how, &fleet, &wasm)?);
@@ -196,6 +197,15 @@ fn main() -> Result<()> {
                 .skipped
                 .push(("Skiff native".into(), "needs root (native tasks run in cgroups as another user)".into()));
         }
+    }
+    // The same on TLS everywhere: CLI, agents and etcd (`--client-cert-auth`) with client
+    // certificates, and an ACL token checked on every call.
+    if run("tls") {
+        let etcd = secure_etcd(1);
+        let fleet = Cluster::start(&["--etcd", &etcd.urls()], &agent_args);
+        let wasm = rt.block_on(path::upload(&fleet.addr, &trivial))?;
+        let how = "as Skiff Wasm (etcd), with mTLS on every hop (client, agents, etcd with client-cert auth) and an ACL token on every call".to_owned();
+        report.rows.push(measure_wasm("Skiff Wasm (etcd, TLS + ACLs)", how, &fleet, &wasm)?);
     }
     if run("peers") {
         let dir = tempfile::tempdir()?;

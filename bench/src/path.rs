@@ -50,14 +50,20 @@ impl Program {
     }
 }
 
-/// The leader of the coordinators at `addr`.
+/// The leader of the coordinators at `addr`, with the credentials of the test fleet there (a
+/// client certificate and its management token, when it runs with TLS).
 pub async fn operator(addr: &str) -> Result<Operator> {
-    client::connect_leader(&[addr.to_owned()]).await.map_err(|e| anyhow::anyhow!("{e}")).context("no leader")
+    let access = crate::fleet::pki::access(addr);
+    client::connect_leader_with(&access, &[addr.to_owned()])
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("no leader")
 }
 
 /// Stores `module` in the fleet's artifact store.
 pub async fn upload(addr: &str, module: &[u8]) -> Result<Program> {
-    let channel = client::leader_channel(&[addr.to_owned()]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let access = crate::fleet::pki::access(addr);
+    let channel = client::leader_channel_with(&access, &[addr.to_owned()]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let stored = skiff_cli::artifact::ensure_stored(channel, module).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Program::Wasm { sha256: stored.sha256, size: module.len() as u64 })
 }

@@ -117,21 +117,27 @@ impl tonic::service::Interceptor for Bearer {
 /// A dial error in words: what a failed TLS handshake means, and a hint when the CLI has no TLS
 /// settings and the coordinator wants them.
 pub fn explain(error: &str, access: &Access) -> String {
+    let closed = ["broken pipe", "operation was canceled", "connection error", "connection reset", "close_notify"]
+        .iter()
+        .any(|c| error.contains(c));
     let hint = if error.contains("UnknownIssuer") || error.contains("BadSignature") {
         Some("the coordinator's certificate is not from the CA in SKIFF_CA_CERT")
     } else if error.contains("NotValidForName") {
         Some("the server's certificate is not a Skiff coordinator's")
-    } else if error.contains("UnknownCA") || error.contains("BadCertificate") || error.contains("DecryptError") {
-        Some("the coordinator refused the client certificate: it is not from the fleet's CA")
     } else if error.contains("CertificateExpired") || error.contains("Expired") {
         Some("a certificate has expired (or is not valid yet)")
     } else if access.tls.is_none()
-        && (error.contains("h2 protocol error")
-            || error.contains("connection reset")
-            || error.contains("broken pipe")
-            || error.contains("frame with invalid size"))
+        && (closed || error.contains("h2 protocol error") || error.contains("frame with invalid size"))
     {
         Some("does this coordinator require TLS? set SKIFF_CA_CERT, SKIFF_CLIENT_CERT and SKIFF_CLIENT_KEY")
+    } else if error.contains("UnknownCA") || error.contains("BadCertificate") {
+        Some("the coordinator refused the client certificate: it is not from the fleet's CA")
+    } else if access.tls.is_some() && closed {
+        // Under TLS 1.3 the client learns of a refused certificate only as a closed connection.
+        Some(
+            "the coordinator closed the connection after the TLS handshake: it refused the client certificate \
+             (not from the fleet's CA, expired, or not valid yet)",
+        )
     } else {
         None
     };

@@ -55,14 +55,14 @@ const DENIED_MARK: &str = "\u{0}denied:";
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks a coordinator who leads, within [`CALL_TIMEOUT`].
-async fn ask_leader(channel: &Channel, addr: &str) -> Result<pb::GetLeaderResponse, String> {
+async fn ask_leader(access: &Access, channel: &Channel, addr: &str) -> Result<pb::GetLeaderResponse, String> {
     let mut client = operator(channel.clone());
     match tokio::time::timeout(CALL_TIMEOUT, client.get_leader(pb::GetLeaderRequest {})).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
             Err(format!("{DENIED_MARK}{addr}: {}", status.message()))
         }
-        Ok(Err(status)) => Err(format!("{addr}: {}", status.message())),
+        Ok(Err(status)) => Err(format!("{addr}: {}", crate::access::explain(&with_causes(&status), access))),
         Err(_) => Err(format!("{addr}: no answer within {CALL_TIMEOUT:?}")),
     }
 }
@@ -124,7 +124,7 @@ async fn try_leader(access: &Access, addresses: &[String]) -> Result<Channel, (V
                 continue;
             }
         };
-        match ask_leader(&client, addr).await {
+        match ask_leader(access, &client, addr).await {
             Ok(r) => {
                 answered = true;
                 if r.is_leader {
@@ -142,7 +142,7 @@ async fn try_leader(access: &Access, addresses: &[String]) -> Result<Channel, (V
                     }
                 };
                 // The follower's view may be stale: make sure the leader still leads.
-                match ask_leader(&leader, &r.leader_address).await {
+                match ask_leader(access, &leader, &r.leader_address).await {
                     Ok(again) if again.is_leader => return Ok(leader),
                     Ok(_) => errors.push(format!("{}: no longer the leader", r.leader_address)),
                     Err(e) => errors.push(e),

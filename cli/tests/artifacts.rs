@@ -40,8 +40,7 @@ fn corrupted_or_oversize_uploads_are_refused_and_nothing_is_stored() {
     let module = std::fs::read(guest("hello")).unwrap();
     let sha256 = skiff_cli::artifact::sha256_hex(&module);
     let status = rt.block_on(async {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", fleet.addr)).unwrap().connect().await.unwrap();
+        let channel = fleet::pki::channel(&fleet.addr).await.unwrap();
         let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel);
         let mut flipped = module.clone();
         flipped[1000] ^= 0xff;
@@ -93,7 +92,7 @@ fn restarted_agent_with_a_warm_cache_does_not_fetch_again() {
 fn module_survives_a_leader_failover_without_being_uploaded_again() {
     let mut fleet = HaFleet::start(1, 3, 0);
     let leader = fleet.leader(Duration::from_secs(15));
-    let mut push = std::process::Command::new(fleet::bin("skiff"));
+    let mut push = fleet::skiff_cmd(&fleet.coordinators_arg());
     push.args(["push", "--coordinators", &fleet.coordinators_arg(), &g("primes")]);
     let out = fleet::run_bounded(push, None, Duration::from_secs(60));
     assert!(out.status.success(), "{}", text(&out.stderr));

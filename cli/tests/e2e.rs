@@ -91,8 +91,10 @@ fn daemons_stop_cleanly_on_sigterm() {
 
 #[test]
 fn skiff_dev_runs_a_single_node_fleet() {
+    // skiff dev is secured with a CA of its own; the CLI finds its files under SKIFF_HOME.
+    let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("skiff"));
-    cmd.args(["dev", "--listen", "127.0.0.1:0"]);
+    cmd.env("SKIFF_HOME", home.path()).args(["dev", "--listen", "127.0.0.1:0"]);
     let (mut dev, line) = spawn_until(cmd, "skiff dev", "coordinator listening on", Duration::from_secs(15));
     let addr = line
         .split_whitespace()
@@ -100,12 +102,21 @@ fn skiff_dev_runs_a_single_node_fleet() {
         .map(|w| w.trim_end_matches(';').to_owned())
         .expect("address in the ready line");
 
-    let out = skiff_run(&addr, &[guest("hello").to_str().unwrap(), "--", "a", "b"], None);
+    // The dev files appear once the management token is made (a line after the ready line).
+    let token = home.path().join("dev").join(addr.replace(':', "_")).join("token");
+    fleet::eventually(Duration::from_secs(10), "skiff dev's token file", || token.exists().then_some(()));
+    let mut cmd = Command::new(bin("skiff"));
+    cmd.env("SKIFF_HOME", home.path())
+        .args(["run", "--coordinators", &addr])
+        .arg(guest("hello"))
+        .args(["--", "a", "b"]);
+    let out = run_bounded(cmd, None, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello, a b!\n");
 
     // SKIFF_COORDINATORS is honoured when --coordinators is not given.
     let mut cmd = Command::new(bin("skiff"));
+    cmd.env("SKIFF_HOME", home.path());
     cmd.env("SKIFF_COORDINATORS", &addr).args(["run", "-q"]).arg(guest("exit-code")).args(["--", "7"]);
     let out = run_bounded(cmd, None, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));

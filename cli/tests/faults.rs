@@ -20,12 +20,11 @@ mod fleet;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleet::{HaFleet, bin, guest, run_bounded, text};
+use fleet::{HaFleet, guest, run_bounded, text};
 use nix::sys::signal::Signal;
 use skiff_proto as pb;
 
@@ -70,7 +69,8 @@ fn running_instances() -> HashMap<String, HashSet<String>> {
 fn on_leader<T>(fleet: &HaFleet, call: impl AsyncFnOnce(&mut skiff_cli::client::Operator) -> Option<T>) -> Option<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let connect = skiff_cli::client::connect_leader(&fleet.addrs);
+        let access = fleet::pki::access(&fleet.addrs[0]);
+        let connect = skiff_cli::client::connect_leader_with(&access, &fleet.addrs);
         let mut op = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
         tokio::time::timeout(Duration::from_secs(3), call(&mut op)).await.ok()?
     })
@@ -91,7 +91,7 @@ fn wall() -> f64 {
 fn submit(fleet: &HaFleet, dir: &Path, name: &str, body: &str) -> String {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, body).expect("write job file");
-    let mut cmd = Command::new(bin("skiff"));
+    let mut cmd = fleet::skiff_cmd(&fleet.coordinators_arg());
     cmd.args(["job", "run", "--detach", "--coordinators", &fleet.coordinators_arg()]).arg(&file);
     let out = run_bounded(cmd, None, Duration::from_secs(30));
     assert!(out.status.success(), "submit {name}: {}", text(&out.stderr));

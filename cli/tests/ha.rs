@@ -50,7 +50,7 @@ fn etcd_history(url: &str, epoch: u64) -> (Vec<(i64, String, u64)>, Option<i64>)
     let rt = tokio::runtime::Runtime::new().unwrap();
     let read = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let mut client = etcd_client::Client::connect([url], None).await.expect("etcd");
+            let mut client = fleet::etcd_client(url).await;
 
             let now = client.get("/", None).await.unwrap().header().unwrap().revision();
             let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(1).with_prev_key();
@@ -101,11 +101,7 @@ fn paused_leader_is_fenced_off_and_steps_down() {
     // A client connected to the leader before it is paused; its request waits in the socket.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut client = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", fleet.addrs[old]))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = fleet::pki::channel(&fleet.addrs[old]).await.unwrap();
         pb::operator_service_client::OperatorServiceClient::new(channel)
     });
     fleet.signal_coordinator(old, Signal::SIGSTOP);
@@ -156,7 +152,7 @@ fn paused_leader_is_fenced_off_and_steps_down() {
 #[test]
 fn leader_cut_off_from_etcd_steps_down_within_the_ttl() {
     let _serial = serial();
-    let etcd = fleet::etcd::Etcd::start(3);
+    let etcd = fleet::secure_etcd(3);
     let all = etcd.urls();
     let only_first = etcd.members[0].client_url.clone();
     let mut fleet = HaFleet::start_on(etcd, vec![only_first, all.clone(), all], 0);

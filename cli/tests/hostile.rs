@@ -143,7 +143,7 @@ fn outputs_swapped_for_links_or_fifos_are_refused() {
 fn background_sleep(addr: &str, secs: u32) -> (std::process::Child, [String; 2]) {
     let (a, b) = (secs + std::process::id() % 1000, secs + 1000 + std::process::id() % 1000);
     let script = format!("/bin/sleep {a} & /bin/sleep {b}");
-    let client = std::process::Command::new(fleet::bin("skiff"))
+    let client = fleet::skiff_cmd(addr)
         .args(["run", "-q", "--coordinators", addr, "--native", "--", "sh", "-c", &script])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -187,6 +187,11 @@ fn native_tasks_die_with_skiff_dev() {
     cmd.args(["dev", "--native-tasks", "--listen", "127.0.0.1:0"]);
     let (mut dev, line) = fleet::spawn_until(cmd, "skiff dev", "listening on", Duration::from_secs(20));
     let addr = line.split("listening on ").nth(1).and_then(|r| r.split(';').next()).expect("address").to_owned();
+    // The CLI finds skiff dev's own client certificate and token (it needs nothing from the harness).
+    fleet::pki::register(std::slice::from_ref(&addr), None);
+    fleet::eventually(Duration::from_secs(10), "skiff dev's token", || {
+        skiff_cli::access::dev_dir(&addr).join("token").exists().then_some(())
+    });
     let (mut client, sleep) = background_sleep(&addr, 500);
     dev.child.kill().unwrap();
     dev.child.wait().unwrap();
@@ -223,7 +228,7 @@ fn a_task_sees_neither_its_neighbours_nor_the_host() {
     let fleet = Fleet::start();
     let secs = 300 + std::process::id() % 1000;
     let victim_script = format!("id -u; /bin/sleep {secs}; echo survived");
-    let victim = std::process::Command::new(fleet::bin("skiff"))
+    let victim = fleet::skiff_cmd(&fleet.addr)
         .args(["run", "-q", "--coordinators", &fleet.addr, "--native", "--timeout", "60s"])
         .args(["--env", "SECRET=s3cr3t-of-the-victim", "--", "sh", "-c", &victim_script])
         .stdout(std::process::Stdio::piped())

@@ -154,8 +154,7 @@ async fn a_killed_agent_has_its_offers_rescinded_and_its_tasks_reported_unreacha
 }
 
 async fn task_state(addr: &str, task_id: &str) -> TaskState {
-    let mut client =
-        pb::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = pb::operator_service_client::OperatorServiceClient::new(fleet::pki::channel(addr).await.unwrap());
     let got = client.get_task(pb::GetTaskRequest { task_id: task_id.into() }).await.unwrap().into_inner();
     got.status.unwrap().state()
 }

@@ -54,7 +54,7 @@ fn history(addr: &str, task_id: &str) -> Vec<pb::TaskStatus> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut client =
-            pb::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            pb::operator_service_client::OperatorServiceClient::new(fleet::pki::channel(addr).await.unwrap());
         let req = pb::WatchTaskRequest { task_id: task_id.into(), history_only: true };
         let mut stream = client.watch_task(req).await.unwrap().into_inner();
         let mut out = Vec::new();

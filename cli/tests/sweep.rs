@@ -18,6 +18,8 @@ fn the_sweep_framework_runs_to_completion() {
     let cluster = Cluster::start(&[], &[agent, agent]);
     let limits = [1000u64, 2000, 3000, 4000, 5000, 6000];
     let mut cmd = Command::new(fleet::bin("skiff-sweep"));
+    // Its client certificate and token, as any framework of a secured fleet.
+    fleet::pki::client_env(&mut cmd, &cluster.addr);
     cmd.args(["--coordinator", &cluster.addr, "--module"]).arg(fleet::guest("primes"));
     cmd.args(["--limits", &limits.map(|l| l.to_string()).join(","), "--cpus", "0.25"]);
     let out = fleet::run_bounded(cmd, None, Duration::from_secs(60));

@@ -4,11 +4,11 @@
 mod fleet;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, Proc, bin, guest, run_bounded, text};
+use fleet::{Fleet, Proc, guest, run_bounded, text};
 
 fn g(name: &str) -> String {
     guest(name).to_str().unwrap().to_owned()
@@ -53,7 +53,7 @@ fn second_run_of_a_module_is_not_uploaded_again_hits_the_agents_cache_and_logs_a
         .find(|w| w.starts_with("t-"))
         .expect("task id in the output")
         .to_owned();
-    let mut cmd = Command::new(bin("skiff"));
+    let mut cmd = fleet::skiff_cmd(&fleet.addr);
     cmd.args(["logs", "--coordinators", &fleet.addr, &task_id]);
     let out = run_bounded(cmd, None, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -64,7 +64,7 @@ fn second_run_of_a_module_is_not_uploaded_again_hits_the_agents_cache_and_logs_a
 /// Starts `skiff run` on a spinning guest and waits until it reports RUNNING; returns the child,
 /// the task id and the receiver of its further stderr lines.
 fn spinning(fleet: &Fleet) -> (Proc, String, mpsc::Receiver<String>) {
-    let child = Command::new(bin("skiff"))
+    let child = fleet::skiff_cmd(&fleet.addr)
         .args(["run", "--coordinators", &fleet.addr, &g("spin")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -108,7 +108,7 @@ fn wait_exit(proc: &mut Proc, within: Duration) -> Option<i32> {
 fn skiff_kill_stops_a_spinning_task() {
     let fleet = Fleet::start();
     let (mut child, task_id, rx) = spinning(&fleet);
-    let mut kill = Command::new(bin("skiff"));
+    let mut kill = fleet::skiff_cmd(&fleet.addr);
     kill.args(["kill", "--coordinators", &fleet.addr, &task_id]);
     let sent = Instant::now();
     let out = run_bounded(kill, None, Duration::from_secs(30));

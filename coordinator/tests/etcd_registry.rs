@@ -65,7 +65,7 @@ async fn fenced_writes_on_real_etcd() {
 #[tokio::test]
 async fn unreachable_etcd_is_unavailable_not_a_hang() {
     let port = etcd::free_port();
-    let members = Members::connect(&[format!("http://127.0.0.1:{port}")]).await.unwrap();
+    let members = Members::connect(&[format!("http://127.0.0.1:{port}")], None).await.unwrap();
     let reg = EtcdRegistry::read_only(members, "/x/");
     let started = std::time::Instant::now();
     let err = reg.get("tasks/1").await.unwrap_err();

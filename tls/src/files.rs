@@ -168,6 +168,17 @@ impl Credentials {
     }
 }
 
+/// An endpoint on a coordinator at `address` (`host:port`): TLS with `tls`, plaintext without.
+pub fn coordinator_endpoint(address: &str, tls: Option<&Credentials>) -> Result<tonic::transport::Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| format!("{address}: invalid address: {e}"))?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.to_coordinator()).map_err(|e| format!("{address}: TLS settings: {e}")),
+        None => Ok(endpoint),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,16 +207,5 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-tls-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-}
-
-/// An endpoint on a coordinator at `address` (`host:port`): TLS with `tls`, plaintext without.
-pub fn coordinator_endpoint(address: &str, tls: Option<&Credentials>) -> Result<tonic::transport::Endpoint, String> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
-        .map_err(|e| format!("{address}: invalid address: {e}"))?;
-    match tls {
-        Some(tls) => endpoint.tls_config(tls.to_coordinator()).map_err(|e| format!("{address}: TLS settings: {e}")),
-        None => Ok(endpoint),
     }
 }

@@ -230,9 +230,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let task_id = client
         .submit_task(pb::SubmitTaskRequest { spec: Some(spec) })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument => CliError::BadInput(s.message().to_owned()),
-            _ => CliError::Unavailable(format!("submit failed: {}", s.message())),
+        .map_err(|s| match CliError::from_status(&s) {
+            CliError::Unavailable(_) => CliError::Unavailable(format!("submit failed: {}", s.message())),
+            other => other,
         })?
         .into_inner()
         .task_id;

@@ -16,6 +16,8 @@ pub fn free_port() -> u16 {
 pub struct Member {
     pub name: String,
     pub client_url: String,
+    /// Plain-HTTP URL of the member's `/health` (its metrics listener).
+    health_url: String,
     child: Option<Child>,
 }
 
@@ -41,7 +43,17 @@ impl Drop for Member {
 
 pub struct Etcd {
     pub members: Vec<Member>,
+    /// Whether clients need TLS and a client certificate (`--client-cert-auth`).
+    pub secure: bool,
     _data: tempfile::TempDir,
+}
+
+/// The CA, certificate and key an etcd member serves with (and checks client certificates against).
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn etcd_binary() -> &'static str {
@@ -56,9 +68,15 @@ impl Etcd {
     /// picked free and bound by etcd a moment later, so another process may take one first (the
     /// member then exits): the cluster is then started again on fresh ports, up to 3 times.
     pub fn start(n: usize) -> Etcd {
+        Self::start_with(n, None)
+    }
+
+    /// Like [`Etcd::start`], serving clients over TLS only and requiring client certificates of
+    /// `tls.ca` (`--client-cert-auth`).
+    pub fn start_with(n: usize, tls: Option<EtcdTls>) -> Etcd {
         let mut why = String::new();
         for _ in 0..3 {
-            match Self::try_start(n) {
+            match Self::try_start(n, tls.clone()) {
                 Ok(etcd) => return etcd,
                 Err(e) => why = e,
             }
@@ -66,19 +84,27 @@ impl Etcd {
         panic!("{why}");
     }
 
-    fn try_start(n: usize) -> Result<Etcd, String> {
+    fn try_start(n: usize, tls: Option<EtcdTls>) -> Result<Etcd, String> {
         let bin = etcd_binary();
         let data = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cluster: Vec<String> =
             ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}")).collect();
         let token = format!("skiff-test-{}", free_port());
         let mut members = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let name = format!("m{i}");
-            let client_url = format!("http://127.0.0.1:{client}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let child = Command::new(bin)
+            let health_url = format!("http://127.0.0.1:{}", free_port());
+            let mut cmd = Command::new(bin);
+            if let Some(tls) = &tls {
+                cmd.arg("--client-cert-auth").arg("--trusted-ca-file").arg(&tls.ca);
+                cmd.arg("--cert-file").arg(&tls.cert).arg("--key-file").arg(&tls.key);
+            }
+            let child = cmd
+                .args(["--listen-metrics-urls", &health_url])
                 .args(["--name", &name, "--data-dir"])
                 .arg(data.path().join(&name))
                 .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
@@ -90,12 +116,12 @@ impl Etcd {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn etcd");
-            members.push(Member { name, client_url, child: Some(child) });
+            members.push(Member { name, client_url, health_url, child: Some(child) });
         }
-        let mut etcd = Etcd { members, _data: data };
+        let mut etcd = Etcd { members, secure: tls.is_some(), _data: data };
         let deadline = Instant::now() + Duration::from_secs(20);
         for m in &mut etcd.members {
-            while !healthy(&m.client_url) {
+            while !healthy(&m.health_url) {
                 if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
                     return Err(format!("etcd member {} exited at start ({status}); a port was taken?", m.name));
                 }
@@ -114,9 +140,9 @@ impl Etcd {
     }
 }
 
-/// etcd's `/health` endpoint says `"health":"true"`.
-pub fn healthy(client_url: &str) -> bool {
-    let addr = client_url.trim_start_matches("http://");
+/// etcd's `/health` endpoint (on a plain-HTTP URL) says `"health":"true"`.
+pub fn healthy(url: &str) -> bool {
+    let addr = url.trim_start_matches("http://");
     let Ok(mut stream) = TcpStream::connect(addr) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use skiff_cli::client::Channel;
 use skiff_proto as pb;
 use skiff_proto::scheduler_call::Call;
 use skiff_proto::scheduler_event::Event;
-use tonic::transport::Channel;
 
 pub struct TestFramework {
     pub id: String,
@@ -22,9 +22,8 @@ impl TestFramework {
     }
 
     pub async fn subscribe_with(addr: &str, info: pb::FrameworkInfo) -> TestFramework {
-        let mut client = pb::scheduler_service_client::SchedulerServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("dial the coordinator");
+        let channel = super::pki::channel(addr).await.expect("dial the coordinator");
+        let mut client = pb::scheduler_service_client::SchedulerServiceClient::new(channel);
         let mut events =
             client.subscribe(pb::SubscribeRequest { framework: Some(info) }).await.expect("subscribe").into_inner();
         let first = events.message().await.expect("event stream").expect("a first event");

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod framework;
+pub mod pki;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
@@ -114,6 +115,44 @@ pub fn spawn_logging_until(
     (proc, line)
 }
 
+/// Whether a test fleet runs as production fleets do (TLS on every hop, ACLs on, a management
+/// token bootstrapped), or plaintext (the benchmarks' baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    Tls,
+    Plaintext,
+}
+
+/// Starts a coordinator on `listen` (port 0: a free one) with `args`; returns it and its address.
+fn spawn_coordinator(security: Security, listen: &str, data_dir: &Path, args: &[&str], name: &str) -> (Proc, String) {
+    let mut cmd = Command::new(bin("skiff-coordinator"));
+    cmd.args(["--listen", listen, "--data-dir"]).arg(data_dir).args(args);
+    if security == Security::Tls {
+        pki::tls_args(&mut cmd, &pki::pki().coordinator());
+    }
+    let (coordinator, line) = spawn_until(cmd, name, "listening on", Duration::from_secs(10));
+    let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
+    (coordinator, addr)
+}
+
+/// Secures the fleet at `addrs` (bootstraps its ACLs) or records it as plaintext; returns the
+/// management token of a secured one.
+fn secure(security: Security, addrs: &[String]) -> Option<String> {
+    let token = match security {
+        Security::Tls => Some(pki::bootstrap(&addrs.join(","))),
+        Security::Plaintext => None,
+    };
+    pki::register(addrs, token.clone());
+    token
+}
+
+/// Gives an agent command its certificate (as agent `name`) when the fleet is secured.
+fn agent_tls(cmd: &mut Command, security: Security, name: &str) {
+    if security == Security::Tls {
+        pki::tls_args(cmd, &pki::pki().agent(name));
+    }
+}
+
 /// One coordinator and one agent, as separate processes.
 pub struct Fleet {
     pub coordinator: Proc,
@@ -122,6 +161,10 @@ pub struct Fleet {
     pub work_dir: tempfile::TempDir,
     pub data_dir: tempfile::TempDir,
     agent_args: Vec<String>,
+    pub security: Security,
+    /// The management token (secured fleets).
+    pub token: Option<String>,
+    agent_name: String,
 }
 
 impl Fleet {
@@ -141,27 +184,32 @@ impl Fleet {
     }
 
     fn start_configured(coordinator_args: &[&str], agent_args: &[&str]) -> Fleet {
+        Self::start_secured(Security::Tls, coordinator_args, agent_args)
+    }
+
+    /// A fleet secured or not, its coordinator and agent given these arguments too.
+    pub fn start_secured(security: Security, coordinator_args: &[&str], agent_args: &[&str]) -> Fleet {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(bin("skiff-coordinator"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
-        let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
-        let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
+        let (coordinator, addr) =
+            spawn_coordinator(security, "127.0.0.1:0", data_dir.path(), coordinator_args, "skiff-coordinator");
+        let token = secure(security, std::slice::from_ref(&addr));
 
         let work_dir = tempfile::tempdir().expect("temp dir");
         let agent_args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
-        let agent = start_agent(&addr, work_dir.path(), &agent_args);
-        Fleet { coordinator, agent, addr, work_dir, data_dir, agent_args }
+        let agent_name = pki::agent_name();
+        let agent = start_agent(&addr, work_dir.path(), &agent_args, security, &agent_name);
+        Fleet { coordinator, agent, addr, work_dir, data_dir, agent_args, security, token, agent_name }
     }
 
     /// Stops the agent (SIGTERM) and starts it again on the same work directory.
     pub fn restart_agent(&mut self) {
         self.agent.terminate(Duration::from_secs(10));
-        self.agent = start_agent(&self.addr, self.work_dir.path(), &self.agent_args);
+        self.agent = start_agent(&self.addr, self.work_dir.path(), &self.agent_args, self.security, &self.agent_name);
     }
 
     /// `skiff <args>` (any subcommand) against this fleet's coordinator.
     pub fn skiff(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(bin("skiff"));
+        let mut cmd = skiff_cmd(&self.addr);
         cmd.args(args).env("SKIFF_COORDINATORS", &self.addr);
         run_bounded(cmd, None, Duration::from_secs(60))
     }
@@ -176,15 +224,23 @@ impl Fleet {
     }
 }
 
-fn start_agent(coordinators: &str, work_dir: &Path, args: &[String]) -> Proc {
+fn start_agent(coordinators: &str, work_dir: &Path, args: &[String], security: Security, name: &str) -> Proc {
     let mut cmd = Command::new(bin("skiff-agent"));
     cmd.args(["--native-tasks", "--coordinators", coordinators, "--work-dir"]).arg(work_dir).args(args);
+    agent_tls(&mut cmd, security, name);
     spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
+}
+
+/// The `skiff` binary with the credentials of the fleet at `addrs` (comma-separated).
+pub fn skiff_cmd(addrs: &str) -> Command {
+    let mut cmd = Command::new(bin("skiff"));
+    pki::client_env(&mut cmd, addrs);
+    cmd
 }
 
 /// `skiff run --coordinators ADDR <args>`, bounded in time.
 pub fn skiff_run(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(bin("skiff"));
+    let mut cmd = skiff_cmd(addr);
     cmd.arg("run").args(["--coordinators", addr]).args(args);
     run_bounded(cmd, stdin, Duration::from_secs(60))
 }
@@ -222,8 +278,7 @@ pub fn text(bytes: &[u8]) -> String {
 pub fn get_leader(addr: &str) -> Option<(bool, String, u64)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
-        let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await.ok()?.ok()?;
+        let channel = tokio::time::timeout(Duration::from_secs(1), pki::channel(addr)).await.ok()?.ok()?;
         let mut client = skiff_proto::operator_service_client::OperatorServiceClient::new(channel);
         let r = tokio::time::timeout(Duration::from_secs(1), client.get_leader(skiff_proto::GetLeaderRequest {}))
             .await
@@ -246,6 +301,25 @@ pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Op
     }
 }
 
+/// etcd members that want TLS and client certificates of the test CA.
+pub fn secure_etcd(members: usize) -> etcd::Etcd {
+    let files = pki::pki().etcd();
+    etcd::Etcd::start_with(members, Some(etcd::EtcdTls { ca: files.ca, cert: files.cert, key: files.key }))
+}
+
+/// A client of the etcd member at `url` (TLS with the coordinators' certificate for `https://`).
+pub async fn etcd_client(url: &str) -> etcd_client::Client {
+    let options = url.starts_with("https://").then(|| {
+        let files = pki::pki().coordinator();
+        let read = |p: &Path| std::fs::read(p).expect("read TLS file");
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&files.ca)))
+            .identity(etcd_client::Identity::from_pem(read(&files.cert), read(&files.key)));
+        etcd_client::ConnectOptions::new().with_tls(tls)
+    });
+    etcd_client::Client::connect([url], options).await.expect("etcd")
+}
+
 /// Replicated coordinators on a real etcd, and agents that know every coordinator.
 pub struct HaFleet {
     pub etcd: etcd::Etcd,
@@ -263,12 +337,16 @@ pub struct HaFleet {
     pub proxies: Vec<proxy::Proxy>,
     /// A directory every native task of the fleet sees and may write (`--task-host-dir`, 1777).
     pub shared: tempfile::TempDir,
+    pub security: Security,
+    /// The management token (secured fleets).
+    pub token: Option<String>,
+    agent_names: Vec<String>,
 }
 
 impl HaFleet {
     /// `etcd_members` etcd members, `coordinators` coordinators (each on all members), `agents` agents.
     pub fn start(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
-        let etcd = etcd::Etcd::start(etcd_members);
+        let etcd = secure_etcd(etcd_members);
         let urls = etcd.urls();
         Self::start_on(etcd, vec![urls; coordinators], agents)
     }
@@ -276,7 +354,7 @@ impl HaFleet {
     /// Like [`HaFleet::start`], with agents reaching the coordinators through proxies that
     /// [`proxy::Proxy::drop_connections`] can cut.
     pub fn start_proxied(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
-        let etcd = etcd::Etcd::start(etcd_members);
+        let etcd = secure_etcd(etcd_members);
         let urls = etcd.urls();
         Self::build(etcd, vec![urls; coordinators], agents, true)
     }
@@ -287,6 +365,7 @@ impl HaFleet {
     }
 
     fn build(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize, proxied: bool) -> HaFleet {
+        let security = if etcd.secure { Security::Tls } else { Security::Plaintext };
         let addrs: Vec<String> = etcd_urls.iter().map(|_| format!("127.0.0.1:{}", etcd::free_port())).collect();
         let proxies = match proxied {
             true => addrs.iter().map(|a| proxy::Proxy::start(a)).collect(),
@@ -302,12 +381,20 @@ impl HaFleet {
             data_dirs: Vec::new(),
             proxies,
             shared: shared_dir(),
+            // etcd with client certificates means the coordinators are secured too.
+            security,
+            token: None,
+            agent_names: Vec::new(),
         };
         for i in 0..fleet.addrs.len() {
             fleet.coordinators.push(None);
             fleet.data_dirs.push(tempfile::tempdir().expect("temp dir"));
             fleet.start_coordinator(i);
         }
+        let mut known = fleet.addrs.clone();
+        known.extend(fleet.proxies.iter().map(|p| p.addr.clone()));
+        fleet.token = secure(fleet.security, &fleet.addrs);
+        pki::register(&known, fleet.token.clone());
         for _ in 0..agents {
             fleet.add_agent();
         }
@@ -315,13 +402,12 @@ impl HaFleet {
     }
 
     pub fn start_coordinator(&mut self, i: usize) {
-        let mut cmd = Command::new(bin("skiff-coordinator"));
-        cmd.args(["--listen", &self.addrs[i], "--etcd", &self.etcd_urls[i], "--lease-ttl", "2s", "--data-dir"]);
-        cmd.arg(self.data_dirs[i].path());
+        let mut args = vec!["--etcd", &self.etcd_urls[i], "--lease-ttl", "2s"];
         if let Some(proxy) = self.proxies.get(i) {
-            cmd.args(["--advertise", &proxy.addr]);
+            args.extend(["--advertise", &proxy.addr]);
         }
-        let (proc, _) = spawn_until(cmd, &format!("skiff-coordinator {i}"), "listening on", Duration::from_secs(10));
+        let name = format!("skiff-coordinator {i}");
+        let (proc, _) = spawn_coordinator(self.security, &self.addrs[i], self.data_dirs[i].path(), &args, &name);
         self.coordinators[i] = Some(proc);
     }
 
@@ -333,17 +419,18 @@ impl HaFleet {
 
     pub fn add_agent(&mut self) {
         let work_dir = tempfile::tempdir().expect("temp dir");
-        let agent = self.spawn_agent(work_dir.path());
+        self.agent_names.push(pki::agent_name());
+        let agent = self.spawn_agent(self.agents.len(), work_dir.path());
         self.agents.push(agent);
         self.work_dirs.push(work_dir);
     }
 
     /// Starts agent `i` again (after [`HaFleet::kill_agent`]) on its work directory.
     pub fn restart_agent(&mut self, i: usize) {
-        self.agents[i] = self.spawn_agent(self.work_dirs[i].path());
+        self.agents[i] = self.spawn_agent(i, self.work_dirs[i].path());
     }
 
-    fn spawn_agent(&self, work_dir: &Path) -> Proc {
+    fn spawn_agent(&self, i: usize, work_dir: &Path) -> Proc {
         let coordinators = match self.proxies.is_empty() {
             true => self.addrs.join(","),
             false => self.proxies.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(","),
@@ -351,6 +438,7 @@ impl HaFleet {
         let mut cmd = Command::new(bin("skiff-agent"));
         cmd.args(["--native-tasks", "--coordinators", &coordinators, "--work-dir"]).arg(work_dir);
         cmd.arg("--task-host-dir").arg(self.shared.path());
+        agent_tls(&mut cmd, self.security, &self.agent_names[i]);
         if std::env::var_os("RUST_LOG").is_none() {
             // What checkers read: the commands the agent acted on, with their epochs.
             cmd.env("RUST_LOG", "warn,skiff_agent::agent=info");
@@ -410,7 +498,7 @@ impl HaFleet {
 
 /// Starts `skiff run` on a guest and waits until it reports the task RUNNING.
 pub fn running(coordinators: &str, args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(bin("skiff"));
+    let mut cmd = skiff_cmd(coordinators);
     cmd.arg("run").args(["--coordinators", coordinators]).args(args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn skiff run");
@@ -466,18 +554,33 @@ pub struct Cluster {
     pub addr: String,
     pub work_dirs: Vec<tempfile::TempDir>,
     pub data_dir: tempfile::TempDir,
+    pub security: Security,
+    pub token: Option<String>,
+    agent_names: Vec<String>,
 }
 
 impl Cluster {
     /// Agent `i` gets `agent_args[i]` and the attribute `idx=i`.
     pub fn start(coordinator_args: &[&str], agent_args: &[&[&str]]) -> Cluster {
+        Self::start_secured(Security::Tls, coordinator_args, agent_args)
+    }
+
+    pub fn start_secured(security: Security, coordinator_args: &[&str], agent_args: &[&[&str]]) -> Cluster {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(bin("skiff-coordinator"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).args(coordinator_args);
-        let (coordinator, line) = spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10));
-        let addr = line.rsplit(' ').next().expect("address at the end of the line").to_owned();
-        let mut cluster =
-            Cluster { coordinator, agents: Vec::new(), agent_args: Vec::new(), addr, work_dirs: Vec::new(), data_dir };
+        let (coordinator, addr) =
+            spawn_coordinator(security, "127.0.0.1:0", data_dir.path(), coordinator_args, "skiff-coordinator");
+        let token = secure(security, std::slice::from_ref(&addr));
+        let mut cluster = Cluster {
+            coordinator,
+            agents: Vec::new(),
+            agent_args: Vec::new(),
+            addr,
+            work_dirs: Vec::new(),
+            data_dir,
+            security,
+            token,
+            agent_names: Vec::new(),
+        };
         for args in agent_args {
             cluster.add_agent(args);
         }
@@ -488,6 +591,7 @@ impl Cluster {
     pub fn add_agent(&mut self, args: &[&str]) {
         let i = self.agents.len();
         self.work_dirs.push(tempfile::tempdir().expect("temp dir"));
+        self.agent_names.push(pki::agent_name());
         self.agent_args.push(args.iter().map(|a| a.to_string()).collect());
         let agent = self.spawn_agent(i);
         self.agents.push(agent);
@@ -504,6 +608,7 @@ impl Cluster {
             cmd.arg("--native-tasks");
         }
         cmd.arg("--attribute").arg(format!("idx={i}")).args(self.agent_args[i].iter().filter(|a| *a != NATIVE_OFF));
+        agent_tls(&mut cmd, self.security, &self.agent_names[i]);
         spawn_until(cmd, &format!("skiff-agent {i}"), "started", Duration::from_secs(10)).0
     }
 
@@ -520,7 +625,7 @@ impl Cluster {
 
     /// `skiff <args>` against this cluster.
     pub fn skiff(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(bin("skiff"));
+        let mut cmd = skiff_cmd(&self.addr);
         cmd.args(args).env("SKIFF_COORDINATORS", &self.addr);
         run_bounded(cmd, None, Duration::from_secs(90))
     }
@@ -530,11 +635,8 @@ impl Cluster {
 pub fn connected_agents(addr: &str) -> Vec<skiff_proto::AgentInfo> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let Ok(mut client) =
-            skiff_proto::operator_service_client::OperatorServiceClient::connect(format!("http://{addr}")).await
-        else {
-            return Vec::new();
-        };
+        let Ok(channel) = pki::channel(addr).await else { return Vec::new() };
+        let mut client = skiff_proto::operator_service_client::OperatorServiceClient::new(channel);
         match client.list_agents(skiff_proto::ListAgentsRequest {}).await {
             Ok(r) => r.into_inner().agents.into_iter().filter(|a| a.connected).collect(),
             Err(_) => Vec::new(),
@@ -546,8 +648,8 @@ pub fn connected_agents(addr: &str) -> Vec<skiff_proto::AgentInfo> {
 pub fn job_status(addr: &str, job_id: &str) -> Option<skiff_proto::JobStatus> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let url = format!("http://{addr}");
-        let mut client = skiff_proto::operator_service_client::OperatorServiceClient::connect(url).await.ok()?;
+        let channel = pki::channel(addr).await.ok()?;
+        let mut client = skiff_proto::operator_service_client::OperatorServiceClient::new(channel);
         client.get_job(skiff_proto::GetJobRequest { job_id: job_id.into() }).await.ok()?.into_inner().job
     })
 }

@@ -73,13 +73,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
     agent_config.compiler = Some(skiff_agent::runtime::wasm::compile::OWN_BINARY.into());
     let agent = Agent::new(agent_config).map_err(|e| CliError::Other(format!("cannot start the agent: {e}")))?;
 
-    println!(
-        "skiff dev: coordinator listening on {addr}; agent {} working in {}",
-        agent.agent_id(),
-        work_dir.display()
-    );
-    println!("skiff dev: run tasks with `skiff run --coordinators {addr} FILE.wasm`; Ctrl-C stops");
-
+    let agent_id = agent.agent_id().to_owned();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let coordinator_token = shutdown.child_token();
@@ -114,6 +108,9 @@ pub async fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         }
         None => println!("skiff dev: TLS and ACLs OFF (--insecure-plaintext): anyone reaching {addr} owns this fleet"),
     }
+    // The ready line comes last: once it is printed, the CLI finds everything it needs.
+    println!("skiff dev: coordinator listening on {addr}; agent {} working in {}", agent_id, work_dir.display());
+    println!("skiff dev: run tasks with `skiff run --coordinators {addr} FILE.wasm`; Ctrl-C stops");
 
     tokio::select! {
         r = crate::shutdown_signal() => r.map_err(|e| CliError::Other(format!("cannot install signal handlers: {e}")))?,
