@@ -466,3 +466,110 @@ fn plaintext_is_refused_off_loopback_and_against_a_tls_coordinator() {
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains("--cert missing"), "{}", text(&out.stderr));
 }
+
+/// `skiff tls ...` in `dir`.
+fn skiff_tls(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(fleet::bin("skiff"));
+    cmd.current_dir(dir).arg("tls").args(args);
+    run_bounded(cmd, None, Duration::from_secs(30))
+}
+
+#[test]
+fn a_fleet_runs_on_certificates_made_by_skiff_tls_and_refuses_another_cas_on_every_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["ca", "create"][..],
+        &["cert", "create", "--coordinator", "--host", "127.0.0.1"],
+        &["cert", "create", "--agent", "a1"],
+        &["cert", "create", "--client", "ops"],
+        &["cert", "create", "--etcd", "--host", "127.0.0.1"],
+    ] {
+        let out = skiff_tls(d, args);
+        assert!(out.status.success(), "skiff tls {args:?}: {}", text(&out.stderr));
+    }
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.join(name)).unwrap().permissions()) & 0o777
+    };
+    assert_eq!((mode("skiff-ca-key.pem"), mode("agent-a1-key.pem"), mode("skiff-ca.pem")), (0o600, 0o600, 0o644));
+    // Nothing is overwritten, and an agent's certificate names no hosts.
+    let out = skiff_tls(d, &["ca", "create"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("skiff-ca.pem exists already"), "{}", text(&out.stderr));
+    let out = skiff_tls(d, &["cert", "create", "--agent", "a2", "--host", "10.0.0.1"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("not in an agent certificate"), "{}", text(&out.stderr));
+    let out = skiff_tls(d, &["cert", "create", "--agent", "../etc"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+
+    // etcd with client-cert auth, a coordinator and an agent, all on these files.
+    let p = |name: &str| d.join(name);
+    let tls = fleet::etcd::EtcdTls { ca: p("skiff-ca.pem"), cert: p("etcd.pem"), key: p("etcd-key.pem") };
+    let etcd = fleet::etcd::Etcd::start_with(1, Some(tls));
+    let data = tempfile::tempdir().unwrap();
+    let coordinator = |cert: &str, key: &str| {
+        let mut cmd = std::process::Command::new(fleet::bin("skiff-coordinator"));
+        cmd.args(["--listen", "127.0.0.1:0", "--etcd", &etcd.urls(), "--data-dir"]).arg(data.path());
+        cmd.arg("--ca-cert").arg(p("skiff-ca.pem")).arg("--cert").arg(p("coordinator.pem"));
+        cmd.arg("--key").arg(p("coordinator-key.pem")).arg("--etcd-cert").arg(p(cert)).arg("--etcd-key").arg(p(key));
+        fleet::spawn_until(cmd, "skiff-coordinator", "listening on", Duration::from_secs(10))
+    };
+    let (_coordinator, line) = coordinator("coordinator.pem", "coordinator-key.pem");
+    let addr = line.rsplit(' ').next().unwrap().to_owned();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = |cert: &str, key: &str, work: &std::path::Path| {
+        let mut cmd = std::process::Command::new(fleet::bin("skiff-agent"));
+        cmd.args(["--coordinators", &addr, "--work-dir"]).arg(work);
+        cmd.arg("--ca-cert").arg(p("skiff-ca.pem")).arg("--cert").arg(p(cert)).arg("--key").arg(p(key));
+        fleet::spawn_until(cmd, "skiff-agent", "started", Duration::from_secs(10)).0
+    };
+    let _agent = agent("agent-a1.pem", "agent-a1-key.pem", agent_dir.path());
+    let client = |cmd: &mut std::process::Command| {
+        cmd.env("SKIFF_CA_CERT", p("skiff-ca.pem")).env("SKIFF_CLIENT_CERT", p("client-ops.pem"));
+        cmd.env("SKIFF_CLIENT_KEY", p("client-ops-key.pem")).env("SKIFF_COORDINATORS", &addr);
+    };
+    let mut cmd = std::process::Command::new(fleet::bin("skiff"));
+    client(&mut cmd);
+    cmd.args(["acl", "bootstrap", "--token-file"]).arg(p("token"));
+    let out = run_bounded(cmd, None, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut cmd = std::process::Command::new(fleet::bin("skiff"));
+    client(&mut cmd);
+    cmd.env("SKIFF_TOKEN_FILE", p("token")).args(["run", "-q", &hello(), "--", "tls"]);
+    let out = run_bounded(cmd, None, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello, tls!\n");
+
+    // Certificates of another CA, on each hop: the agent never registers, the coordinator
+    // never reaches etcd (so never leads), the client is refused (tested above).
+    let other = tempfile::tempdir().unwrap();
+    for args in [&["ca", "create"][..], &["cert", "create", "--agent", "a9"], &["cert", "create", "--coordinator"]] {
+        assert!(skiff_tls(other.path(), args).status.success());
+    }
+    for name in ["agent-a9.pem", "agent-a9-key.pem", "coordinator.pem", "coordinator-key.pem"] {
+        std::fs::copy(other.path().join(name), p(&format!("other-{name}"))).unwrap();
+    }
+    let impostor_dir = tempfile::tempdir().unwrap();
+    let _impostor = agent("other-agent-a9.pem", "other-agent-a9-key.pem", impostor_dir.path());
+    let (_second, line) = coordinator("other-coordinator.pem", "other-coordinator-key.pem");
+    let second = line.rsplit(' ').next().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(3));
+    let rt = rt();
+    let creds = skiff_tls::TlsFiles { ca: p("skiff-ca.pem"), cert: p("client-ops.pem"), key: p("client-ops-key.pem") }
+        .load(Role::Client)
+        .unwrap();
+    let (leads, agents) = rt.block_on(async {
+        let channel = dial(&second, Some(&creds)).await.unwrap();
+        let mut op = pb::operator_service_client::OperatorServiceClient::new(channel);
+        let leader = op.get_leader(pb::GetLeaderRequest {}).await.unwrap().into_inner();
+        let secret = std::fs::read_to_string(p("token")).unwrap();
+        let access = skiff_cli::access::Access::new(Some(creds.clone()), Some(secret.trim().to_owned()));
+        let mut op = skiff_cli::client::connect_leader_with(&access, std::slice::from_ref(&addr)).await.unwrap();
+        let agents = op.list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
+        let connected = agents.into_iter().filter(|a| a.connected).map(|a| a.agent_id).collect::<Vec<_>>();
+        ((leader.is_leader, leader.leader_address), connected)
+    });
+    // A follower that reached etcd would know the leader: this one cannot even observe it.
+    assert_eq!(leads, (false, String::new()), "a coordinator with another CA's etcd certificate reaches no etcd");
+    assert_eq!(agents, ["a1"], "only the real agent a1 is connected, not a9 of another CA");
+}
