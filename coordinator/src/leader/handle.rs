@@ -36,6 +36,13 @@ pub enum Command {
         agent_id: String,
         session: u64,
     },
+    /// `cmd`, once `caller` is found to be allowed what `ask` says (in the same turn of the
+    /// leader's loop: no second hop); refused through `cmd`'s own reply otherwise.
+    Authorized {
+        caller: Caller,
+        ask: Ask,
+        cmd: Box<Command>,
+    },
     /// Who `caller` is, if it may do what `ask` says.
     Authorize {
         caller: Caller,
@@ -63,7 +70,7 @@ pub enum Command {
         reply: oneshot::Sender<Result<pb::JobStatus>>,
     },
     ListJobs {
-        reply: oneshot::Sender<Vec<pb::JobStatus>>,
+        reply: oneshot::Sender<Result<Vec<pb::JobStatus>>>,
     },
     KillJob {
         job_id: String,
@@ -82,7 +89,7 @@ pub enum Command {
         reply: oneshot::Sender<Result<pb::GetTaskResponse>>,
     },
     ListAgents {
-        reply: oneshot::Sender<Vec<pb::AgentInfo>>,
+        reply: oneshot::Sender<Result<Vec<pb::AgentInfo>>>,
     },
     /// The registry's record of an artifact, if the fleet holds it.
     StatArtifact {
@@ -106,6 +113,47 @@ pub enum Command {
         call: pb::SchedulerCall,
         reply: oneshot::Sender<Result<Vec<String>>>,
     },
+}
+
+impl Command {
+    /// Answers the command with `err` instead of doing it (commands without a fallible reply are
+    /// dropped: their asker sees the leader go away).
+    pub(super) fn refuse(self, err: Error) {
+        macro_rules! no {
+            ($reply:expr) => {{
+                let _ = $reply.send(Err(err));
+            }};
+        }
+        match self {
+            Command::AgentConnect { reply, .. } => no!(reply),
+            Command::Authorize { reply, .. } => no!(reply),
+            Command::Acl { reply, .. } => no!(reply),
+            Command::Submit { reply, .. } => no!(reply),
+            Command::SubmitJob { reply, .. } => no!(reply),
+            Command::GetJob { reply, .. } => no!(reply),
+            Command::ListJobs { reply } => no!(reply),
+            Command::KillJob { reply, .. } => no!(reply),
+            Command::Watch { reply, .. } => no!(reply),
+            Command::Kill { reply, .. } => no!(reply),
+            Command::GetTask { reply, .. } => no!(reply),
+            Command::ListAgents { reply } => no!(reply),
+            Command::RecordArtifact { reply, .. } => no!(reply),
+            Command::Subscribe { reply, .. } => no!(reply),
+            Command::Call { reply, .. } => no!(reply),
+            Command::Authorized { cmd, .. } => cmd.refuse(err),
+            Command::AgentMessage { .. } | Command::AgentDisconnect { .. } | Command::StatArtifact { .. } => {}
+        }
+    }
+
+    /// Gives the command the principal it runs as (what it records as submitter or owner).
+    pub(super) fn run_as(&mut self, principal: Principal) {
+        match self {
+            Command::Submit { submitted_by, .. } => *submitted_by = principal.accessor,
+            Command::SubmitJob { spec, .. } => spec.submitted_by = principal.accessor,
+            Command::Subscribe { principal: p, .. } => *p = principal,
+            _ => {}
+        }
+    }
 }
 
 /// Cheap, cloneable access to the leader.
@@ -133,6 +181,23 @@ impl LeaderHandle {
     pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.send(make(reply)).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Sends a command built around a reply channel, to be done only if `caller` may do what
+    /// `ask` says (checked by the leader as it takes the command), and waits for the answer.
+    pub async fn ask_as<T>(
+        &self,
+        caller: &Caller,
+        ask: Ask,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
+        if *caller == Caller::Open {
+            return self.ask(make).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        let cmd = Box::new(make(reply));
+        self.send(Command::Authorized { caller: caller.clone(), ask, cmd }).await?;
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 

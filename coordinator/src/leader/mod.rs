@@ -355,6 +355,13 @@ impl Leader {
             Command::AgentDisconnect { agent_id, session } => {
                 self.agent_disconnect(&agent_id, session);
             }
+            Command::Authorized { caller, ask, mut cmd } => match self.authorize(&caller, ask) {
+                Ok(principal) => {
+                    cmd.run_as(principal);
+                    Box::pin(self.handle(*cmd)).await;
+                }
+                Err(err) => cmd.refuse(err),
+            },
             Command::Authorize { caller, ask, reply } => {
                 let _ = reply.send(self.authorize(&caller, ask));
             }
@@ -372,7 +379,7 @@ impl Leader {
             }
             Command::ListJobs { reply } => {
                 let jobs = self.jobs.job_ids().iter().filter_map(|id| self.job_status(id)).collect();
-                let _ = reply.send(jobs);
+                let _ = reply.send(Ok(jobs));
             }
             Command::KillJob { job_id, reply } => {
                 let _ = reply.send(self.kill_job(&job_id).await);
@@ -387,7 +394,7 @@ impl Leader {
                 let _ = reply.send(self.get_task(&task_id));
             }
             Command::ListAgents { reply } => {
-                let _ = reply.send(self.list_agents());
+                let _ = reply.send(Ok(self.list_agents()));
             }
             Command::StatArtifact { sha256, reply } => {
                 let found = self.artifacts.get(&sha256).cloned();

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::leader_of;
 use crate::acl::gate::Gate;
-use crate::acl::{Ask, Capability, Need};
+use crate::acl::{ANONYMOUS, Ask, Caller, Capability, Need};
 use crate::leader::{Command, LeaderHandle};
 use crate::replica::Role;
 
@@ -28,12 +28,10 @@ impl OperatorApi {
         leader_of(&self.roles)
     }
 
-    /// The leader, once it has said the request's caller may do what `ask` says; and who that is.
-    async fn authorized<T>(&self, request: &Request<T>, ask: Ask) -> Result<(LeaderHandle, String), Status> {
+    /// The leader and who the request says it comes from (the leader checks it with each command).
+    fn caller<T>(&self, request: &Request<T>) -> Result<(LeaderHandle, Caller), Status> {
         let caller = self.gate.client(request)?;
-        let leader = self.leader()?;
-        let principal = leader.authorize(&caller, ask).await?;
-        Ok((leader, principal.accessor))
+        Ok((self.leader()?, caller))
     }
 }
 
@@ -54,9 +52,12 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
         let need = submit_capability(request.get_ref().spec.as_ref());
-        let (leader, submitted_by) = self.authorized(&request, Ask::Jobs(need)).await?;
+        let (leader, caller) = self.caller(&request)?;
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
-        let (task_id, job_id) = leader.ask(|reply| Command::Submit { spec, submitted_by, reply }).await??;
+        // The leader puts the token's accessor in place of `anonymous`.
+        let submitted_by = ANONYMOUS.to_owned();
+        let (task_id, job_id) =
+            leader.ask_as(&caller, Ask::Jobs(need), |reply| Command::Submit { spec, submitted_by, reply }).await??;
         Ok(Response::new(pb::SubmitTaskResponse { task_id, job_id }))
     }
 
@@ -65,30 +66,32 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let need = submit_capability(request.get_ref().spec.as_ref().and_then(|s| s.task.as_ref()));
-        let (leader, submitted_by) = self.authorized(&request, Ask::Jobs(need)).await?;
+        let (leader, caller) = self.caller(&request)?;
         let mut spec =
             request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
-        spec.submitted_by = submitted_by;
-        Ok(Response::new(leader.ask(|reply| Command::SubmitJob { spec, reply }).await??))
+        // Whatever the client sent: the leader records the token's accessor.
+        spec.submitted_by = ANONYMOUS.to_owned();
+        Ok(Response::new(leader.ask_as(&caller, Ask::Jobs(need), |reply| Command::SubmitJob { spec, reply }).await??))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
-        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Read)).await?;
+        let (leader, caller) = self.caller(&request)?;
         let job_id = request.into_inner().job_id;
-        let job = leader.ask(|reply| Command::GetJob { job_id, reply }).await??;
+        let job =
+            leader.ask_as(&caller, Ask::Jobs(Capability::Read), |reply| Command::GetJob { job_id, reply }).await??;
         Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Read)).await?;
-        let jobs = leader.ask(|reply| Command::ListJobs { reply }).await?;
+        let (leader, caller) = self.caller(&request)?;
+        let jobs = leader.ask_as(&caller, Ask::Jobs(Capability::Read), |reply| Command::ListJobs { reply }).await??;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn kill_job(&self, request: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
-        let (leader, _) = self.authorized(&request, Ask::Jobs(Capability::Kill)).await?;
+        let (leader, caller) = self.caller(&request)?;
         let job_id = request.into_inner().job_id;
-        leader.ask(|reply| Command::KillJob { job_id, reply }).await??;
+        leader.ask_as(&caller, Ask::Jobs(Capability::Kill), |reply| Command::KillJob { job_id, reply }).await??;
         Ok(Response::new(pb::KillJobResponse {}))
     }
 
@@ -96,10 +99,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        let ask = Ask::Task(Capability::Read, request.get_ref().task_id.clone());
-        let (leader, _) = self.authorized(&request, ask).await?;
+        let (leader, caller) = self.caller(&request)?;
         let pb::WatchTaskRequest { task_id, history_only } = request.into_inner();
-        let watch = leader.ask(|reply| Command::Watch { task_id, reply }).await??;
+        let ask = Ask::Task(Capability::Read, task_id.clone());
+        let watch = leader.ask_as(&caller, ask, |reply| Command::Watch { task_id, reply }).await??;
         let history = stream::iter(watch.history);
         let events = match watch.live {
             Some(live) if !history_only => history.chain(UnboundedReceiverStream::new(live)).boxed(),
@@ -109,26 +112,27 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
 
     async fn kill_task(&self, request: Request<pb::KillTaskRequest>) -> Result<Response<pb::KillTaskResponse>, Status> {
-        let ask = Ask::Task(Capability::Kill, request.get_ref().task_id.clone());
-        let (leader, _) = self.authorized(&request, ask).await?;
+        let (leader, caller) = self.caller(&request)?;
         let task_id = request.into_inner().task_id;
-        leader.ask(|reply| Command::Kill { task_id, reply }).await??;
+        let ask = Ask::Task(Capability::Kill, task_id.clone());
+        leader.ask_as(&caller, ask, |reply| Command::Kill { task_id, reply }).await??;
         Ok(Response::new(pb::KillTaskResponse {}))
     }
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
-        let ask = Ask::Task(Capability::Read, request.get_ref().task_id.clone());
-        let (leader, _) = self.authorized(&request, ask).await?;
+        let (leader, caller) = self.caller(&request)?;
         let task_id = request.into_inner().task_id;
-        Ok(Response::new(leader.ask(|reply| Command::GetTask { task_id, reply }).await??))
+        let ask = Ask::Task(Capability::Read, task_id.clone());
+        Ok(Response::new(leader.ask_as(&caller, ask, |reply| Command::GetTask { task_id, reply }).await??))
     }
 
     async fn list_agents(
         &self,
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let (leader, _) = self.authorized(&request, Ask::Need(Need::fleet(Capability::Operator))).await?;
-        let agents = leader.ask(|reply| Command::ListAgents { reply }).await?;
+        let (leader, caller) = self.caller(&request)?;
+        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let agents = leader.ask_as(&caller, ask, |reply| Command::ListAgents { reply }).await??;
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 

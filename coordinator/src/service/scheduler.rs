@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::leader_of;
 use crate::acl::gate::Gate;
-use crate::acl::{Ask, Capability, Need};
+use crate::acl::{Ask, Capability, Need, Principal};
 use crate::leader::Command;
 use crate::replica::Role;
 
@@ -40,9 +40,11 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
             .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
         let leader = leader_of(&self.roles)?;
         let role = if info.role.is_empty() { "default" } else { info.role.as_str() };
-        let principal = leader.authorize(&caller, Ask::Need(Need::on_role(Capability::Framework, role))).await?;
+        let ask = Ask::Need(Need::on_role(Capability::Framework, role));
+        // The leader puts the token's principal in place of the anonymous one.
+        let principal = Principal::anonymous();
         let (tx, rx) = mpsc::unbounded_channel();
-        leader.ask(|reply| Command::Subscribe { info, principal, tx, reply }).await??;
+        leader.ask_as(&caller, ask, |reply| Command::Subscribe { info, principal, tx, reply }).await??;
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 
@@ -50,8 +52,8 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
         let caller = self.gate.client(&request)?;
         let call = request.into_inner();
         let leader = leader_of(&self.roles)?;
-        leader.authorize(&caller, Ask::Framework(call.framework_id.clone())).await?;
-        let task_ids = leader.ask(|reply| Command::Call { call, reply }).await??;
+        let ask = Ask::Framework(call.framework_id.clone());
+        let task_ids = leader.ask_as(&caller, ask, |reply| Command::Call { call, reply }).await??;
         Ok(Response::new(pb::SchedulerCallResponse { task_ids }))
     }
 }
