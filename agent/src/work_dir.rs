@@ -62,40 +62,37 @@ impl WorkDir {
 
     /// The agent id kept here, created on first start.
     pub fn agent_id(&self) -> Result<String> {
-        let path = self.path.join("agent-id");
-        match std::fs::read_to_string(&path) {
-            Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
-            // Never written (an empty file is left only by hand: the id is replaced whole).
-            Ok(_) => self.new_agent_id(&path),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => self.new_agent_id(&path),
-            Err(err) => Err(Error::io("read", &path)(err)),
+        match self.kept_agent_id()? {
+            Some(id) => Ok(id),
+            None => self.keep_agent_id(&format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])),
         }
     }
 
     /// The id `name` (from the agent's certificate): kept here on first start; a work directory
     /// that belongs to another agent is refused.
     pub fn named_agent_id(&self, name: &str) -> Result<String> {
+        match self.kept_agent_id()? {
+            Some(id) if id == name => Ok(id),
+            Some(kept) => Err(Error::WrongAgent { path: self.path.join("agent-id"), kept, named: name.to_owned() }),
+            None => self.keep_agent_id(name),
+        }
+    }
+
+    /// The id written here before, if any (an empty file is left only by hand: the id is
+    /// replaced whole, so it counts as never written).
+    fn kept_agent_id(&self) -> Result<Option<String>> {
         let path = self.path.join("agent-id");
         match std::fs::read_to_string(&path) {
-            Ok(id) if id.trim() == name => Ok(name.to_owned()),
-            Ok(id) if !id.trim().is_empty() => {
-                Err(Error::WrongAgent { path, kept: id.trim().to_owned(), named: name.to_owned() })
-            }
-            Ok(_) => self.write_agent_id(&path, name),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => self.write_agent_id(&path, name),
+            Ok(id) => Ok(Some(id.trim().to_owned()).filter(|id| !id.is_empty())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(Error::io("read", &path)(err)),
         }
     }
 
-    fn write_agent_id(&self, path: &Path, id: &str) -> Result<String> {
-        replace_file(path, id.as_bytes()).map_err(Error::io("write", path))?;
+    fn keep_agent_id(&self, id: &str) -> Result<String> {
+        let path = self.path.join("agent-id");
+        replace_file(&path, id.as_bytes()).map_err(Error::io("write", &path))?;
         Ok(id.to_owned())
-    }
-
-    fn new_agent_id(&self, path: &Path) -> Result<String> {
-        let id = format!("a-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-        replace_file(path, id.as_bytes()).map_err(Error::io("write", path))?;
-        Ok(id)
     }
 
     /// The highest leader epoch this agent has accepted (0 on first start).

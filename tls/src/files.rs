@@ -44,9 +44,8 @@ impl TlsFiles {
 
     /// Reads the three files and checks that the certificate is for `role`.
     pub fn load(&self, role: Role) -> Result<Credentials> {
-        let credentials = self.load_any()?;
-        let leaf = pem_certs(&credentials.cert).map_err(|e| at(&self.cert, e))?;
-        let identity = Identity::from_der(&leaf[0]).map_err(|e| at(&self.cert, e.to_string()))?;
+        let (mut credentials, identity) = self.read()?;
+        let identity = identity.map_err(|e| at(&self.cert, e.to_string()))?;
         if identity.role != role {
             return Err(at(
                 &self.cert,
@@ -57,12 +56,18 @@ impl TlsFiles {
                 ),
             ));
         }
+        credentials.identity = identity;
         Ok(credentials)
     }
 
     /// Reads the three files; the certificate may be of any role, or of none (a certificate that
-    /// another CA issued, e.g. for etcd).
+    /// another CA issued, e.g. for etcd, which then counts as a nameless client's).
     pub fn load_any(&self) -> Result<Credentials> {
+        self.read().map(|(credentials, _)| credentials)
+    }
+
+    /// The three files, checked to hold PEM, and the identity the certificate names.
+    fn read(&self) -> Result<(Credentials, Result<Identity>)> {
         let ca = read(&self.ca)?;
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
@@ -71,12 +76,12 @@ impl TlsFiles {
         }
         let leaf = pem_certs(&cert).map_err(|e| at(&self.cert, e))?;
         let leaf = leaf.first().ok_or_else(|| at(&self.cert, "holds no PEM certificate".into()))?;
-        // Certificates of other CAs (etcd's) name no Skiff identity: they count as a client's.
-        let identity = Identity::from_der(leaf).unwrap_or(Identity { role: Role::Client, name: String::new() });
+        let named = Identity::from_der(leaf);
         if !String::from_utf8_lossy(&key).contains("PRIVATE KEY-----") {
             return Err(at(&self.key, "holds no PEM private key".into()));
         }
-        Ok(Credentials { ca, cert, key, identity })
+        let identity = named.as_ref().map_or(Identity { role: Role::Client, name: String::new() }, Clone::clone);
+        Ok((Credentials { ca, cert, key, identity }, named))
     }
 }
 

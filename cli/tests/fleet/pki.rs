@@ -103,38 +103,47 @@ pub fn tls_args(cmd: &mut Command, files: &TlsFiles) {
     cmd.arg("--ca-cert").arg(&files.ca).arg("--cert").arg(&files.cert).arg("--key").arg(&files.key);
 }
 
-/// What the coordinators at each address want of a client: `Some(token)` (TLS, ACLs on), or
-/// `None` (plaintext).
-fn registry() -> &'static Mutex<HashMap<String, Option<String>>> {
-    static FLEETS: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+/// What the coordinators at an address want of a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing from the harness: plaintext, or `skiff dev` (whose files the CLI finds itself).
+    Nothing,
+    /// The test CA's client certificate and this token.
+    Token(String),
+    /// The client certificate only (a fleet not registered yet: being bootstrapped).
+    Certificate,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Want>> {
+    static FLEETS: OnceLock<Mutex<HashMap<String, Want>>> = OnceLock::new();
     FLEETS.get_or_init(Default::default)
 }
 
-/// Records that the coordinators at `addrs` are secured with `token` (`None`: plaintext).
+/// Records that the coordinators at `addrs` are secured with `token` (`None`: they want nothing
+/// of the harness).
 pub fn register(addrs: &[String], token: Option<String>) {
+    let want = token.map_or(Want::Nothing, Want::Token);
     let mut fleets = registry().lock().unwrap();
     for addr in addrs {
-        fleets.insert(addr.clone(), token.clone());
+        fleets.insert(addr.clone(), want.clone());
     }
 }
 
-/// The security of the fleet that `addrs` (comma-separated) belongs to, by its first address;
-/// an address no fleet registered is taken as secured without a token.
-pub fn security_of(addrs: &str) -> Option<Option<String>> {
+/// What the fleet that `addrs` (comma-separated) belongs to wants, by its first address.
+pub fn want_of(addrs: &str) -> Want {
     let first = addrs.split(',').next().unwrap_or_default();
-    registry().lock().unwrap().get(first).cloned()
+    registry().lock().unwrap().get(first).cloned().unwrap_or(Want::Certificate)
 }
 
-/// Gives a `skiff` command the client's certificate and the fleet's token (if the fleet is
-/// secured).
+/// Gives a `skiff` command the client's certificate and the fleet's token, as the fleet wants.
 pub fn client_env(cmd: &mut Command, addrs: &str) {
-    match security_of(addrs) {
-        Some(None) => {}
-        Some(Some(token)) => {
+    match want_of(addrs) {
+        Want::Nothing => {}
+        Want::Token(token) => {
             client_tls_env(cmd);
             cmd.env("SKIFF_TOKEN", token);
         }
-        None => client_tls_env(cmd),
+        Want::Certificate => client_tls_env(cmd),
     }
 }
 
@@ -146,10 +155,10 @@ pub fn client_tls_env(cmd: &mut Command) {
 
 /// The CLI library's access to the fleet at `addrs`.
 pub fn access(addrs: &str) -> skiff_cli::access::Access {
-    match security_of(addrs) {
-        Some(None) => skiff_cli::access::Access::default(),
-        Some(Some(token)) => skiff_cli::access::Access::new(Some(pki().client_credentials()), Some(token)),
-        None => skiff_cli::access::Access::new(Some(pki().client_credentials()), None),
+    match want_of(addrs) {
+        Want::Nothing => skiff_cli::access::Access::default(),
+        Want::Token(token) => skiff_cli::access::Access::new(Some(pki().client_credentials()), Some(token)),
+        Want::Certificate => skiff_cli::access::Access::new(Some(pki().client_credentials()), None),
     }
 }
 

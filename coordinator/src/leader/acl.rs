@@ -63,7 +63,7 @@ impl Leader {
             Ask::Need(need) => need,
             Ask::Jobs(cap) => Need::on_role(cap, &self.config.jobs_role),
             Ask::Task(cap, task_id) => match self.tasks.get(&task_id) {
-                Some(task) => Need::on_role(cap, &self.role_of_framework(task.framework_id())),
+                Some(task) => Need::on_role(cap, self.role_of_framework(task.framework_id())),
                 // Someone who may do this somewhere learns the task does not exist.
                 None => Need::any_role(cap),
             },
@@ -71,7 +71,7 @@ impl Leader {
                 let Some((role, owner)) = self.framework_owner(&framework_id) else {
                     return self.acl.authorize(caller, &Need::any_role(Capability::Framework), now);
                 };
-                let principal = self.acl.authorize(caller, &Need::on_role(Capability::Framework, &role), now)?;
+                let principal = self.acl.authorize(caller, &Need::on_role(Capability::Framework, role), now)?;
                 if !principal.management && principal.accessor != owner {
                     return Err(Error::PermissionDenied(format!(
                         "framework {framework_id} was subscribed by another ACL token; token {} cannot call for it",
@@ -85,11 +85,11 @@ impl Leader {
     }
 
     /// The role of a framework's tasks (the job scheduler's for its own).
-    pub(super) fn role_of_framework(&self, framework_id: &str) -> String {
-        if framework_id == crate::jobs::FRAMEWORK_ID {
-            return self.config.jobs_role.clone();
+    pub(super) fn role_of_framework(&self, framework_id: &str) -> &str {
+        match self.framework_owner(framework_id) {
+            Some((role, _)) if framework_id != crate::jobs::FRAMEWORK_ID => role,
+            _ => &self.config.jobs_role,
         }
-        self.framework_owner(framework_id).map_or_else(|| self.config.jobs_role.clone(), |(role, _)| role)
     }
 
     pub(super) async fn acl_op(&mut self, caller: &Caller, op: AclOp) -> Result<AclAnswer> {

@@ -71,8 +71,8 @@ impl Leader {
 
     /// A framework known from the registry after a takeover: disconnected until it re-subscribes.
     /// A framework's role and the accessor id of the token that subscribed it.
-    pub(super) fn framework_owner(&self, framework_id: &str) -> Option<(String, String)> {
-        self.frameworks.get(framework_id).map(|f| (f.info.role.clone(), f.principal.clone()))
+    pub(super) fn framework_owner(&self, framework_id: &str) -> Option<(&str, &str)> {
+        self.frameworks.get(framework_id).map(|f| (f.info.role.as_str(), f.principal.as_str()))
     }
 
     pub(super) fn recovered_framework(&mut self, info: pb::FrameworkInfo, principal: String) {
