@@ -172,6 +172,9 @@ async fn session(
     Ok(agents.session(futures::stream::iter(messages).chain(futures::stream::pending())).await?.into_inner())
 }
 
+/// The peak memory a rogue agent reports for a task not placed on it.
+const FORGED_PEAK: u64 = 123_456_789;
+
 #[test]
 fn an_agent_cannot_pose_as_another_nor_report_on_tasks_placed_elsewhere() {
     let fleet = Fleet::start();
@@ -203,6 +206,10 @@ fn an_agent_cannot_pose_as_another_nor_report_on_tasks_placed_elsewhere() {
             stream: pb::OutputStream::Stdout as i32,
             data: b"forged output\n".to_vec(),
             ..Default::default()
+        }),
+        pb::agent_message::Msg::Usage(pb::TaskUsage {
+            task_id: task_id.clone(),
+            usage: Some(pb::Usage { peak_memory_bytes: FORGED_PEAK, ..Default::default() }),
         }),
         pb::agent_message::Msg::Status(pb::TaskStatus {
             task_id: task_id.clone(),
@@ -244,6 +251,7 @@ fn an_agent_cannot_pose_as_another_nor_report_on_tasks_placed_elsewhere() {
     });
     assert_eq!(state.state(), pb::TaskState::Running, "{state:?}");
     assert_eq!(state.agent_id, real.agent_id);
+    assert_ne!(state.usage.map(|u| u.peak_memory_bytes), Some(FORGED_PEAK), "forged usage applied");
 
     // The victim's `skiff run` prints what its task printed, and nothing forged.
     let (code, stdout) = fleet::wait_exit(&mut victim, Duration::from_secs(30));
