@@ -33,7 +33,7 @@ use crate::updates::UpdateLog;
 use crate::work_dir::WorkDir;
 
 /// Largest gRPC message accepted (launches carry their module until artifacts move by hash).
-const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+const MAX_MESSAGE_BYTES: usize = skiff_core::limits::AGENT_MESSAGE_BYTES;
 
 /// Task ids remembered as launched here (a second launch of one is refused).
 const LAUNCHES_REMEMBERED: usize = 100_000;

@@ -59,10 +59,7 @@ impl TaskExit {
 
 /// Whether a status's state (as sent on the wire) is terminal: FINISHED, FAILED, KILLED or LOST.
 pub fn is_terminal(state: i32) -> bool {
-    matches!(
-        TaskState::try_from(state),
-        Ok(TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
-    )
+    TaskState::try_from(state).is_ok_and(skiff_core::task::is_terminal)
 }
 
 /// Events a running task sends to the coordinator, in order.

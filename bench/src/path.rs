@@ -79,7 +79,9 @@ pub struct TaskTimes {
 pub async fn one(op: &mut Operator, spec: pb::TaskSpec) -> Result<TaskTimes> {
     let start = Instant::now();
     let task_id = op.submit_task(pb::SubmitTaskRequest { spec: Some(spec) }).await?.into_inner().task_id;
-    let mut events = op.watch_task(pb::WatchTaskRequest { task_id: task_id.clone(), history_only: false }).await?;
+    let mut events = op
+        .watch_task(pb::WatchTaskRequest { task_id: task_id.clone(), history_only: false, ..Default::default() })
+        .await?;
     let events = events.get_mut();
     let mut to_running = None;
     while let Some(event) = events.message().await? {

@@ -10,7 +10,7 @@ pub use crate::access::{Access, Bearer};
 use crate::exit::CliError;
 
 /// Largest gRPC message sent or received (a submit carries its module).
-pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = skiff_core::limits::RESPONSE_BYTES;
 
 /// A connection to a coordinator whose every call carries the caller's token.
 pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;

@@ -19,7 +19,6 @@ pub use skiff_coordinator::units;
 pub mod jobfile;
 
 use clap::{Parser, Subcommand};
-use skiff_proto::TaskState;
 
 /// Skiff: WebAssembly-sandboxed tasks on a fleet of hosts.
 #[derive(Debug, Parser)]
@@ -52,9 +51,7 @@ pub enum Command {
     Acl(cmd::acl::AclArgs),
 }
 
-pub(crate) fn is_terminal(state: TaskState) -> bool {
-    matches!(state, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost)
-}
+pub(crate) use skiff_core::task::is_terminal;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() -> std::io::Result<()> {

@@ -55,7 +55,7 @@ fn history(addr: &str, task_id: &str) -> Vec<pb::TaskStatus> {
     rt.block_on(async {
         let mut client =
             pb::operator_service_client::OperatorServiceClient::new(fleet::pki::channel(addr).await.unwrap());
-        let req = pb::WatchTaskRequest { task_id: task_id.into(), history_only: true };
+        let req = pb::WatchTaskRequest { task_id: task_id.into(), history_only: true, ..Default::default() };
         let mut stream = client.watch_task(req).await.unwrap().into_inner();
         let mut out = Vec::new();
         while let Some(event) = stream.message().await.unwrap() {

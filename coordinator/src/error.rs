@@ -29,6 +29,12 @@ pub enum Error {
     /// The caller is known but may not do this (its certificate's role, its token's policies).
     #[error("{0}")]
     PermissionDenied(String),
+    /// A limit on input or on live work was reached (the message names it and the figures).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The job or task ended and was garbage-collected after the retention.
+    #[error("{0}")]
+    Collected(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
     #[error("failed to serve gRPC: {0}")]
@@ -37,14 +43,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A time in ms since the epoch as `2026-12-07T12:00:00Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let msg = err.to_string();
         match err {
-            Error::TaskNotFound(_) | Error::JobNotFound(_) | Error::FrameworkNotFound(_) | Error::NotFound(_) => {
-                tonic::Status::not_found(msg)
-            }
+            Error::TaskNotFound(_)
+            | Error::JobNotFound(_)
+            | Error::FrameworkNotFound(_)
+            | Error::NotFound(_)
+            | Error::Collected(_) => tonic::Status::not_found(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::LimitExceeded(_) => tonic::Status::resource_exhausted(msg),
             Error::Offer(_) => tonic::Status::invalid_argument(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::AgentNotConnected { .. } | Error::ShuttingDown => tonic::Status::unavailable(msg),

@@ -18,7 +18,8 @@
 //! - [`offers`]: pure offer bookkeeping (outstanding offers, does an accept fit, timeouts);
 //! - [`jobs`]: the built-in job scheduler (jobs of N instances, retries, constraints) that places
 //!   the CLI's tasks by accepting offers;
-//! - [`task`]: task states and their transitions;
+//! - [`task`]: task states and their transitions (from `skiff-core`, the domain model shared with
+//!   the agent and the CLI);
 //! - [`output`]: which part of a task's output chunk is new (agents may send one again);
 //! - [`resources`]: exact resource arithmetic;
 //! - [`units`]: sizes, durations, CPU counts, resource lists and `KEY=VALUE` given on command lines;
@@ -42,7 +43,6 @@ pub mod replica;
 pub mod resources;
 pub mod server;
 pub mod service;
-pub mod task;
 pub mod units;
 
 pub use config::Config;
@@ -50,3 +50,4 @@ pub use error::{Error, Result};
 pub use registry::{EtcdRegistry, MemoryRegistry, Registry};
 pub use replica::EtcdConfig;
 pub use server::Coordinator;
+pub use skiff_core::task;

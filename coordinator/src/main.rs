@@ -40,9 +40,23 @@ struct Args {
     /// Artifacts that no live task refers to are removed after this long unused.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     artifact_grace: Duration,
-    /// How often unused artifacts are looked for.
+    /// How often unused artifacts and finished jobs and tasks are looked for.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     gc_interval: Duration,
+    /// Finished jobs and tasks are collected this long after they ended (Nomad's job_gc_threshold);
+    /// `skiff job status` and `skiff logs` then say when they were collected.
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    gc_after: Duration,
+    /// At most this many finished tasks are kept: past it the oldest are collected sooner.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_finished_tasks: u64,
+    /// Output of one task the leader keeps for `skiff logs` and watchers (past it: truncated).
+    #[arg(long, default_value_t = 4, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_task_output_mib: u64,
+    /// Events a `skiff logs -f` or `skiff run` watcher may fall behind before it is cut off (it
+    /// resumes where it was).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    watch_buffer: u64,
     /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reregister_timeout: Duration,
@@ -240,6 +254,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.leader.reregister_timeout = args.reregister_timeout;
     config.leader.artifact_grace = args.artifact_grace;
     config.leader.gc_interval = args.gc_interval;
+    config.leader.gc_after = args.gc_after;
+    config.leader.max_finished_tasks = args.max_finished_tasks as usize;
+    config.leader.max_task_output_bytes = args.max_task_output_mib << 20;
+    config.leader.watch_buffer = args.watch_buffer as usize;
     config.leader.agent_timeout = args.agent_timeout;
     config.leader.agent_lost_after = args.agent_lost_after;
     config.leader.offer_interval = args.offer_interval;

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use skiff_core::limits;
+
 use crate::acl::gate::Gate;
 use crate::acl::service::AclApi;
 use crate::artifacts::service::ArtifactApi;
@@ -21,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::leader::Leader;
 use crate::registry::{EtcdRegistry, MemoryRegistry, Registry};
 use crate::replica::{self, Role};
-use crate::service::{MAX_MESSAGE_BYTES, agent::AgentApi, operator::OperatorApi, scheduler::SchedulerApi};
+use crate::service::{agent::AgentApi, operator::OperatorApi, scheduler::SchedulerApi};
 
 /// A bound coordinator, ready to [`run`](Coordinator::run).
 #[derive(Debug)]
@@ -107,8 +109,8 @@ impl Coordinator {
             shutdown.clone(),
             gate,
         ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(limits::AGENT_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::RESPONSE_BYTES);
         let artifacts = pb::artifact_service_server::ArtifactServiceServer::new(ArtifactApi::new(
             roles.clone(),
             store,
@@ -117,17 +119,18 @@ impl Coordinator {
             gate,
             self.config.tls.clone(),
         ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(limits::ARTIFACT_CHUNK_BYTES)
+        .max_encoding_message_size(limits::ARTIFACT_CHUNK_BYTES);
         let schedulers =
             pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(roles.clone(), gate))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let acls = pb::acl_service_server::AclServiceServer::new(AclApi::new(roles.clone(), gate));
+                .max_decoding_message_size(limits::SCHEDULER_REQUEST_BYTES)
+                .max_encoding_message_size(limits::RESPONSE_BYTES);
+        let acls = pb::acl_service_server::AclServiceServer::new(AclApi::new(roles.clone(), gate))
+            .max_decoding_message_size(limits::ACL_REQUEST_BYTES);
         let operators =
             pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise, gate))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(limits::OPERATOR_REQUEST_BYTES)
+                .max_encoding_message_size(limits::RESPONSE_BYTES);
 
         info!(%addr, tls = self.config.tls.is_some(), "coordinator serving");
         // Small messages (acks, status updates, launches) go out at once: without TCP_NODELAY each

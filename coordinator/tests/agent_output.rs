@@ -111,7 +111,7 @@ async fn output_sent_again_reaches_watchers_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let request = pb::WatchTaskRequest { task_id: task_id.clone(), history_only: true };
+    let request = pb::WatchTaskRequest { task_id: task_id.clone(), history_only: true, ..Default::default() };
     let mut events = operator.watch_task(request).await.unwrap().into_inner();
     let (mut stdout, mut stderr) = (String::new(), String::new());
     while let Some(event) = events.message().await.unwrap() {

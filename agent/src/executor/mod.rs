@@ -135,9 +135,9 @@ fn next_update_id() -> String {
     format!("{}-{}", *PREFIX, SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Task ids name sandbox directories: only a safe alphabet is accepted.
+/// Task ids name sandbox directories: only the domain model's alphabet is accepted.
 fn valid_task_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    skiff_core::id::check_task_id(id).is_ok()
 }
 
 impl Executor {

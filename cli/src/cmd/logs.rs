@@ -21,7 +21,8 @@ pub struct LogsArgs {
 
 pub async fn run(args: LogsArgs) -> Result<ExitCode, CliError> {
     let mut client = client::connect_leader(&args.coordinators).await?;
-    let request = pb::WatchTaskRequest { task_id: args.task_id.clone(), history_only: !args.follow };
+    let request =
+        pb::WatchTaskRequest { task_id: args.task_id.clone(), history_only: !args.follow, ..Default::default() };
     let mut events = client.watch_task(request).await.map_err(|s| CliError::from_status(&s))?.into_inner();
     let mut truncated = false;
     while let Some(event) =

@@ -204,8 +204,13 @@ async fn next_event(
     }
 }
 
-async fn watch(client: &mut client::Operator, task_id: &str) -> Result<tonic::Streaming<pb::TaskEvent>, CliError> {
-    let request = pb::WatchTaskRequest { task_id: task_id.to_owned(), history_only: false };
+/// Follows a task from event `from_event` on (events already received from this leader).
+async fn watch(
+    client: &mut client::Operator,
+    task_id: &str,
+    from_event: u64,
+) -> Result<tonic::Streaming<pb::TaskEvent>, CliError> {
+    let request = pb::WatchTaskRequest { task_id: task_id.to_owned(), history_only: false, from_event };
     match client.watch_task(request).await {
         Ok(r) => Ok(r.into_inner()),
         Err(s) => Err(CliError::Unavailable(format!("cannot watch task {task_id}: {}", s.message()))),
@@ -243,14 +248,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     say(format!("task {task_id} submitted"));
 
-    let mut events = match watch(&mut client, &task_id).await {
+    let mut events = match watch(&mut client, &task_id, 0).await {
         Ok(events) => Some(events),
         // The leader that took the task may have stepped down since: follow it on the new one.
         Err(_) => {
             client = client::connect_leader(&args.coordinators).await?;
-            Some(watch(&mut client, &task_id).await?)
+            Some(watch(&mut client, &task_id, 0).await?)
         }
     };
+    // Events received from the current leader (a watcher cut off for falling behind resumes there).
+    let mut received = 0u64;
     // One listener for the whole run: a Ctrl-C that lands while an event is being handled waits in
     // it (a `ctrl_c()` future made anew each turn would miss it, and the handler installed by the
     // first one keeps the default action from ending the process).
@@ -275,7 +282,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         let event = match event {
             Ok(Some(e)) => {
                 rewatches = 0;
+                received += 1;
                 e
+            }
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                // Cut off for reading too slowly: resume on the same leader where the stream stopped.
+                events = Some(watch(&mut client, &task_id, received).await?);
+                continue;
             }
             Ok(None) | Err(_) if rewatches >= 5 => {
                 return Err(CliError::Unavailable(format!(
@@ -289,7 +302,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 // leader (statuses already shown are skipped; output sent to the old leader is not kept).
                 say(format!("lost the coordinator while watching task {task_id}; finding the leader again"));
                 client = client::connect_leader(&args.coordinators).await?;
-                events = match watch(&mut client, &task_id).await {
+                received = 0;
+                events = match watch(&mut client, &task_id, 0).await {
                     Ok(e) => Some(e),
                     Err(CliError::Unavailable(why)) => {
                         say(why);

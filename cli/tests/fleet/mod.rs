@@ -341,14 +341,22 @@ pub struct HaFleet {
     /// The management token (secured fleets).
     pub token: Option<String>,
     agent_names: Vec<String>,
+    /// Given to every coordinator, after the fleet's own flags.
+    coordinator_args: Vec<String>,
 }
 
 impl HaFleet {
     /// `etcd_members` etcd members, `coordinators` coordinators (each on all members), `agents` agents.
     pub fn start(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
+        Self::start_with(etcd_members, coordinators, agents, &[])
+    }
+
+    /// Like [`HaFleet::start`], every coordinator given `coordinator_args` too.
+    pub fn start_with(etcd_members: usize, coordinators: usize, agents: usize, coordinator_args: &[&str]) -> HaFleet {
         let etcd = secure_etcd(etcd_members);
         let urls = etcd.urls();
-        Self::start_on(etcd, vec![urls; coordinators], agents)
+        let args = coordinator_args.iter().map(|a| a.to_string()).collect();
+        Self::build(etcd, vec![urls; coordinators], agents, false, args)
     }
 
     /// Like [`HaFleet::start`], with agents reaching the coordinators through proxies that
@@ -356,15 +364,21 @@ impl HaFleet {
     pub fn start_proxied(etcd_members: usize, coordinators: usize, agents: usize) -> HaFleet {
         let etcd = secure_etcd(etcd_members);
         let urls = etcd.urls();
-        Self::build(etcd, vec![urls; coordinators], agents, true)
+        Self::build(etcd, vec![urls; coordinators], agents, true, Vec::new())
     }
 
     /// Like [`HaFleet::start`] with the etcd URLs of each coordinator given.
     pub fn start_on(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize) -> HaFleet {
-        Self::build(etcd, etcd_urls, agents, false)
+        Self::build(etcd, etcd_urls, agents, false, Vec::new())
     }
 
-    fn build(etcd: etcd::Etcd, etcd_urls: Vec<String>, agents: usize, proxied: bool) -> HaFleet {
+    fn build(
+        etcd: etcd::Etcd,
+        etcd_urls: Vec<String>,
+        agents: usize,
+        proxied: bool,
+        coordinator_args: Vec<String>,
+    ) -> HaFleet {
         let security = if etcd.secure { Security::Tls } else { Security::Plaintext };
         let addrs: Vec<String> = etcd_urls.iter().map(|_| format!("127.0.0.1:{}", etcd::free_port())).collect();
         let proxies = match proxied {
@@ -385,6 +399,7 @@ impl HaFleet {
             security,
             token: None,
             agent_names: Vec::new(),
+            coordinator_args,
         };
         for i in 0..fleet.addrs.len() {
             fleet.coordinators.push(None);
@@ -406,6 +421,7 @@ impl HaFleet {
         if let Some(proxy) = self.proxies.get(i) {
             args.extend(["--advertise", &proxy.addr]);
         }
+        args.extend(self.coordinator_args.iter().map(String::as_str));
         let name = format!("skiff-coordinator {i}");
         let (proc, _) = spawn_coordinator(self.security, &self.addrs[i], self.data_dirs[i].path(), &args, &name);
         self.coordinators[i] = Some(proc);

@@ -14,7 +14,7 @@ use crate::acl::gate::Gate;
 use crate::acl::{Ask, Capability, Need};
 use crate::leader::{Command, LeaderHandle};
 use crate::replica::Role;
-use crate::service::{MAX_MESSAGE_BYTES, leader_of};
+use crate::service::leader_of;
 
 /// Time allowed for pushing one blob to one replica.
 const REPLICATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,7 +98,7 @@ impl ArtifactApi {
         let push = async {
             let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
             let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                .max_encoding_message_size(skiff_core::limits::ARTIFACT_CHUNK_BYTES);
             let chunks = upload_chunks(&self.store, sha256, size).await.map_err(|e| e.to_string())?;
             client.replicate(chunks).await.map_err(|s| s.message().to_owned())?;
             Ok(())

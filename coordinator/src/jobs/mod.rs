@@ -33,7 +33,7 @@ pub use policy::{Placement, Policy, QueueOrder};
 pub const FRAMEWORK_ID: &str = "skiff-jobs";
 
 /// Largest number of instances of one job.
-pub const MAX_INSTANCES: u32 = 100_000;
+pub use skiff_core::limits::MAX_INSTANCES;
 
 /// The framework's answer to one offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,8 @@ struct Job {
     instances: Vec<Instance>,
     /// Run times (ms) of its finished tasks.
     durations: Vec<u64>,
+    /// Every task of every attempt, in creation order (collected with the job).
+    task_ids: Vec<String>,
 }
 
 impl Job {
@@ -224,7 +226,8 @@ impl JobScheduler {
     /// Adds a job (submitted, or recovered from the registry).
     pub fn add_job(&mut self, spec: pb::JobSpec, submitted_ms: u64, killed: bool) {
         let instances = vec![Instance::default(); spec.instances as usize];
-        self.jobs.insert(spec.job_id.clone(), Job { spec, submitted_ms, killed, instances, durations: Vec::new() });
+        let job = Job { spec, submitted_ms, killed, instances, durations: Vec::new(), task_ids: Vec::new() };
+        self.jobs.insert(job.spec.job_id.clone(), job);
     }
 
     /// Whether a job was killed (nothing of it may run).
@@ -260,7 +263,9 @@ impl JobScheduler {
             slot.state = state;
             slot.retry_at = None;
         }
-        self.tasks.insert(task_id.to_owned(), (job_id.to_owned(), instance));
+        if self.tasks.insert(task_id.to_owned(), (job_id.to_owned(), instance)).is_none() {
+            job.task_ids.push(task_id.to_owned());
+        }
         if state == TaskState::Pending && !job.killed {
             self.queue(
                 Queued {
@@ -580,6 +585,32 @@ impl JobScheduler {
             submitted_ms: job.submitted_ms,
             scheduler: self.policy.to_string(),
         })
+    }
+
+    /// Every task (of every attempt) of a job.
+    pub fn task_ids(&self, job_id: &str) -> &[String] {
+        self.jobs.get(job_id).map_or(&[], |j| &j.task_ids)
+    }
+
+    /// The state of a job (`None`: not known).
+    pub fn state(&self, job_id: &str) -> Option<JobState> {
+        self.jobs.get(job_id).map(Job::state)
+    }
+
+    /// Forgets a done job and its tasks (garbage collection); answers its task ids.
+    pub fn remove_job(&mut self, job_id: &str) -> Vec<String> {
+        let Some(job) = self.jobs.remove(job_id) else { return Vec::new() };
+        for task_id in &job.task_ids {
+            self.tasks.remove(task_id);
+        }
+        self.pending.retain(|q| q.job_id != job_id);
+        self.retries.retain(|(_, id, _)| id != job_id);
+        job.task_ids
+    }
+
+    /// Jobs of `submitter` that are not done.
+    pub fn live_jobs_of(&self, submitter: &str) -> usize {
+        self.jobs.values().filter(|j| j.spec.submitted_by == submitter && j.state() == JobState::Running).count()
     }
 
     /// Every job id, oldest first.

@@ -43,13 +43,11 @@ impl Leader {
     /// Loads the ACL records (when taking over).
     pub(super) async fn recover_acl(&mut self) -> Result<()> {
         let mut book = acl::Book::default();
-        for (key, value) in self.registry.range(keys::ACL_POLICIES).await? {
-            let policy = pb::AclPolicy::decode(&value.value[..]).map_err(|e| super::recovery::corrupt(&key, e))?;
-            book.policies.insert(policy.name.clone(), policy);
+        for loaded in self.load::<pb::AclPolicy>(keys::ACL_POLICIES).await? {
+            book.policies.insert(loaded.record.name.clone(), loaded.record);
         }
-        for (key, value) in self.registry.range(keys::ACL_TOKENS).await? {
-            let token = pb::AclToken::decode(&value.value[..]).map_err(|e| super::recovery::corrupt(&key, e))?;
-            book.insert_token(token);
+        for loaded in self.load::<pb::AclToken>(keys::ACL_TOKENS).await? {
+            book.insert_token(loaded.record);
         }
         book.bootstrapped = self.registry.get(keys::ACL_BOOTSTRAPPED).await?.is_some();
         self.acl = book;

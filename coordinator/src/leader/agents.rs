@@ -97,7 +97,7 @@ impl Leader {
             // Heard from again on the same stream: have it register anew so that its tasks are reconciled.
             info!(agent_id, "unreachable agent heard from again; asking it to re-register");
             if let Some(tx) = agent.tx.take() {
-                let _ = tx.send(Err(tonic::Status::unavailable("missed heartbeats: register again")));
+                let _ = tx.try_send(Err(tonic::Status::unavailable("missed heartbeats: register again")));
             }
             return;
         }
@@ -123,6 +123,19 @@ impl Leader {
 
     /// Marks agents silent for longer than the agent timeout unreachable.
     pub(super) async fn check_agents(&mut self) {
+        // An agent that stopped reading its stream (its buffer is full, the reason in its last
+        // slot) is disconnected; it registers again and is reconciled.
+        let mut stuck: Vec<(String, u64)> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.tx.as_ref().is_some_and(|tx| tx.capacity() == 0))
+            .map(|(id, a)| (id.clone(), a.session))
+            .collect();
+        stuck.sort();
+        for (agent_id, session) in stuck {
+            warn!(%agent_id, "agent stopped reading its stream; disconnected");
+            self.agent_disconnect(&agent_id, session);
+        }
         let timeout = self.config.agent_timeout;
         let mut silent: Vec<String> = self
             .agents

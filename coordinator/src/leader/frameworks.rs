@@ -5,22 +5,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
+use skiff_core::limits;
 use skiff_proto as pb;
 use skiff_proto::{TaskState, coordinator_message::Msg as Out, scheduler_call::Call, scheduler_event::Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::placement::LAUNCHES_PER_TXN;
 use super::{Leader, TaskEntry, new_id, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::jobs;
-use crate::registry::{Txn, keys};
+use crate::registry::{Txn, batches, keys};
 use crate::resources::Resources;
 use crate::task;
 
 /// Events to one subscribed framework.
-pub type FrameworkSender = mpsc::UnboundedSender<Result<pb::SchedulerEvent, tonic::Status>>;
+pub type FrameworkSender = mpsc::Sender<Result<pb::SchedulerEvent, tonic::Status>>;
 
 #[derive(Debug)]
 pub(super) struct FrameworkEntry {
@@ -55,10 +55,6 @@ impl Unacked {
     fn new(status: pb::TaskStatus, now: Instant) -> Self {
         Unacked { status, attempts: 1, due: now + resend_after(1) }
     }
-}
-
-fn valid_task_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 impl Leader {
@@ -121,8 +117,19 @@ impl Leader {
                     info.framework_id, old.info.role, info.role
                 )));
             }
-        } else if !valid_task_id(&info.framework_id) {
-            return Err(Error::InvalidArgument("framework_id: at most 64 of [A-Za-z0-9._-]".into()));
+        } else {
+            skiff_core::id::check_framework_id(&info.framework_id)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        if info.failover_timeout_ms > limits::MAX_FAILOVER_TIMEOUT_MS {
+            return Err(Error::InvalidArgument(
+                limits::LimitError::count(
+                    "failover_timeout_ms",
+                    info.failover_timeout_ms,
+                    limits::MAX_FAILOVER_TIMEOUT_MS,
+                )
+                .to_string(),
+            ));
         }
         let id = info.framework_id.clone();
         // A management token re-subscribing someone's framework leaves it theirs.
@@ -146,13 +153,13 @@ impl Leader {
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             })),
         };
-        let _ = tx.send(Ok(subscribed));
+        let _ = tx.try_send(Ok(subscribed));
         // Sent again now, as a first send: the resend intervals start over.
         let now = Instant::now();
         for u in unacked.values_mut() {
             u.attempts = 1;
             u.due = now + resend_after(1);
-            let _ = tx.send(Ok(pb::SchedulerEvent {
+            let _ = tx.try_send(Ok(pb::SchedulerEvent {
                 epoch: self.config.epoch,
                 event: Some(Event::Update(u.status.clone())),
             }));
@@ -172,8 +179,14 @@ impl Leader {
     pub(super) fn send_event(&mut self, framework_id: &str, event: Event) -> bool {
         let epoch = self.config.epoch;
         let Some(fw) = self.frameworks.get_mut(framework_id) else { return false };
-        let sent =
-            fw.tx.as_ref().is_some_and(|tx| tx.send(Ok(pb::SchedulerEvent { epoch, event: Some(event) })).is_ok());
+        let sent = fw.tx.as_ref().is_some_and(|tx| {
+            super::handle::offer(tx, pb::SchedulerEvent { epoch, event: Some(event) }, || {
+                tonic::Status::resource_exhausted(format!(
+                    "the framework read none of the last {} events; subscribe again",
+                    limits::PEER_BUFFER
+                ))
+            })
+        });
         if !sent && fw.tx.is_some() {
             self.framework_disconnected(framework_id);
         }
@@ -390,11 +403,8 @@ impl Leader {
         for spec in &mut specs {
             if spec.task_id.is_empty() {
                 spec.task_id = new_id("t");
-            } else if !valid_task_id(&spec.task_id) {
-                return Err(Error::InvalidArgument(format!(
-                    "task id {:?}: at most 64 of [A-Za-z0-9._-]",
-                    spec.task_id
-                )));
+            } else if let Err(err) = skiff_core::id::check_task_id(&spec.task_id) {
+                return Err(Error::InvalidArgument(err.to_string()));
             } else if self.tasks.contains_key(&spec.task_id)
                 || !seen.insert(spec.task_id.clone())
                 || self.registry.get(&keys::task(&spec.task_id)).await?.is_some()
@@ -414,7 +424,8 @@ impl Leader {
         self.allocator.recover(framework_id, &accepted.agent_id, accepted.returned, Some(refuse), now);
         let agent_id = accepted.agent_id;
         let mut launched = Vec::new();
-        for chunk in specs.chunks(LAUNCHES_PER_TXN) {
+        for run in batches(&specs, 1, |s| s.encoded_len() + 256) {
+            let chunk = &specs[run];
             let mut txn = Txn::new();
             let mut entries = Vec::new();
             for spec in chunk {

@@ -9,15 +9,32 @@ use crate::acl::{Ask, Caller, Principal};
 use crate::error::{Error, Result};
 
 /// Messages to one connected agent.
-pub type AgentSender = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, tonic::Status>>;
+pub type AgentSender = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
 
 /// A watcher's view of a task: what happened so far, then live events until the task is terminal.
 #[derive(Debug)]
 pub struct Watch {
     pub history: Vec<pb::TaskEvent>,
-    /// `None` when the task is already terminal.
-    pub live: Option<mpsc::UnboundedReceiver<pb::TaskEvent>>,
+    /// `None` when the task is already terminal. Ends with an error if the watcher fell behind.
+    pub live: Option<mpsc::Receiver<Result<pb::TaskEvent, tonic::Status>>>,
 }
+
+/// Sends `item` to a peer's bounded stream. A peer whose buffer is full is not reading: its last
+/// slot gets the status `cut_off` makes (the reason it is disconnected) and false is answered, as
+/// for a closed stream; the caller then drops the sender.
+pub fn offer<T>(tx: &mpsc::Sender<Result<T, tonic::Status>>, item: T, cut_off: impl FnOnce() -> tonic::Status) -> bool {
+    match tx.capacity() {
+        0 => false,
+        1 => {
+            let _ = tx.try_send(Err(cut_off()));
+            false
+        }
+        _ => tx.try_send(Ok(item)).is_ok(),
+    }
+}
+
+/// Where the leader sends a watcher the events of its task (bounded: see [`super::LeaderConfig::watch_buffer`]).
+pub type WatchSender = mpsc::Sender<Result<pb::TaskEvent, tonic::Status>>;
 
 /// Requests to the leader.
 #[derive(Debug)]
@@ -78,6 +95,8 @@ pub enum Command {
     },
     Watch {
         task_id: String,
+        /// Events already seen: history starts after them.
+        from_event: u64,
         reply: oneshot::Sender<Result<Watch>>,
     },
     Kill {

@@ -6,11 +6,16 @@ use skiff_proto as pb;
 use skiff_proto::TaskState;
 use tracing::{info, warn};
 
-use super::placement::LAUNCHES_PER_TXN;
+use skiff_core::limits;
+
 use super::{Leader, TaskEntry, new_id, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Attempt};
-use crate::registry::{Txn, keys};
+use crate::registry::{Txn, batches, keys};
+
+fn record_task_id(record: &pb::TaskRecord) -> &str {
+    record.status.as_ref().map_or("", |s| s.task_id.as_str())
+}
 
 impl Leader {
     /// `skiff run`: a job of one instance without retries; answers (task id, job id).
@@ -22,8 +27,21 @@ impl Leader {
         Ok((task_id, submitted.job_id))
     }
 
+    /// Submits a job. Its tasks are written first, in bounded batches, and its record last: the
+    /// job record is the submit's commit point. Until it is written the job is nowhere in memory;
+    /// if any write fails, the tasks written so far are deleted again (and if that fails too, the
+    /// next leader deletes tasks whose job has no record when it takes over).
     pub(super) async fn submit_job(&mut self, mut spec: pb::JobSpec) -> Result<pb::SubmitJobResponse> {
         jobs::validate(&spec).map_err(Error::InvalidArgument)?;
+        let live = self.jobs.live_jobs_of(&spec.submitted_by);
+        if live >= limits::MAX_LIVE_JOBS_PER_SUBMITTER {
+            let err = limits::LimitError::count(
+                "the number of live jobs of this submitter",
+                live as u64 + 1,
+                limits::MAX_LIVE_JOBS_PER_SUBMITTER as u64,
+            );
+            return Err(Error::LimitExceeded(format!("{err}: wait for some to finish, or kill some")));
+        }
         let mut template = spec.task.take().unwrap_or_default();
         self.check_artifacts(&mut template)?;
         template.task_id.clear();
@@ -31,26 +49,53 @@ impl Leader {
         spec.job_id = new_id("j");
         let job_id = spec.job_id.clone();
         let submitted_ms = now_ms();
+        let attempts: Vec<Attempt> =
+            (0..spec.instances).map(|instance| Attempt { job_id: job_id.clone(), instance, attempt: 0 }).collect();
+        let records = self.attempt_records(&spec, &attempts);
+        let revisions = match self.write_created(&records).await {
+            Ok(revisions) => revisions,
+            Err((err, written)) => {
+                self.unwrite(&records[..written.len()]).await;
+                return Err(err);
+            }
+        };
         let record =
             pb::JobRecord { spec: Some(spec.clone()), submitted_ms, killed: false, leader_epoch: self.config.epoch };
         let key = keys::job(&job_id);
-        self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await?;
-        let attempts: Vec<Attempt> =
-            (0..spec.instances).map(|instance| Attempt { job_id: job_id.clone(), instance, attempt: 0 }).collect();
+        if let Err(err) = self.commit(Txn::new().if_mod_revision(&key, 0).put(key, record.encode_to_vec())).await {
+            self.unwrite(&records).await;
+            return Err(err);
+        }
         self.jobs.add_job(spec, submitted_ms, false);
-        let task_ids = self.create_attempts(&attempts).await?;
+        let task_ids = self.insert_created(records, revisions);
         info!(%job_id, instances = task_ids.len(), "job submitted");
         Ok(pb::SubmitJobResponse { job_id, task_ids })
     }
 
-    /// Creates the PENDING tasks of instance attempts and queues them.
+    /// Creates the PENDING tasks of new attempts of instances of jobs the leader holds (retries,
+    /// instances a takeover found without a task) and queues them.
     pub(super) async fn create_attempts(&mut self, attempts: &[Attempt]) -> Result<Vec<String>> {
-        let mut created = Vec::with_capacity(attempts.len());
-        for chunk in attempts.chunks(LAUNCHES_PER_TXN) {
-            let mut txn = Txn::new();
-            let mut records = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                let Some(job) = self.jobs.spec(&a.job_id) else { continue };
+        let mut records = Vec::with_capacity(attempts.len());
+        for a in attempts {
+            let Some(job) = self.jobs.spec(&a.job_id) else { continue };
+            records.extend(self.attempt_records(job, std::slice::from_ref(a)));
+        }
+        match self.write_created(&records).await {
+            Ok(revisions) => Ok(self.insert_created(records, revisions)),
+            Err((err, written)) => {
+                // What was written is kept: those attempts exist.
+                records.truncate(written.len());
+                self.insert_created(records, written);
+                Err(err)
+            }
+        }
+    }
+
+    /// The PENDING task records of `attempts` of `job`.
+    fn attempt_records(&self, job: &pb::JobSpec, attempts: &[Attempt]) -> Vec<pb::TaskRecord> {
+        attempts
+            .iter()
+            .map(|a| {
                 let mut spec = jobs::instance_spec(job, a.instance);
                 spec.task_id = new_id("t");
                 let status = pb::TaskStatus {
@@ -60,7 +105,7 @@ impl Leader {
                     update_id: uuid::Uuid::new_v4().to_string(),
                     ..Default::default()
                 };
-                let record = pb::TaskRecord {
+                pb::TaskRecord {
                     spec: Some(spec),
                     status: Some(status),
                     framework_id: jobs::FRAMEWORK_ID.into(),
@@ -69,25 +114,56 @@ impl Leader {
                     instance: a.instance,
                     attempt: a.attempt,
                     submitted_by: job.submitted_by.clone(),
-                };
-                let key = keys::task(&record.status.as_ref().map(|s| s.task_id.clone()).unwrap_or_default());
+                }
+            })
+            .collect()
+    }
+
+    /// Writes new task records in bounded batches; answers each one's revision, or the error and
+    /// the revisions of the records written before it.
+    async fn write_created(&mut self, records: &[pb::TaskRecord]) -> std::result::Result<Vec<i64>, (Error, Vec<i64>)> {
+        let mut revisions = Vec::with_capacity(records.len());
+        for run in batches(records, 1, |r| r.encoded_len() + 64) {
+            let mut txn = Txn::new();
+            for record in &records[run.clone()] {
+                let key = keys::task(record_task_id(record));
                 txn = txn.if_mod_revision(&key, 0).put(key, record.encode_to_vec());
-                records.push(record);
             }
-            let revision = self.commit(txn).await?;
-            for record in records {
-                let task_id = record.status.as_ref().map(|s| s.task_id.clone()).unwrap_or_default();
-                let (job_id, instance, attempt) = (record.job_id.clone(), record.instance, record.attempt);
-                let entry = TaskEntry::created(record, revision);
-                let resources = entry.resources;
-                self.tasks.insert(task_id.clone(), entry);
-                self.jobs.add_task(&task_id, &job_id, instance, attempt, TaskState::Pending, resources);
-                created.push(task_id);
+            let revision = match self.commit(txn).await {
+                Ok(revision) => revision,
+                Err(err) => return Err((err, revisions)),
+            };
+            revisions.extend(std::iter::repeat_n(revision, run.len()));
+        }
+        Ok(revisions)
+    }
+
+    /// Deletes task records written by a submit that did not complete (best effort).
+    async fn unwrite(&mut self, records: &[pb::TaskRecord]) {
+        for run in batches(records, 1, |_| 64) {
+            let txn = records[run].iter().fold(Txn::new(), |txn, r| txn.delete(keys::task(record_task_id(r))));
+            if let Err(err) = self.commit(txn).await {
+                warn!(%err, "could not delete the tasks of a submit that failed; the next leader will");
+                return;
             }
+        }
+    }
+
+    /// Takes written task records into memory and the job scheduler's queue.
+    fn insert_created(&mut self, records: Vec<pb::TaskRecord>, revisions: Vec<i64>) -> Vec<String> {
+        let mut created = Vec::with_capacity(records.len());
+        for (record, revision) in records.into_iter().zip(revisions) {
+            let task_id = record_task_id(&record).to_owned();
+            let (job_id, instance, attempt) = (record.job_id.clone(), record.instance, record.attempt);
+            let entry = TaskEntry::created(record, revision);
+            let resources = entry.resources;
+            self.tasks.insert(task_id.clone(), entry);
+            self.jobs.add_task(&task_id, &job_id, instance, attempt, TaskState::Pending, resources);
+            created.push(task_id);
         }
         // New work: offers the job scheduler declined may fit it.
         self.allocator.revive(jobs::FRAMEWORK_ID);
-        Ok(created)
+        created
     }
 
     /// Starts the retries whose backoff is over.

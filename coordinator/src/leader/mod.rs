@@ -13,7 +13,9 @@
 //! Layout: [`handle`] (the commands and the handle services use), [`agents`] (membership,
 //! heartbeats, status updates), [`frameworks`] (subscribe, calls, status forwarding, failover),
 //! [`jobs`] (the built-in job scheduler's jobs), [`placement`] (offer cycles and launches),
-//! [`spec`] (task spec checks), [`recovery`] (takeover), [`gc`] (artifacts).
+//! [`spec`] (task spec checks), [`records`] (registry records read back, checked),
+//! [`recovery`] (takeover), [`retention`] (collection of finished jobs and tasks), [`gc`]
+//! (artifacts).
 
 mod acl;
 mod agents;
@@ -22,7 +24,9 @@ mod gc;
 mod handle;
 mod jobs;
 mod placement;
+mod records;
 mod recovery;
+mod retention;
 mod spec;
 mod updates;
 
@@ -83,8 +87,16 @@ pub struct LeaderConfig {
     pub reregister_timeout: Duration,
     /// Artifacts no live task refers to are forgotten after this long unused.
     pub artifact_grace: Duration,
-    /// How often unused artifacts are looked for.
+    /// How often unused artifacts and finished work are looked for.
     pub gc_interval: Duration,
+    /// Finished jobs and tasks are collected this long after they ended (`--gc-after`).
+    pub gc_after: Duration,
+    /// At most this many finished tasks are kept; past it the oldest are collected sooner.
+    pub max_finished_tasks: usize,
+    /// Output of one task the leader keeps for watchers (past it: dropped, marked truncated).
+    pub max_task_output_bytes: u64,
+    /// Events a watcher may fall behind before it is cut off (it may resume from where it was).
+    pub watch_buffer: usize,
 }
 
 impl Default for LeaderConfig {
@@ -105,6 +117,11 @@ impl Default for LeaderConfig {
             reregister_timeout: Duration::from_secs(10),
             artifact_grace: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(60),
+            // Nomad's job_gc_threshold.
+            gc_after: Duration::from_secs(4 * 3600),
+            max_finished_tasks: 100_000,
+            max_task_output_bytes: 4 << 20,
+            watch_buffer: 1024,
         }
     }
 }
@@ -146,7 +163,11 @@ struct TaskEntry {
     resources: Resources,
     mod_revision: i64,
     events: Vec<pb::TaskEvent>,
-    watchers: Vec<mpsc::UnboundedSender<pb::TaskEvent>>,
+    /// Bytes of output kept in `events` (at most `max_task_output_bytes`).
+    output_bytes: u64,
+    /// Output reached that bound: later chunks are dropped.
+    output_capped: bool,
+    watchers: Vec<handle::WatchSender>,
     /// How much of its stdout and stderr was published (chunks sent again are dropped).
     output: crate::output::Published,
 }
@@ -161,6 +182,8 @@ impl TaskEntry {
             resources,
             mod_revision,
             events: Vec::new(),
+            output_bytes: 0,
+            output_capped: false,
             watchers: Vec::new(),
             output: Default::default(),
         };
@@ -185,8 +208,20 @@ impl TaskEntry {
         &self.record.framework_id
     }
 
+    /// Keeps an event and sends it to every watcher. A watcher that stopped reading is cut off
+    /// (its last slot holds the reason) instead of buffered for: it can watch again from the
+    /// position it reached.
     fn publish(&mut self, event: pb::TaskEvent) {
-        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+        let position = self.events.len() as u64;
+        self.watchers.retain(|w| {
+            handle::offer(w, event.clone(), || {
+                tonic::Status::resource_exhausted(format!(
+                    "this watcher fell {} events behind and was cut off; watch again from event {position} \
+                     (WatchTaskRequest.from_event) to resume",
+                    w.max_capacity()
+                ))
+            })
+        });
         self.events.push(event);
     }
 }
@@ -219,6 +254,10 @@ pub struct Leader {
     incoming: Vec<updates::Incoming>,
     /// ACL policies and tokens (from the registry).
     acl: crate::acl::Book,
+    /// Finished work waiting for collection, and tombstones of collected work.
+    retention: retention::Retention,
+    /// Records set aside at takeover because they did not decode or validate.
+    quarantined: usize,
 }
 
 fn now_ms() -> u64 {
@@ -265,6 +304,8 @@ impl Leader {
             recovery: None,
             incoming: Vec::new(),
             acl: Default::default(),
+            retention: Default::default(),
+            quarantined: 0,
         };
         (leader, handle)
     }
@@ -294,6 +335,7 @@ impl Leader {
                 }
                 _ = gc.tick() => {
                     self.flush_updates().await;
+                    self.collect_finished().await;
                     self.collect_garbage().await;
                     continue;
                 }
@@ -375,23 +417,28 @@ impl Leader {
                 let _ = reply.send(self.submit_job(spec).await);
             }
             Command::GetJob { job_id, reply } => {
-                let _ = reply.send(self.job_status(&job_id).ok_or(Error::JobNotFound(job_id)));
+                let found = self.job_status(&job_id).ok_or(Error::JobNotFound(job_id));
+                let _ = reply.send(found.map_err(|e| self.retention.not_found(e)));
             }
             Command::ListJobs { reply } => {
                 let jobs = self.jobs.job_ids().iter().filter_map(|id| self.job_status(id)).collect();
                 let _ = reply.send(Ok(jobs));
             }
             Command::KillJob { job_id, reply } => {
-                let _ = reply.send(self.kill_job(&job_id).await);
+                let killed = self.kill_job(&job_id).await;
+                let _ = reply.send(killed.map_err(|e| self.retention.not_found(e)));
             }
-            Command::Watch { task_id, reply } => {
-                let _ = reply.send(self.watch(&task_id));
+            Command::Watch { task_id, from_event, reply } => {
+                let watch = self.watch(&task_id, from_event);
+                let _ = reply.send(watch.map_err(|e| self.retention.not_found(e)));
             }
             Command::Kill { task_id, reply } => {
-                let _ = reply.send(self.kill(&task_id).await);
+                let killed = self.kill(&task_id).await;
+                let _ = reply.send(killed.map_err(|e| self.retention.not_found(e)));
             }
             Command::GetTask { task_id, reply } => {
-                let _ = reply.send(self.get_task(&task_id));
+                let task = self.get_task(&task_id);
+                let _ = reply.send(task.map_err(|e| self.retention.not_found(e)));
             }
             Command::ListAgents { reply } => {
                 let _ = reply.send(Ok(self.list_agents()));
@@ -432,7 +479,13 @@ impl Leader {
         let Some(tx) = self.agents.get(agent_id).and_then(|a| a.tx.as_ref()) else {
             return false;
         };
-        tx.send(Ok(pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) })).is_ok()
+        let msg = pb::CoordinatorMessage { epoch: self.config.epoch, msg: Some(msg) };
+        handle::offer(tx, msg, || {
+            tonic::Status::resource_exhausted(format!(
+                "the agent read none of the last {} messages; register again",
+                skiff_core::limits::PEER_BUFFER
+            ))
+        })
     }
 
     /// The record of a task with `status` as its new status (`status` gets an update id if it has
@@ -480,6 +533,7 @@ impl Leader {
             if !previous_agent.is_empty() {
                 self.release(&framework_id, &previous_agent, &resources);
             }
+            self.task_ended(&task_id, &framework_id, status.timestamp_ms);
             self.retire(task_id);
         }
         self.forward(&framework_id, status).await;
@@ -543,13 +597,15 @@ impl Leader {
         Ok(())
     }
 
-    fn watch(&mut self, task_id: &str) -> Result<Watch> {
+    fn watch(&mut self, task_id: &str, from_event: u64) -> Result<Watch> {
+        let buffer = self.config.watch_buffer.max(2);
         let entry = self.tasks.get_mut(task_id).ok_or_else(|| Error::TaskNotFound(task_id.to_owned()))?;
-        let history = entry.events.clone();
+        let from = usize::try_from(from_event).unwrap_or(usize::MAX).min(entry.events.len());
+        let history = entry.events[from..].to_vec();
         if task::is_terminal(entry.state()) {
             return Ok(Watch { history, live: None });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(buffer);
         entry.watchers.push(tx);
         Ok(Watch { history, live: Some(rx) })
     }

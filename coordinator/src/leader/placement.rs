@@ -11,11 +11,8 @@ use tracing::{debug, info, warn};
 use super::{Leader, now_ms, std_now};
 use crate::jobs::{self, Decision};
 use crate::offers::Offer;
-use crate::registry::{Txn, keys};
+use crate::registry::{Txn, batches, keys};
 use crate::resources::Resources;
-
-/// Launches recorded per registry transaction (etcd's default limit is 128 operations).
-pub(super) const LAUNCHES_PER_TXN: usize = 100;
 
 impl Leader {
     /// One allocation cycle: the allocator divides free resources, each allocation becomes an offer;
@@ -132,7 +129,9 @@ impl Leader {
     /// Launches PENDING tasks of the job scheduler on an agent whose resources they now hold: one
     /// registry transaction per batch records them STAGING, then the agent is told.
     pub(super) async fn launch(&mut self, task_ids: &[String], agent_id: &str) {
-        for batch in task_ids.chunks(LAUNCHES_PER_TXN) {
+        let sizes = |id: &String| self.tasks.get(id).map_or(64, |t| t.record.encoded_len() + 128);
+        for run in batches(task_ids, 1, sizes) {
+            let batch = &task_ids[run];
             let mut txn = Txn::new();
             let mut records = Vec::with_capacity(batch.len());
             for task_id in batch {

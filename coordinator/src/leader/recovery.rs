@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{AgentEntry, Leader, TaskEntry, now_ms, std_now};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::jobs::Attempt;
-use crate::registry::{RegistryError, Txn, keys};
+use crate::registry::{Txn, keys};
 use crate::resources::Resources;
 use crate::task;
 
@@ -30,53 +30,65 @@ pub(super) struct Window {
     pub(super) waiting: HashSet<String>,
 }
 
-pub(super) fn corrupt(key: &str, err: prost::DecodeError) -> Error {
-    Error::Registry(RegistryError::Unavailable(format!("registry record {key} cannot be decoded: {err}")))
-}
-
 impl Leader {
     /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
     /// [`Leader::run`]).
     pub async fn recover(&mut self) -> Result<()> {
         self.recover_acl().await?;
-        for (key, value) in self.registry.range("agents/").await? {
-            let record = pb::AgentRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+        for loaded in self.load::<pb::AgentRecord>("agents/").await? {
+            let record = loaded.record;
             let total = Resources::from(&record.resources.unwrap_or_default());
             self.agents.insert(record.agent_id, AgentEntry::new(record.hostname, record.attributes, total));
         }
-        for (key, value) in self.registry.range("frameworks/").await? {
-            let record = pb::FrameworkRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
-            if let Some(info) = record.info {
-                self.recovered_framework(info, record.principal);
+        for loaded in self.load::<pb::FrameworkRecord>("frameworks/").await? {
+            if let Some(info) = loaded.record.info {
+                self.recovered_framework(info, loaded.record.principal);
             }
         }
         let mut job_ids = Vec::new();
-        for (key, value) in self.registry.range("jobs/").await? {
-            let record = pb::JobRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+        for loaded in self.load::<pb::JobRecord>("jobs/").await? {
+            let record = loaded.record;
             if let Some(spec) = record.spec {
                 job_ids.push(spec.job_id.clone());
                 self.jobs.add_job(spec, record.submitted_ms, record.killed);
             }
         }
-        for (key, value) in self.registry.range("artifacts/").await? {
-            let record = pb::ArtifactRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+        for loaded in self.load::<pb::ArtifactRecord>("artifacts/").await? {
+            let record = loaded.record;
             self.artifact_used.insert(record.sha256.clone(), Instant::now());
             self.artifacts.insert(record.sha256.clone(), record);
+        }
+        let mut tombstones: Vec<pb::CollectedRecord> =
+            self.load::<pb::CollectedRecord>(keys::COLLECTED).await?.into_iter().map(|l| l.record).collect();
+        tombstones.sort_by_key(|t| t.collected_ms);
+        for tombstone in tombstones {
+            self.recovered_tombstone(tombstone);
         }
         let mut pending = Vec::new();
         let mut terminal = Vec::new();
         let mut waiting = HashSet::new();
-        for (key, value) in self.registry.range("tasks/").await? {
-            let record = pb::TaskRecord::decode(&value.value[..]).map_err(|e| corrupt(&key, e))?;
+        let mut orphans = Vec::new();
+        for loaded in self.load::<pb::TaskRecord>("tasks/").await? {
+            let (record, mod_revision) = (loaded.record, loaded.mod_revision);
             let Some(status) = record.status.clone() else { continue };
             let task_id = status.task_id.clone();
             let state = status.state();
             let stamp = status.timestamp_ms;
+            if !record.job_id.is_empty()
+                && self.jobs.spec(&record.job_id).is_none()
+                && (state == TaskState::Pending || task::is_terminal(state))
+            {
+                // A task of a submit that did not reach its job record, or of a job collected
+                // halfway: it goes too.
+                orphans.push(task_id);
+                continue;
+            }
             if matches!(state, TaskState::Staging | TaskState::Running | TaskState::Unreachable) {
                 waiting.insert(status.agent_id.clone());
             }
             let job = (!record.job_id.is_empty()).then(|| (record.job_id.clone(), record.instance, record.attempt));
-            let entry = TaskEntry::new(record, value.mod_revision);
+            let framework_id = record.framework_id.clone();
+            let entry = TaskEntry::new(record, mod_revision);
             let resources = entry.resources;
             self.tasks.insert(task_id.clone(), entry);
             if let Some((job_id, instance, attempt)) = job {
@@ -85,15 +97,20 @@ impl Leader {
             }
             match state {
                 TaskState::Pending => pending.push((stamp, task_id, resources)),
-                s if task::is_terminal(s) => terminal.push((stamp, task_id)),
+                s if task::is_terminal(s) => terminal.push((stamp, task_id, framework_id)),
                 _ => {}
             }
+        }
+        if !orphans.is_empty() {
+            info!(tasks = orphans.len(), "deleting tasks whose job has no record (a submit or collection cut short)");
+            self.collect_tasks(orphans).await?;
         }
         pending.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         terminal.sort();
         info!(
             agents = self.agents.len(),
             tasks = self.tasks.len(),
+            quarantined = self.quarantined,
             pending = pending.len(),
             awaited_agents = waiting.len(),
             artifacts = self.artifacts.len(),
@@ -126,7 +143,8 @@ impl Leader {
             self.create_attempts(&missing).await?;
         }
         self.jobs.schedule_retries(std_now(), now_ms());
-        for (_, task_id) in terminal {
+        for (stamp, task_id, framework_id) in terminal {
+            self.task_ended(&task_id, &framework_id, stamp);
             self.retire(task_id);
         }
         if !waiting.is_empty() {

@@ -35,6 +35,7 @@ impl Leader {
 /// Checks a submitted spec; the error names what is wrong.
 fn validate_spec(spec: &pb::TaskSpec) -> Result<()> {
     let bad = |msg: &str| Err(Error::InvalidArgument(msg.to_owned()));
+    skiff_core::limits::check_spec(spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     match &spec.kind {
         None => return bad("task has neither a wasm module nor a native command"),
         Some(pb::task_spec::Kind::Wasm(w)) if !w.module.is_empty() => {

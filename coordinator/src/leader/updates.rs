@@ -1,7 +1,7 @@
 //! Status updates from agents, written to the registry in batches. Updates (and task output, to
 //! keep its order with them) are queued as they arrive and flushed before anything else is handled,
 //! once the commands already queued have been: each flush writes the new records of up to
-//! [`LAUNCHES_PER_TXN`] tasks per fenced transaction (a task's RUNNING and FINISHED in one batch
+//! [`TXN_OPS`] tasks (and [`TXN_BYTES`]) per fenced transaction (a task's RUNNING and FINISHED in one batch
 //! are one write), then applies every update in arrival order — published to watchers, handed to
 //! the task's framework, acknowledged to its agent. An update that is not written is not
 //! acknowledged: the agent sends it again.
@@ -14,9 +14,8 @@ use skiff_proto::{TaskState, coordinator_message::Msg as Out};
 use tracing::warn;
 
 use super::Leader;
-use super::placement::LAUNCHES_PER_TXN;
 use crate::output::Fresh;
-use crate::registry::{Txn, keys};
+use crate::registry::{TXN_BYTES, TXN_OPS, Txn, keys};
 use crate::task::{self, Transition};
 
 /// What an agent sent that is applied in order with status updates.
@@ -61,6 +60,10 @@ impl Leader {
 
     fn publish_output(&mut self, output: pb::TaskOutput) {
         let Some(task) = self.tasks.get_mut(&output.task_id) else { return };
+        if output.data.len() > skiff_core::limits::MAX_OUTPUT_CHUNK_BYTES {
+            warn!(task_id = %output.task_id, bytes = output.data.len(), "an output chunk past the limit dropped");
+            return;
+        }
         let chunk = match task.output.fresh(output) {
             Fresh::New(chunk) => chunk,
             Fresh::AfterGap { chunk, missing } => {
@@ -73,6 +76,20 @@ impl Leader {
                 return;
             }
         };
+        // What the leader keeps of a task's output is bounded whatever agents send.
+        let cap = self.config.max_task_output_bytes;
+        let mut chunk = chunk;
+        if task.output_capped {
+            return;
+        }
+        let room = cap.saturating_sub(task.output_bytes);
+        if chunk.data.len() as u64 > room {
+            chunk.data.truncate(room as usize);
+            chunk.truncated = true;
+            task.output_capped = true;
+            warn!(task_id = %chunk.task_id, cap, "task output past the leader's bound; the rest is dropped");
+        }
+        task.output_bytes += chunk.data.len() as u64;
         task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(chunk)) });
     }
 
@@ -86,15 +103,20 @@ impl Leader {
     pub(super) async fn flush_updates(&mut self) {
         let mut items = std::mem::take(&mut self.incoming).into_iter().peekable();
         while items.peek().is_some() && !self.stop.is_cancelled() {
-            // One transaction's worth: items until LAUNCHES_PER_TXN tasks have a record to write.
+            // One transaction's worth: items until TXN_OPS tasks (or TXN_BYTES) have a record to write.
             let mut steps = Vec::new();
             let mut records: HashMap<String, pb::TaskRecord> = HashMap::new();
+            let mut bytes = 0;
             while let Some(item) = items.peek() {
                 if let Incoming::Status { status, .. } = item
-                    && records.len() >= LAUNCHES_PER_TXN
                     && !records.contains_key(&status.task_id)
                 {
-                    break;
+                    // Records grow by a status each: the record as kept, plus room for its status.
+                    let size = self.tasks.get(&status.task_id).map_or(0, |t| t.record.encoded_len()) + 512;
+                    if !records.is_empty() && (records.len() >= TXN_OPS || bytes + size > TXN_BYTES) {
+                        break;
+                    }
+                    bytes += size;
                 }
                 match items.next().expect("peeked") {
                     Incoming::Output(output) => steps.push(Step::Output(output)),

@@ -21,6 +21,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// over the members, so a retry goes to a live one.
 const ATTEMPTS: u32 = 4;
 
+/// Keys per page of a range read: records are at most a few KiB (specs are bounded, see
+/// [`crate::limits`]), so a page stays far below etcd-client's 4 MiB decode limit.
+const PAGE_KEYS: i64 = 500;
+
+/// The first key after every key that starts with `prefix` (etcd's range end of a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// The leadership a fenced registry writes under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -152,19 +168,44 @@ impl EtcdRegistry {
             .map(|kv| Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }))
     }
 
+    /// All of `prefix`, read in pages of at most [`PAGE_KEYS`] keys (halved while a page is too
+    /// large to decode), every page at the revision of the first: one consistent snapshot, and no
+    /// response near a message limit however large the range.
     async fn range_once(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, RegistryError> {
-        let member = self.members.current();
-        let mut kv = member.client.kv_client();
-        let resp = self
-            .check(&member, bounded("range", kv.get(self.full(prefix), Some(GetOptions::new().with_prefix()))).await)?;
-        resp.kvs()
-            .iter()
-            .map(|kv| {
+        let full = self.full(prefix);
+        let end = prefix_end(full.as_bytes());
+        let mut start = full.into_bytes();
+        let mut revision = 0;
+        let mut page = PAGE_KEYS;
+        let mut out = Vec::new();
+        loop {
+            let member = self.members.current();
+            let mut kv = member.client.kv_client();
+            let options = GetOptions::new().with_range(end.clone()).with_limit(page).with_revision(revision);
+            let resp = match bounded("range", kv.get(start.clone(), Some(options))).await {
+                Err(RegistryError::Unavailable(why)) if page > 1 && why.contains("too large") => {
+                    page /= 2;
+                    tracing::debug!(page, "a registry page was too large to decode; reading smaller pages");
+                    continue;
+                }
+                other => self.check(&member, other)?,
+            };
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
                 let key = kv.key_str().map_err(unavailable)?;
                 let key = key.strip_prefix(&self.prefix).unwrap_or(key).to_owned();
-                Ok((key, Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }))
-            })
-            .collect()
+                out.push((key, Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }));
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn commit_once(&self, txn: Txn) -> Result<i64, RegistryError> {

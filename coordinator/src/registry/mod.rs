@@ -63,6 +63,33 @@ impl Txn {
     }
 }
 
+/// Most writes in one transaction (etcd's default `--max-txn-ops` is 128).
+pub const TXN_OPS: usize = 100;
+
+/// Most bytes of keys and values in one transaction (etcd's default `--max-request-bytes` is
+/// 1.5 MiB; a single larger write still goes, alone).
+pub const TXN_BYTES: usize = 1 << 20;
+
+/// Splits `items` into runs (index ranges) that each fit one transaction, given the writes of one
+/// item and the bytes they take (an estimate from above: the record's encoded size and its key).
+pub fn batches<T>(items: &[T], writes_each: usize, bytes: impl Fn(&T) -> usize) -> Vec<std::ops::Range<usize>> {
+    let per_txn = (TXN_OPS / writes_each.max(1)).max(1);
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let b = bytes(item);
+        if i > start && (i - start >= per_txn || size + b > TXN_BYTES) {
+            out.push(start..i);
+            (start, size) = (i, 0);
+        }
+        size += b;
+    }
+    if start < items.len() {
+        out.push(start..items.len());
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     /// A compare failed; nothing was written.
@@ -120,5 +147,41 @@ pub mod keys {
 
     pub fn acl_token(accessor_id: &str) -> String {
         format!("{ACL_TOKENS}{accessor_id}")
+    }
+
+    /// What is left of collected jobs and tasks.
+    pub const COLLECTED: &str = "collected/";
+
+    pub fn collected(id: &str) -> String {
+        format!("{COLLECTED}{id}")
+    }
+
+    /// Records that did not decode or validate, moved aside (under their original key).
+    pub const QUARANTINE: &str = "quarantine/";
+
+    pub fn quarantined(key: &str) -> String {
+        format!("{QUARANTINE}{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_bound_writes_and_bytes() {
+        let small = vec![10usize; 250];
+        let runs = batches(&small, 1, |b| *b);
+        assert_eq!(runs.iter().map(ExactSizeIterator::len).collect::<Vec<_>>(), [100, 100, 50]);
+        let runs = batches(&small, 2, |b| *b);
+        assert!(runs.iter().all(|r| r.len() == 50), "two writes each: 50 per transaction");
+        // 20 KiB records: 51 fit in 1 MiB.
+        let large = vec![20 << 10; 100];
+        let runs = batches(&large, 1, |b| *b);
+        assert_eq!(runs.iter().map(ExactSizeIterator::len).collect::<Vec<_>>(), [51, 49]);
+        // One record larger than the byte bound goes alone.
+        let huge = [10, 2 << 20, 10];
+        assert_eq!(batches(&huge, 1, |b| *b).iter().map(ExactSizeIterator::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(batches(&[] as &[usize], 1, |b| *b).is_empty());
     }
 }

@@ -1,11 +1,12 @@
 //! `AgentService`: one long-lived bidirectional stream per agent.
 
 use futures::StreamExt;
+use skiff_core::limits;
 use skiff_proto as pb;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -54,7 +55,7 @@ impl AgentApi {
 
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentApi {
-    type SessionStream = UnboundedReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
 
     async fn session(
         &self,
@@ -62,7 +63,13 @@ impl pb::agent_service_server::AgentService for AgentApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let identity = self.gate.agent(&request)?;
         let mut inbound = request.into_inner();
-        let register = match inbound.next().await {
+        let first = tokio::time::timeout(limits::HANDSHAKE, inbound.next()).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no register message within {:?} of opening the session",
+                limits::HANDSHAKE
+            ))
+        })?;
+        let register = match first {
             Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(r)) })) => r,
             Some(Ok(_)) => {
                 return Err(Status::invalid_argument("the first message on the stream must be register"));
@@ -72,12 +79,12 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         check_agent(identity.as_ref(), &register.agent_id)?;
         let agent_id = register.agent_id.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(limits::PEER_BUFFER);
         let leader = match self.leader_or_redirect().await {
             Ok(leader) => leader,
             Err(redirect) => {
-                let _ = tx.send(Ok(redirect));
-                return Ok(Response::new(UnboundedReceiverStream::new(rx)));
+                let _ = tx.try_send(Ok(redirect));
+                return Ok(Response::new(ReceiverStream::new(rx)));
             }
         };
         let session = leader.ask(|reply| Command::AgentConnect { register, tx, reply }).await??;
@@ -107,6 +114,6 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
             let _ = leader.send(Command::AgentDisconnect { agent_id, session }).await;
         });
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -4,8 +4,7 @@ pub mod agent;
 pub mod operator;
 pub mod scheduler;
 
-/// Largest gRPC message accepted or sent (task specs carry their module until artifacts move by hash).
-pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+// Message size limits per service: see `skiff_core::limits` (`OPERATOR_REQUEST_BYTES`, ...).
 
 use tokio::sync::watch;
 

@@ -3,7 +3,7 @@
 use futures::stream::{self, BoxStream, StreamExt};
 use skiff_proto as pb;
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::leader_of;
@@ -100,15 +100,15 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
         let (leader, caller) = self.caller(&request)?;
-        let pb::WatchTaskRequest { task_id, history_only } = request.into_inner();
+        let pb::WatchTaskRequest { task_id, history_only, from_event } = request.into_inner();
         let ask = Ask::Task(Capability::Read, task_id.clone());
-        let watch = leader.ask_as(&caller, ask, |reply| Command::Watch { task_id, reply }).await??;
-        let history = stream::iter(watch.history);
+        let watch = leader.ask_as(&caller, ask, |reply| Command::Watch { task_id, from_event, reply }).await??;
+        let history = stream::iter(watch.history).map(Ok);
         let events = match watch.live {
-            Some(live) if !history_only => history.chain(UnboundedReceiverStream::new(live)).boxed(),
+            Some(live) if !history_only => history.chain(ReceiverStream::new(live)).boxed(),
             _ => history.boxed(),
         };
-        Ok(Response::new(events.map(Ok).boxed()))
+        Ok(Response::new(events))
     }
 
     async fn kill_task(&self, request: Request<pb::KillTaskRequest>) -> Result<Response<pb::KillTaskResponse>, Status> {

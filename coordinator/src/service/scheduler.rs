@@ -4,7 +4,7 @@
 
 use skiff_proto as pb;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::leader_of;
@@ -27,7 +27,7 @@ impl SchedulerApi {
 
 #[tonic::async_trait]
 impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
-    type SubscribeStream = UnboundedReceiverStream<Result<pb::SchedulerEvent, Status>>;
+    type SubscribeStream = ReceiverStream<Result<pb::SchedulerEvent, Status>>;
 
     async fn subscribe(
         &self,
@@ -43,9 +43,9 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
         let ask = Ask::Need(Need::on_role(Capability::Framework, role));
         // The leader puts the token's principal in place of the anonymous one.
         let principal = Principal::anonymous();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(skiff_core::limits::PEER_BUFFER);
         leader.ask_as(&caller, ask, |reply| Command::Subscribe { info, principal, tx, reply }).await??;
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn call(&self, request: Request<pb::SchedulerCall>) -> Result<Response<pb::SchedulerCallResponse>, Status> {

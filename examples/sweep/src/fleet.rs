@@ -7,7 +7,7 @@ use skiff_proto as pb;
 /// What a task wrote to stdout, from the coordinator's record of it.
 pub async fn read_stdout(leader: Channel, task_id: &str) -> Result<String, String> {
     let mut operator = pb::operator_service_client::OperatorServiceClient::new(leader);
-    let request = pb::WatchTaskRequest { task_id: task_id.to_owned(), history_only: true };
+    let request = pb::WatchTaskRequest { task_id: task_id.to_owned(), history_only: true, ..Default::default() };
     let watch = |s: tonic::Status| format!("WatchTask {task_id}: {}", s.message());
     let mut events = operator.watch_task(request).await.map_err(watch)?.into_inner();
     let mut stdout = Vec::new();

@@ -1,0 +1,21 @@
+//! Skiff's domain model: the few rules every crate must agree on, in one place.
+//!
+//! The coordinator, the agent and the CLI each accept input at their edges (gRPC requests, job
+//! files, records read back from etcd); they check it against the rules here, so a task id the
+//! leader accepts is one the agent accepts too, and a limit named in one error is the limit
+//! enforced everywhere.
+//!
+//! Layout:
+//! - [`id`]: task, job, framework and agent ids, one rule each;
+//! - [`task`]: task states, which are terminal, and the transitions between them;
+//! - [`limits`]: the bounds on input (spec sizes, instances, messages, output) and their checks;
+//! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` as given on command lines.
+#![forbid(unsafe_code)]
+
+pub mod id;
+pub mod limits;
+pub mod task;
+pub mod units;
+
+pub use id::IdError;
+pub use limits::LimitError;
