@@ -29,6 +29,7 @@ use crate::history::History;
 use crate::host;
 use crate::outbox::Outbox;
 use crate::task::TaskEvent;
+use crate::task_logs::TaskLogs;
 use crate::updates::UpdateLog;
 use crate::work_dir::WorkDir;
 
@@ -63,6 +64,8 @@ pub struct Agent {
     outbox: Outbox,
     /// Updates on disk until acknowledged (the executor writes them as tasks produce them).
     log: Arc<std::sync::Mutex<UpdateLog>>,
+    /// Recent tasks' output on disk (written before it goes on), sent again to a leader that asks.
+    logs: Arc<std::sync::Mutex<TaskLogs>>,
     /// Launches checkpointed in the update log (task id -> the STAGING update's id), until a later
     /// update of the task is acknowledged.
     launched: HashMap<String, String>,
@@ -75,6 +78,8 @@ pub struct Agent {
     history: History,
     /// Address of the coordinator of the current session.
     session_address: String,
+    /// The kept output was sent once by this agent process (after that: when a leader asks).
+    replayed_once: bool,
 }
 
 impl Agent {
@@ -102,6 +107,10 @@ impl Agent {
             warn!(%damage, "damaged status updates were dropped; the coordinator reconciles their tasks");
         }
         let log = Arc::new(std::sync::Mutex::new(log));
+        let logs_dir = config.work_dir.join("output");
+        let logs = TaskLogs::open(&logs_dir, config.task_logs_kept)
+            .map_err(Error::io("open the task output in", &logs_dir))?;
+        let logs = Arc::new(std::sync::Mutex::new(logs));
         let (executor, welcome) = match &config.executor {
             ExecutorMode::InProcess => {
                 let executor = setup::build(&config, &agent_id, tx)?.with_update_log(log.clone());
@@ -110,7 +119,8 @@ impl Agent {
             ExecutorMode::Process { .. } => {
                 let attached = remote::attach(&config, &agent_id)?;
                 let welcome = attached.welcome.clone();
-                (Tasks::Process(Remote::start(attached, config.clone(), agent_id.clone(), log.clone(), tx)?), welcome)
+                let remote = Remote::start(attached, config.clone(), agent_id.clone(), log.clone(), logs.clone(), tx)?;
+                (Tasks::Process(remote), welcome)
             }
         };
         let (unacked, tasks) = {
@@ -133,12 +143,14 @@ impl Agent {
             own_events,
             outbox,
             log,
+            logs,
             launched: HashMap::new(),
             partition_killed: Default::default(),
             tasks,
             highest_epoch,
             history,
             session_address: String::new(),
+            replayed_once: false,
         })
     }
 
@@ -333,7 +345,13 @@ impl Agent {
                             self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
                             pb::agent_message::Msg::Status(status)
                         }
-                        TaskEvent::Output(output) => pb::agent_message::Msg::Output(output),
+                        TaskEvent::Output(output) => {
+                            // An executor process has written it already (before acknowledging it).
+                            if matches!(self.executor, Tasks::InProcess(_)) {
+                                self.keep_output(&output);
+                            }
+                            pb::agent_message::Msg::Output(output)
+                        }
                         TaskEvent::Usage(usage) => pb::agent_message::Msg::Usage(usage),
                     };
                     if out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
@@ -361,6 +379,27 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Writes a chunk of output to disk (a failure is logged: the chunk still goes on).
+    fn keep_output(&self, chunk: &pb::TaskOutput) {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = logs.append(chunk) {
+            warn!(task_id = %chunk.task_id, %err, "cannot keep task output on disk");
+        }
+    }
+
+    /// Every kept chunk of output, task by task (oldest task first).
+    fn kept_output(&self) -> Vec<pb::TaskOutput> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chunks = Vec::new();
+        for task_id in logs.task_ids() {
+            match logs.replay(task_id) {
+                Ok(c) => chunks.extend(c),
+                Err(err) => warn!(task_id, %err, "cannot read kept task output"),
+            }
+        }
+        chunks
     }
 
     /// Handles one command; returns `Some` when the session must end.
@@ -400,6 +439,18 @@ impl Agent {
                 *registered = true;
                 let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 *heartbeat = tokio::time::interval(interval);
+                // A leader that lacks our tasks' output (it took over, or this agent restarted
+                // holding chunks it had not sent) gets it again from disk, before anything new;
+                // leaders drop what they have seen already.
+                if r.replay_output || !self.replayed_once {
+                    self.replayed_once = true;
+                    for chunk in self.kept_output() {
+                        let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Output(chunk)) };
+                        if out.send(m).await.is_err() {
+                            return Some(SessionEnd::Closed("outbound stream closed".into()));
+                        }
+                    }
+                }
                 // Whatever was not acknowledged before goes again, in order.
                 self.outbox.reconnected();
                 for status in self.outbox.unsent(tokio::time::Instant::now()) {

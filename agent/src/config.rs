@@ -29,6 +29,8 @@ pub struct Config {
     pub default_disk_bytes: u64,
     /// Bytes of stdout and of stderr kept per task unless the task asks for less.
     pub max_output_bytes: u64,
+    /// Tasks whose output is kept on disk (the most recent), to send again to a new leader.
+    pub task_logs_kept: usize,
     /// Largest Wasm module accepted.
     pub max_module_bytes: u64,
     /// The binary Wasm modules are compiled in, run with `--skiff-compile-module` (this agent's
@@ -93,6 +95,7 @@ impl Config {
             wasm_max_handles: 256,
             default_disk_bytes: crate::sandbox::disk::DEFAULT_BYTES,
             max_output_bytes: 1024 * 1024,
+            task_logs_kept: 256,
             max_module_bytes: 64 * 1024 * 1024,
             blob_cache_bytes: 1024 * 1024 * 1024,
             compiler: None,

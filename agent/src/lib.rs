@@ -8,6 +8,7 @@
 //! - [`outbox`]: status updates sent and not acknowledged yet, resent with backoff;
 //! - [`work_dir`]: the agent's directory (one agent at a time) and the small files it keeps there;
 //! - [`updates`]: the on-disk log of status updates not acknowledged yet;
+//! - [`task_logs`]: the output of recent tasks on disk, sent again to a leader that lacks it;
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage,
 //!   in the agent or in its executor process, which outlives the agent so tasks survive its restart;
 //! - [`history`]: the ids of the tasks launched here (none starts twice);
@@ -38,6 +39,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod sys;
 pub mod task;
+pub mod task_logs;
 pub mod updates;
 pub mod work_dir;
 

@@ -85,7 +85,7 @@ fn launch(task_id: &str) -> Out {
 }
 
 fn registered(agent_id: &str) -> Out {
-    Out::Registered(pb::Registered { agent_id: agent_id.into(), heartbeat_interval_ms: 1000 })
+    Out::Registered(pb::Registered { agent_id: agent_id.into(), heartbeat_interval_ms: 1000, replay_output: false })
 }
 
 fn start_agent(addr: &str, work_dir: &std::path::Path) -> (tokio::task::JoinHandle<()>, CancellationToken) {

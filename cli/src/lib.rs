@@ -7,6 +7,7 @@
 //! - [`artifact`]: storing a module in the coordinators' artifact store (by hash, uploaded once);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` (shared with the coordinator);
 //! - [`jobfile`]: the job file format of `skiff job run`;
+//! - [`printed`]: which bytes of a task's output were printed (each once, across failovers);
 //! - [`exit`]: exit codes and the CLI's error type.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod cmd;
 pub mod exit;
 pub use skiff_coordinator::units;
 pub mod jobfile;
+pub mod printed;
 
 use clap::{Parser, Subcommand};
 

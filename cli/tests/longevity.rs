@@ -331,3 +331,29 @@ fn a_session_that_never_registers_is_closed_after_the_handshake_deadline() {
         assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(30), "{waited:?}");
     });
 }
+
+/// A task's output across a SIGKILL of the leader and then of the agent: `skiff run` prints every
+/// line once, and `skiff logs` on the newest leader has all of it.
+#[test]
+fn output_survives_a_leader_kill_and_an_agent_kill_every_byte_once() {
+    let mut fleet = HaFleet::start(1, 3, 1);
+    let old = fleet.leader(Duration::from_secs(15));
+    let addrs = fleet.coordinators_arg();
+    let script = "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); sleep 0.03; done";
+    let (mut run, _, task_id) = fleet::running_task(&addrs, &["--native", "--", "sh", "-c", script]);
+    assert!(task_id.starts_with("t-"), "{task_id:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    fleet.kill_coordinator(old);
+    fleet.leader(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    fleet.kill_agent(0);
+    std::thread::sleep(Duration::from_millis(500));
+    fleet.restart_agent(0);
+    let (code, stdout) = fleet::wait_exit(&mut run, Duration::from_secs(60));
+    let want: String = (0..300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout == want, "skiff run printed:\n{stdout}");
+    let out = skiff(&addrs, &["logs", &task_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout) == want, "skiff logs printed:\n{}", text(&out.stdout));
+}

@@ -30,6 +30,7 @@ use super::wire;
 use crate::config::Config;
 use crate::error::Result;
 use crate::task::{TaskEvent, is_terminal};
+use crate::task_logs::TaskLogs;
 use crate::updates::UpdateLog;
 
 /// How a connection ended by a failing update log is told apart.
@@ -68,6 +69,7 @@ struct Relay {
     config: Config,
     agent_id: String,
     log: Arc<Mutex<UpdateLog>>,
+    logs: Arc<Mutex<TaskLogs>>,
     events: mpsc::UnboundedSender<TaskEvent>,
     requests: mpsc::UnboundedReceiver<pb::ExecutorRequest>,
     /// Requests to send first on the next connection (kept over a reconnect).
@@ -82,6 +84,7 @@ impl Remote {
         config: Config,
         agent_id: String,
         log: Arc<Mutex<UpdateLog>>,
+        logs: Arc<Mutex<TaskLogs>>,
         events: mpsc::UnboundedSender<TaskEvent>,
     ) -> Result<Self> {
         let shared = Arc::new(Shared::default());
@@ -92,7 +95,7 @@ impl Remote {
             .extend(attached.welcome.running.iter().map(|s| s.task_id.clone()));
         *shared.cached.lock().unwrap_or_else(|p| p.into_inner()) = attached.welcome.cached_modules.clone();
         let (tx, requests) = mpsc::unbounded_channel();
-        let relay = Relay { config, agent_id, log, events, requests, resend: Vec::new(), shared: shared.clone() };
+        let relay = Relay { config, agent_id, log, logs, events, requests, resend: Vec::new(), shared: shared.clone() };
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         tracker.spawn(relay.run(attached, cancel.clone()));
         tracker.close();
@@ -321,7 +324,7 @@ impl Relay {
                 }
             }
         };
-        let (log, events, shared) = (&self.log, &self.events, &self.shared);
+        let (log, logs, events, shared) = (&self.log, &self.logs, &self.events, &self.shared);
         // Every event already received is handled, then acknowledged with one ack (the last one).
         let mut stream = stream.ready_chunks(256);
         let reader = async move {
@@ -333,7 +336,7 @@ impl Relay {
                 for frame in frames {
                     let bytes = frame.map_err(|err| format!("reading from the executor: {err}"))?;
                     let event: pb::ExecutorEvent = wire::decode(&bytes).map_err(|e| e.to_string())?;
-                    if !relay_event(log, events, shared, event.msg) {
+                    if !relay_event(log, logs, events, shared, event.msg) {
                         // Not on disk: not acknowledged (nor anything after it); attaching again
                         // replays it, in order.
                         if last > 0 {
@@ -359,6 +362,7 @@ impl Relay {
 /// Hands an event on; false if it was a status update that could not be written to disk.
 fn relay_event(
     log: &Mutex<UpdateLog>,
+    logs: &Mutex<TaskLogs>,
     events: &mpsc::UnboundedSender<TaskEvent>,
     shared: &Shared,
     msg: Option<Ev>,
@@ -366,6 +370,10 @@ fn relay_event(
     match msg {
         Some(Ev::Status(status)) => return relay_status(log, events, shared, status),
         Some(Ev::Output(output)) => {
+            // On disk before the executor is acknowledged: an agent that dies now still has it.
+            if let Err(err) = lock(logs).append(&output) {
+                tracing::warn!(task_id = %output.task_id, %err, "cannot keep task output on disk");
+            }
             let _ = events.send(TaskEvent::Output(output));
         }
         Some(Ev::Usage(usage)) => {

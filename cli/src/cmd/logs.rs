@@ -25,15 +25,17 @@ pub async fn run(args: LogsArgs) -> Result<ExitCode, CliError> {
         pb::WatchTaskRequest { task_id: args.task_id.clone(), history_only: !args.follow, ..Default::default() };
     let mut events = client.watch_task(request).await.map_err(|s| CliError::from_status(&s))?.into_inner();
     let mut truncated = false;
+    let mut printed = crate::printed::Printed::default();
     while let Some(event) =
         events.message().await.map_err(|s| CliError::Unavailable(format!("lost the coordinator: {}", s.message())))?
     {
         if let Some(pb::task_event::Event::Output(out)) = event.event {
             truncated |= out.truncated;
+            let data = printed.fresh(&out);
             if out.stream == pb::OutputStream::Stderr as i32 {
-                let _ = std::io::stderr().write_all(&out.data);
+                let _ = std::io::stderr().write_all(data);
             } else {
-                let _ = std::io::stdout().write_all(&out.data);
+                let _ = std::io::stdout().write_all(data);
             }
         }
     }

@@ -258,6 +258,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     };
     // Events received from the current leader (a watcher cut off for falling behind resumes there).
     let mut received = 0u64;
+    // Output printed so far: what a new leader shows again is not printed twice.
+    let mut printed = crate::printed::Printed::default();
     // One listener for the whole run: a Ctrl-C that lands while an event is being handled waits in
     // it (a `ctrl_c()` future made anew each turn would miss it, and the handler installed by the
     // first one keeps the default action from ending the process).
@@ -317,13 +319,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         match event.event {
             Some(pb::task_event::Event::Output(out)) => {
                 let stream = pb::OutputStream::try_from(out.stream).unwrap_or(pb::OutputStream::Stdout);
+                let data = printed.fresh(&out);
                 if stream == pb::OutputStream::Stderr {
                     let mut err = std::io::stderr().lock();
-                    let _ = err.write_all(&out.data);
+                    let _ = err.write_all(data);
                     let _ = err.flush();
                 } else {
                     let mut o = std::io::stdout().lock();
-                    let _ = o.write_all(&out.data);
+                    let _ = o.write_all(data);
                     let _ = o.flush();
                 }
                 if out.truncated {

@@ -514,6 +514,12 @@ impl HaFleet {
 
 /// Starts `skiff run` on a guest and waits until it reports the task RUNNING.
 pub fn running(coordinators: &str, args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
+    let (proc, rx, _) = running_task(coordinators, args);
+    (proc, rx)
+}
+
+/// Like [`running`], answering the task's id too.
+pub fn running_task(coordinators: &str, args: &[&str]) -> (Proc, mpsc::Receiver<String>, String) {
     let mut cmd = skiff_cmd(coordinators);
     cmd.arg("run").args(["--coordinators", coordinators]).args(args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
@@ -527,10 +533,16 @@ pub fn running(coordinators: &str, args: &[&str]) -> (Proc, mpsc::Receiver<Strin
     });
     let proc = Proc { child, name: "skiff run".into() };
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut task_id = String::new();
     loop {
         let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("task reports RUNNING");
+        if let Some(rest) = line.strip_prefix("[skiff] task ")
+            && rest.ends_with(" submitted")
+        {
+            task_id = rest.trim_end_matches(" submitted").to_owned();
+        }
         if line.contains("RUNNING") {
-            return (proc, rx);
+            return (proc, rx, task_id);
         }
     }
 }

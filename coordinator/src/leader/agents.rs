@@ -69,6 +69,8 @@ impl Leader {
             Out::Registered(pb::Registered {
                 agent_id: id.clone(),
                 heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+                // First registration under this leader: it has not seen this agent's output.
+                replay_output: fresh,
             }),
         );
         self.reconcile_agent(&id, register.tasks, fresh).await;
@@ -116,7 +118,12 @@ impl Leader {
             }
             Msg::Output(output) if placed_here(self, &output.task_id) => self.queue_output(output),
             Msg::Usage(pb::TaskUsage { task_id, .. }) | Msg::Output(pb::TaskOutput { task_id, .. }) => {
-                warn!(agent_id, %task_id, "usage or output for a task not placed on this agent dropped");
+                if self.tasks.contains_key(&task_id) {
+                    warn!(agent_id, %task_id, "usage or output for a task not placed on this agent dropped");
+                } else {
+                    // A task collected or retired already (agents send kept output again).
+                    debug!(agent_id, %task_id, "usage or output for a task this leader does not hold dropped");
+                }
             }
         }
     }

@@ -90,7 +90,15 @@ impl Leader {
             warn!(task_id = %chunk.task_id, cap, "task output past the leader's bound; the rest is dropped");
         }
         task.output_bytes += chunk.data.len() as u64;
-        task.publish(pb::TaskEvent { event: Some(pb::task_event::Event::Output(chunk)) });
+        let event = pb::TaskEvent { event: Some(pb::task_event::Event::Output(chunk)) };
+        if task::is_terminal(task.state()) {
+            // Output an agent sends again after the end (to a leader that took over): it goes
+            // before the end in the history, where a watcher expects it.
+            let end = task.events.iter().rposition(|e| matches!(e.event, Some(pb::task_event::Event::Status(_))));
+            task.events.insert(end.unwrap_or(task.events.len()), event);
+        } else {
+            task.publish(event);
+        }
     }
 
     /// Handles one status update now (with whatever was queued before it).
