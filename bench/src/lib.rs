@@ -11,6 +11,8 @@
 //! - [`peers`]: fork+exec, runc and Slurm running the same trivial jobs;
 //! - [`density`]: the agent's memory with idle Wasm tasks;
 //! - [`failover`]: leader SIGKILL → a task done on the new leader;
+//! - [`longevity`]: many tasks with garbage collection on (etcd size and leader RSS stay flat),
+//!   and a takeover with 100,000 live tasks;
 //! - [`allocator`]: the DRF allocator and the job scheduler in process;
 //! - [`stats`]: percentiles and number formats;
 //! - [`report`]: the Markdown table and the plots.
@@ -22,6 +24,7 @@ pub mod fleet;
 pub mod allocator;
 pub mod density;
 pub mod failover;
+pub mod longevity;
 pub mod path;
 pub mod peers;
 pub mod report;

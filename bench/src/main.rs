@@ -9,7 +9,7 @@ use skiff_bench::fleet::{Cluster, Security, etcd::Etcd, secure_etcd};
 use skiff_bench::path::{self, Program};
 use skiff_bench::report::{Report, Row};
 use skiff_bench::stats::{Summary, mib};
-use skiff_bench::{allocator, density, failover, peers};
+use skiff_bench::{allocator, density, failover, longevity, peers};
 
 #[derive(Debug, Parser)]
 #[command(about = "Skiff's end-to-end benchmarks beside their peers; writes report.md and PNG plots")]
@@ -36,6 +36,16 @@ struct Args {
     /// `<!-- skiff-bench:end -->` is replaced with the report and the latency plot.
     #[arg(long)]
     readme: Option<PathBuf>,
+    /// Run only the longevity benchmark with this many tasks (through 3 coordinators on etcd,
+    /// garbage collection on), writing `longevity.md` in `--out` (0: the usual benchmarks).
+    #[arg(long, default_value_t = 0)]
+    longevity_tasks: u64,
+    /// Instances per job of the longevity benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    longevity_job: u32,
+    /// Live (pending) tasks in the registry when the longevity benchmark kills the leader.
+    #[arg(long, default_value_t = 100_000)]
+    longevity_live: u32,
     /// The TrueType font of the plots.
     #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
     font: PathBuf,
@@ -149,6 +159,18 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let rt = tokio::runtime::Runtime::new()?;
     let trivial = wat::parse_str(path::TRIVIAL_WAT)?;
+    if args.longevity_tasks > 0 {
+        eprintln!(
+            "longevity: {} tasks, then a takeover with {} live tasks ...",
+            args.longevity_tasks, args.longevity_live
+        );
+        let figures = longevity::run(args.longevity_tasks, args.longevity_job, args.longevity_live, &trivial)?;
+        let text = format!("{}\n\n{}", machine(), longevity::markdown(&figures));
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("longevity.md"), &text)?;
+        println!("{text}");
+        return Ok(());
+    }
     let is_root = nix::unistd::Uid::effective().is_root();
     let mut report =
         Report { machine: machine(), command: std::env::args().collect::<Vec<_>>().join(" "), ..Report::default() };

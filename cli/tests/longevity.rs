@@ -357,3 +357,22 @@ fn output_survives_a_leader_kill_and_an_agent_kill_every_byte_once() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout) == want, "skiff logs printed:\n{}", text(&out.stdout));
 }
+
+/// A replica whose disk was wiped (or that was replaced) gets every recorded blob again from the
+/// others (anti-entropy), checked by size and hash as any upload.
+#[test]
+fn a_wiped_replica_gets_its_blobs_again() {
+    let mut fleet = HaFleet::start_with(1, 3, 1, &["--gc-interval", "200ms"]);
+    let leader = fleet.leader(Duration::from_secs(15));
+    let out = fleet.run(&[&hello()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sha = skiff_cli::artifact::sha256_hex(&std::fs::read(guest("hello")).unwrap());
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let store = fleet.data_dirs[follower].path().join("artifacts");
+    eventually(Duration::from_secs(10), "the blob on the follower", || store.join(&sha).exists().then_some(()));
+    fleet.kill_coordinator(follower);
+    std::fs::remove_dir_all(&store).unwrap();
+    fleet.start_coordinator(follower);
+    eventually(Duration::from_secs(20), "the blob copied again", || store.join(&sha).exists().then_some(()));
+    assert_eq!(std::fs::read(store.join(&sha)).unwrap(), std::fs::read(guest("hello")).unwrap());
+}

@@ -67,7 +67,15 @@ impl Coordinator {
         match self.config.etcd.clone() {
             None => {
                 let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-                tracker.spawn(artifacts::sweep(store.clone(), registry.clone(), grace, interval, leader_token.clone()));
+                let me = artifacts::Replica { advertise: advertise.clone(), tls: None, alone: true };
+                tracker.spawn(artifacts::sweep(
+                    store.clone(),
+                    registry.clone(),
+                    me,
+                    grace,
+                    interval,
+                    leader_token.clone(),
+                ));
                 let (leader, handle) = Leader::new(self.config.leader.clone(), registry);
                 roles_tx.send_replace(Role::Leader(handle));
                 let shutdown = shutdown.clone();
@@ -88,7 +96,9 @@ impl Coordinator {
                 peers = Peers::Etcd { members: client.clone(), election_name: etcd.election_name() };
                 let registry: Arc<dyn Registry> =
                     Arc::new(EtcdRegistry::read_only(client.clone(), etcd.prefix.clone()));
-                tracker.spawn(artifacts::sweep(store.clone(), registry, grace, interval, leader_token.clone()));
+                let me =
+                    artifacts::Replica { advertise: advertise.clone(), tls: self.config.tls.clone(), alone: false };
+                tracker.spawn(artifacts::sweep(store.clone(), registry, me, grace, interval, leader_token.clone()));
                 info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, ttl = ?etcd.lease_ttl, "replicating through etcd");
                 let leader_config = self.config.leader.clone();
                 tracker.spawn(replica::run_on_etcd(

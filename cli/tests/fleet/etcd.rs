@@ -74,9 +74,14 @@ impl Etcd {
     /// Like [`Etcd::start`], serving clients over TLS only and requiring client certificates of
     /// `tls.ca` (`--client-cert-auth`).
     pub fn start_with(n: usize, tls: Option<EtcdTls>) -> Etcd {
+        Self::start_args(n, tls, &[])
+    }
+
+    /// Like [`Etcd::start_with`], every member given `args` too.
+    pub fn start_args(n: usize, tls: Option<EtcdTls>, args: &[&str]) -> Etcd {
         let mut why = String::new();
         for _ in 0..3 {
-            match Self::try_start(n, tls.clone()) {
+            match Self::try_start(n, tls.clone(), args) {
                 Ok(etcd) => return etcd,
                 Err(e) => why = e,
             }
@@ -84,7 +89,7 @@ impl Etcd {
         panic!("{why}");
     }
 
-    fn try_start(n: usize, tls: Option<EtcdTls>) -> Result<Etcd, String> {
+    fn try_start(n: usize, tls: Option<EtcdTls>, args: &[&str]) -> Result<Etcd, String> {
         let bin = etcd_binary();
         let data = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
@@ -111,6 +116,7 @@ impl Etcd {
                 .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
                 .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", &token, "--logger", "zap", "--log-level", "error"])
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

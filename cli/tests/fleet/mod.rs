@@ -353,7 +353,20 @@ impl HaFleet {
 
     /// Like [`HaFleet::start`], every coordinator given `coordinator_args` too.
     pub fn start_with(etcd_members: usize, coordinators: usize, agents: usize, coordinator_args: &[&str]) -> HaFleet {
-        let etcd = secure_etcd(etcd_members);
+        Self::start_with_etcd(etcd_members, coordinators, agents, coordinator_args, &[])
+    }
+
+    /// Like [`HaFleet::start_with`], every etcd member given `etcd_args` too.
+    pub fn start_with_etcd(
+        etcd_members: usize,
+        coordinators: usize,
+        agents: usize,
+        coordinator_args: &[&str],
+        etcd_args: &[&str],
+    ) -> HaFleet {
+        let files = pki::pki().etcd();
+        let tls = etcd::EtcdTls { ca: files.ca, cert: files.cert, key: files.key };
+        let etcd = etcd::Etcd::start_args(etcd_members, Some(tls), etcd_args);
         let urls = etcd.urls();
         let args = coordinator_args.iter().map(|a| a.to_string()).collect();
         Self::build(etcd, vec![urls; coordinators], agents, false, args)

@@ -101,9 +101,14 @@ pub fn read_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = Vec<u8>
 /// Every `interval` until `stop`, removes from `store` the blobs older than `grace` that the
 /// registry does not record (forgotten by the leader, or left by an upload that never reached a
 /// majority). Younger blobs stay: an upload in progress records its blob only at the end.
+///
+/// It also keeps blobs replicated (anti-entropy): a blob the registry records that this replica
+/// lacks (a replica replaced, a disk wiped) is copied again from a replica that has it, a few per
+/// round, so every recorded blob comes back to every replica and so to a majority.
 pub async fn sweep(
     store: Arc<BlobStore>,
     registry: Arc<dyn Registry>,
+    replica: Replica,
     grace: Duration,
     interval: Duration,
     stop: CancellationToken,
@@ -129,5 +134,64 @@ pub async fn sweep(
                 }
             }
         }
+        if !replica.alone {
+            repair(&store, registry.as_ref(), &replica).await;
+        }
     }
+}
+
+/// Who this replica is, to copy blobs from its peers.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// The address this replica is recorded under in artifact records.
+    pub advertise: String,
+    pub tls: Option<skiff_tls::Credentials>,
+    /// The embedded registry: no peers.
+    pub alone: bool,
+}
+
+/// Blobs copied again per round.
+const REPAIRS_PER_ROUND: usize = 16;
+
+/// Copies recorded blobs this replica lacks from the replicas that have them.
+async fn repair(store: &BlobStore, registry: &dyn Registry, replica: &Replica) {
+    use prost::Message;
+    let Ok(records) = registry.range("artifacts/").await else { return };
+    let mut repaired = 0;
+    for (_, value) in records {
+        let Ok(record) = pb::ArtifactRecord::decode(&value.value[..]) else { continue };
+        if store.has(&record.sha256) || !valid_sha256(&record.sha256) {
+            continue;
+        }
+        for peer in record.replicas.iter().filter(|p| **p != replica.advertise) {
+            match fetch(store, peer, &record, replica.tls.as_ref()).await {
+                Ok(()) => {
+                    info!(sha256 = %record.sha256, from = %peer, "blob missing here copied again from a replica");
+                    repaired += 1;
+                    break;
+                }
+                Err(why) => debug!(sha256 = %record.sha256, %peer, %why, "cannot copy a blob from this replica"),
+            }
+        }
+        if repaired >= REPAIRS_PER_ROUND {
+            return;
+        }
+    }
+}
+
+/// Downloads `record`'s blob from `peer` into `store` (size and hash checked as for any upload).
+async fn fetch(
+    store: &BlobStore,
+    peer: &str,
+    record: &pb::ArtifactRecord,
+    tls: Option<&skiff_tls::Credentials>,
+) -> Result<(), String> {
+    let endpoint = skiff_tls::coordinator_endpoint(peer, tls)?.connect_timeout(Duration::from_secs(1));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut client = pb::artifact_service_client::ArtifactServiceClient::new(channel)
+        .max_decoding_message_size(skiff_core::limits::ARTIFACT_CHUNK_BYTES);
+    let request = pb::DownloadRequest { sha256: record.sha256.clone() };
+    let stream = client.download(request).await.map_err(|s| s.message().to_owned())?.into_inner();
+    let chunks = stream.map(|c| c.map(|c| c.data).map_err(|s| s.message().to_owned()));
+    store.receive(&record.sha256, record.size, chunks).await.map(drop).map_err(|e| e.to_string())
 }

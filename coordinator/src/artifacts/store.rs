@@ -59,6 +59,9 @@ impl Default for StoreLimits {
     }
 }
 
+/// A transfer that sends nothing for this long is given up (its space released).
+const IDLE_TRANSFER: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug)]
 pub struct BlobStore {
     dir: PathBuf,
@@ -107,14 +110,23 @@ impl BlobStore {
         valid_sha256(sha256) && self.path(sha256).is_file()
     }
 
-    /// Checks a transfer's header against the limits and reserves its space.
-    fn reserve(&self, sha256: &str, size: u64) -> Result<(), ArtifactError> {
+    /// Checks a transfer's header against the limits.
+    fn check(&self, sha256: &str, size: u64) -> Result<(), ArtifactError> {
         if !valid_sha256(sha256) {
             return Err(ArtifactError::BadHash(sha256.to_owned()));
         }
         if size > self.limits.max_blob_bytes {
             return Err(ArtifactError::TooLarge { size, limit: self.limits.max_blob_bytes });
         }
+        let used = *self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if used + size > self.limits.quota_bytes {
+            return Err(ArtifactError::Full { size, used, quota: self.limits.quota_bytes });
+        }
+        Ok(())
+    }
+
+    /// Reserves the space of bytes that arrived.
+    fn reserve(&self, size: u64) -> Result<(), ArtifactError> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         if *used + size > self.limits.quota_bytes {
             return Err(ArtifactError::Full { size, used: *used, quota: self.limits.quota_bytes });
@@ -139,10 +151,13 @@ impl BlobStore {
         if self.has(sha256) {
             return Ok(false);
         }
-        self.reserve(sha256, size)?;
-        let result = self.write(sha256, size, chunks).await;
+        self.check(sha256, size)?;
+        // Space is reserved as bytes arrive (not from the declared size): an upload that sends
+        // nothing holds nothing, one that stalls holds what it sent until it times out.
+        let reserved = std::sync::atomic::AtomicU64::new(0);
+        let result = self.write(sha256, size, chunks, &reserved).await;
         if result.is_err() {
-            self.release(size);
+            self.release(reserved.load(std::sync::atomic::Ordering::Relaxed));
         }
         result.map(|()| true)
     }
@@ -152,18 +167,27 @@ impl BlobStore {
         sha256: &str,
         size: u64,
         mut chunks: impl Stream<Item = Result<Vec<u8>, String>> + Unpin,
+        reserved: &std::sync::atomic::AtomicU64,
     ) -> Result<(), ArtifactError> {
         let part = self.dir.join(format!("{sha256}.{}.part", uuid::Uuid::new_v4().simple()));
         let mut file = tokio::fs::File::create(&part).await.map_err(io_error(&part))?;
         let mut hasher = Sha256::new();
         let mut got = 0u64;
         let outcome = async {
-            while let Some(chunk) = chunks.next().await {
+            loop {
+                let next =
+                    tokio::time::timeout(IDLE_TRANSFER, chunks.next()).await.map_err(|_| ArtifactError::Broken {
+                        sha256: sha256.to_owned(),
+                        why: format!("no data for {IDLE_TRANSFER:?}: the transfer was given up"),
+                    })?;
+                let Some(chunk) = next else { break };
                 let chunk = chunk.map_err(|why| ArtifactError::Broken { sha256: sha256.to_owned(), why })?;
                 got += chunk.len() as u64;
                 if got > size {
                     return Err(ArtifactError::WrongSize { sha256: sha256.to_owned(), expected: size, got });
                 }
+                self.reserve(chunk.len() as u64)?;
+                reserved.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 hasher.update(&chunk);
                 file.write_all(&chunk).await.map_err(io_error(&part))?;
             }
@@ -229,6 +253,7 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn chunks(parts: &[&[u8]]) -> impl Stream<Item = Result<Vec<u8>, String>> + Unpin {
         futures::stream::iter(parts.iter().map(|p| Ok(p.to_vec())).collect::<Vec<_>>())
@@ -270,5 +295,37 @@ mod tests {
         let store = BlobStore::open(dir.path(), StoreLimits::default()).unwrap();
         assert_eq!(store.used(), 16);
         assert!(store.has(&sha));
+    }
+
+    /// Uploads that declare a size and send nothing hold no quota: another one still fits.
+    #[tokio::test]
+    async fn idle_uploads_hold_no_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::open(dir.path(), StoreLimits { max_blob_bytes: 16, quota_bytes: 24 }).unwrap());
+        let idle: Vec<_> = (0..4u8)
+            .map(|i| {
+                let store = store.clone();
+                let sha = sha256_hex(&[i; 16]);
+                tokio::spawn(async move { store.receive(&sha, 16, futures::stream::pending()).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let blob = b"hello, artifacts";
+        assert!(store.receive(&sha256_hex(blob), 16, chunks(&[blob])).await.unwrap(), "refused while others idle");
+        assert_eq!(store.used(), 16);
+        for task in idle {
+            task.abort();
+        }
+    }
+
+    /// A transfer that stops sending is given up after the idle bound, and its space released.
+    #[tokio::test(start_paused = true)]
+    async fn stalled_uploads_are_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), StoreLimits { max_blob_bytes: 16, quota_bytes: 24 }).unwrap();
+        let first = futures::stream::iter([Ok(vec![1u8; 8])]).chain(futures::stream::pending());
+        let err = store.receive(&sha256_hex(&[1; 16]), 16, Box::pin(first)).await.unwrap_err();
+        assert!(err.to_string().contains("no data for 30s"), "{err}");
+        assert_eq!(store.used(), 0);
     }
 }
