@@ -37,6 +37,11 @@ pub struct Takeover {
     pub elected: Duration,
     /// From the SIGKILL until a task submitted then had finished on the new leader.
     pub first_task: Duration,
+    /// The leader's RSS before and after the live tasks were submitted, and the new leader's after
+    /// it took over (all of them, and the agents' records, in its memory).
+    pub rss_before_kib: u64,
+    pub rss_with_live_kib: u64,
+    pub new_leader_rss_kib: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +153,8 @@ fn takeover(
 ) -> Result<Takeover> {
     let addr = fleet.addrs[leader].clone();
     let url = fleet.etcd.members[0].client_url.clone();
+    let pid = fleet.coordinators[leader].as_ref().context("leader running")?.child.id();
+    let rss_before_kib = rss_kib(pid);
     rt.block_on(async {
         let program = path::upload(&addr, module).await?;
         let mut op = path::operator(&addr).await?;
@@ -184,6 +191,8 @@ fn takeover(
         }
         anyhow::Ok(())
     })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_with_live_kib = rss_kib(pid);
     let old_key = rt.block_on(election_key(&url))?;
     let killed = Instant::now();
     fleet.kill_coordinator(leader);
@@ -205,7 +214,17 @@ fn takeover(
     let out = fleet.run(&["-q", &file.display().to_string()]);
     let first_task = killed.elapsed();
     ensure!(out.status.success(), "no task ran on the new leader: {}", text(&out.stderr));
-    Ok(Takeover { live_tasks: live, agent_records: 1000, elected, first_task })
+    let new = fleet.leader(Duration::from_secs(10));
+    let new_leader_rss_kib = rss_kib(fleet.coordinators[new].as_ref().context("new leader running")?.child.id());
+    Ok(Takeover {
+        live_tasks: live,
+        agent_records: 1000,
+        elected,
+        first_task,
+        rss_before_kib,
+        rss_with_live_kib,
+        new_leader_rss_kib,
+    })
 }
 
 /// The key (and its create revision) of the current leader in the election.
@@ -250,6 +269,14 @@ pub fn markdown(f: &Figures) -> String {
         t.elected.as_secs_f64(),
         t.first_task.as_secs_f64(),
         (t.first_task.saturating_sub(t.elected)).as_secs_f64()
+    ));
+    s.push_str(&format!(
+        "Leader RSS {:.0} MiB before the live tasks, {:.0} MiB with them ({:.0} bytes per live task); the new \
+         leader {:.0} MiB after the takeover.\n",
+        t.rss_before_kib as f64 / 1024.0,
+        t.rss_with_live_kib as f64 / 1024.0,
+        (t.rss_with_live_kib.saturating_sub(t.rss_before_kib) * 1024) as f64 / f64::from(t.live_tasks.max(1)),
+        t.new_leader_rss_kib as f64 / 1024.0
     ));
     s
 }

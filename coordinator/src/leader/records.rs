@@ -109,7 +109,15 @@ impl Leader {
     /// Every record under `prefix`, decoded and checked; the others are quarantined.
     pub(super) async fn load<R: Record>(&mut self, prefix: &str) -> crate::error::Result<Vec<Loaded<R>>> {
         let mut loaded = Vec::new();
-        for (key, value) in self.registry.range(prefix).await? {
+        let started = std::time::Instant::now();
+        let records = self.registry.range(prefix).await?;
+        tracing::debug!(
+            prefix,
+            records = records.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "registry range read"
+        );
+        for (key, value) in records {
             let name = key.strip_prefix(prefix).unwrap_or(&key);
             let checked = R::decode(&value.value[..])
                 .map_err(|e| format!("it does not decode: {e}"))

@@ -34,6 +34,7 @@ impl Leader {
     /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
     /// [`Leader::run`]).
     pub async fn recover(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
         self.recover_acl().await?;
         for loaded in self.load::<pb::AgentRecord>("agents/").await? {
             let record = loaded.record;
@@ -68,7 +69,9 @@ impl Leader {
         let mut terminal = Vec::new();
         let mut waiting = HashSet::new();
         let mut orphans = Vec::new();
-        for loaded in self.load::<pb::TaskRecord>("tasks/").await? {
+        let tasks = self.load::<pb::TaskRecord>("tasks/").await?;
+        let read = started.elapsed();
+        for loaded in tasks {
             let (record, mod_revision) = (loaded.record, loaded.mod_revision);
             let Some(status) = record.status.clone() else { continue };
             let task_id = status.task_id.clone();
@@ -111,6 +114,8 @@ impl Leader {
             agents = self.agents.len(),
             tasks = self.tasks.len(),
             quarantined = self.quarantined,
+            read_ms = read.as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
             pending = pending.len(),
             awaited_agents = waiting.len(),
             artifacts = self.artifacts.len(),
