@@ -465,6 +465,20 @@ impl Agent {
                     warn!("launch without a spec ignored");
                     return None;
                 };
+                // Checked once, here, by the rules the leader checked it with.
+                let task_id = spec.task_id.clone();
+                let spec = match skiff_core::TaskSpec::try_from(spec) {
+                    Ok(spec) => spec,
+                    Err(err) => {
+                        warn!(%err, "refusing a launch whose spec is invalid");
+                        // A task whose id is itself invalid cannot be answered by that id.
+                        if skiff_core::id::check_task_id(&task_id).is_ok() {
+                            let why = format!("the agent refused the spec: {err}");
+                            self.refuse(&task_id, pb::TaskState::Failed, pb::Reason::LaunchFailed, why);
+                        }
+                        return None;
+                    }
+                };
                 if self.tasks.contains_key(&spec.task_id) || self.executor.is_running(&spec.task_id) {
                     debug!(task_id = %spec.task_id, "duplicate launch ignored");
                     return None;
@@ -493,7 +507,7 @@ impl Agent {
                 crate::updates::store(&self.log, &staging);
                 self.launched.insert(spec.task_id.clone(), staging.update_id.clone());
                 self.tasks.insert(spec.task_id.clone(), staging);
-                self.executor.launch(spec);
+                self.executor.launch(spec.into_inner());
             }
             In::Kill(kill) => {
                 if !self.executor.kill(&kill.task_id) {

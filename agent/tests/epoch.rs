@@ -102,17 +102,26 @@ async fn next_session(sessions: &mut mpsc::UnboundedReceiver<Session>) -> Sessio
     tokio::time::timeout(Duration::from_secs(10), sessions.recv()).await.expect("agent connects").expect("server up")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_refuses_commands_from_an_older_epoch_and_remembers_across_restarts() {
+type Server = (String, mpsc::UnboundedReceiver<Session>, CancellationToken, tokio::task::JoinHandle<()>);
+
+/// A scripted coordinator on a free port: its address, the sessions agents open, and its stop.
+async fn serve() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let (tx, mut sessions) = mpsc::unbounded_channel();
+    let (tx, sessions) = mpsc::unbounded_channel();
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::agent_service_server::AgentServiceServer::new(Scripted { sessions: tx }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.clone().cancelled_owned()),
-    );
+    let serving = tonic::transport::Server::builder()
+        .add_service(pb::agent_service_server::AgentServiceServer::new(Scripted { sessions: tx }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.clone().cancelled_owned());
+    let server = tokio::spawn(async move {
+        let _ = serving.await;
+    });
+    (addr, sessions, server_stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_commands_from_an_older_epoch_and_remembers_across_restarts() {
+    let (addr, mut sessions, server_stop, server) = serve().await;
     let work_dir = tempfile::tempdir().unwrap();
 
     let (agent, stop) = start_agent(&addr, work_dir.path());
@@ -157,6 +166,56 @@ async fn agent_refuses_commands_from_an_older_epoch_and_remembers_across_restart
     let s = next_session(&mut sessions).await;
     assert_eq!(s.register.highest_epoch, 5);
     assert!(s.register.tasks.iter().all(|t| t.task_id != "t-from-epoch-4"), "{:?}", s.register.tasks);
+    stop.cancel();
+    agent.await.unwrap();
+    server_stop.cancel();
+    let _ = server.await;
+}
+
+/// A leader (or whoever holds its certificate) launches specs that break the domain model's
+/// rules: the agent checks them as the leader does, answers a bad spec FAILED with the rule it
+/// broke, says nothing of a task whose very id is unusable (it names sandboxes and cgroups), and
+/// runs the next good launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_launches_that_break_the_domain_rules() {
+    let (addr, mut sessions, server_stop, server) = serve().await;
+    let work_dir = tempfile::tempdir().unwrap();
+    let (agent, stop) = start_agent(&addr, work_dir.path().join("agent").as_path());
+    let mut s = next_session(&mut sessions).await;
+    let agent_id = s.register.agent_id.clone();
+    s.send(1, registered(&agent_id));
+    let mut nan = launch("t-nan-cpus");
+    if let Out::Launch(pb::LaunchTask { spec: Some(spec) }) = &mut nan {
+        spec.resources.as_mut().unwrap().cpus = f64::NAN;
+    }
+    s.send(1, nan);
+    s.send(1, launch("../escape"));
+    s.send(1, launch("t.dotted"));
+    s.send(1, launch("t-good"));
+    let mut refused = None;
+    loop {
+        match s.next().await.expect("agent stream open") {
+            pb::agent_message::Msg::Status(status) => {
+                s.send(
+                    1,
+                    Out::Ack(pb::AckStatus { task_id: status.task_id.clone(), update_id: status.update_id.clone() }),
+                );
+                match status.task_id.as_str() {
+                    "t-nan-cpus" => refused = Some(status),
+                    "t-good" if status.state() == pb::TaskState::Finished => break,
+                    "t-good" => {}
+                    other => panic!("a launch with an unusable task id was answered or run: {other:?}"),
+                }
+            }
+            pb::agent_message::Msg::Output(out) => assert_eq!(out.task_id, "t-good"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refused = refused.expect("the launch with NaN cpus was answered before the next launch ran");
+    assert_eq!(refused.state(), pb::TaskState::Failed, "{refused:?}");
+    assert_eq!(refused.reason(), pb::Reason::LaunchFailed, "{refused:?}");
+    assert!(refused.message.contains("the agent refused the spec: cpus must be a number"), "{refused:?}");
+    assert!(!work_dir.path().join("escape").exists(), "a task id reached outside the work dir");
     stop.cancel();
     agent.await.unwrap();
     server_stop.cancel();

@@ -205,7 +205,7 @@ pub fn parse(text: &str, dir: &Path) -> Result<Job, String> {
         expected_duration_ms,
         submitted_by: String::new(),
     };
-    skiff_coordinator::jobs::validate(&spec)?;
+    skiff_core::JobSpec::check_policy(&spec).map_err(|e| e.to_string())?;
     Ok(Job { spec, program })
 }
 

@@ -278,6 +278,26 @@ fn every_limit_on_input_is_refused_with_its_name() {
         let job = pb::JobSpec { instances: 100_001, task: Some(native("true")), ..Default::default() };
         let err = client.submit_job(pb::SubmitJobRequest { spec: Some(job) }).await.unwrap_err();
         assert!(err.message().contains("between 1 and 100000, got 100001"), "{}", err.message());
+        // Specs that break the domain model's rules, each refused at the edge with the rule.
+        let inline = pb::TaskSpec {
+            resources: native("true").resources,
+            kind: Some(pb::task_spec::Kind::Wasm(pb::WasmTask { module: b"\0asm".to_vec(), ..Default::default() })),
+            ..Default::default()
+        };
+        let mut nan = native("true");
+        nan.resources.as_mut().unwrap().cpus = f64::NAN;
+        let mut dotted = native("true");
+        dotted.task_id = "a.b".into();
+        for (spec, want) in [
+            (inline, "inline module bytes are for agent-local use"),
+            (nan, "cpus must be a number of at least 0.001"),
+            (dotted, "task id \"a.b\" is invalid"),
+            (pb::TaskSpec { resources: native("true").resources, ..Default::default() }, "neither a wasm module"),
+        ] {
+            let err = client.submit_task(pb::SubmitTaskRequest { spec: Some(spec) }).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(want), "{want}: {err:?}");
+        }
         // The fleet still serves.
         let ok = client.submit_task(pb::SubmitTaskRequest { spec: Some(native("true")) }).await;
         assert!(ok.is_ok(), "{ok:?}");

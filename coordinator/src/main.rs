@@ -57,6 +57,13 @@ struct Args {
     /// resumes where it was).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
     watch_buffer: u64,
+    /// Messages queued for one agent or framework that reads none of them before it is
+    /// disconnected with a reason (it registers or subscribes again, and is reconciled).
+    #[arg(long, default_value_t = skiff_core::limits::PEER_BUFFER as u64, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    peer_buffer: u64,
+    /// Live (not yet done) jobs one submitter (token, or `anonymous`) may have at once.
+    #[arg(long, default_value_t = skiff_core::limits::MAX_LIVE_JOBS_PER_SUBMITTER as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_live_jobs: u64,
     /// After a takeover, how long agents have to re-register before their tasks are reported LOST.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reregister_timeout: Duration,
@@ -258,6 +265,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.leader.max_finished_tasks = args.max_finished_tasks as usize;
     config.leader.max_task_output_bytes = args.max_task_output_mib << 20;
     config.leader.watch_buffer = args.watch_buffer as usize;
+    config.leader.peer_buffer = args.peer_buffer as usize;
+    config.leader.max_live_jobs_per_submitter = args.max_live_jobs as usize;
     config.leader.agent_timeout = args.agent_timeout;
     config.leader.agent_lost_after = args.agent_lost_after;
     config.leader.offer_interval = args.offer_interval;

@@ -118,6 +118,7 @@ impl Coordinator {
             tracker.clone(),
             shutdown.clone(),
             gate,
+            self.config.leader.peer_buffer,
         ))
         .max_decoding_message_size(limits::AGENT_MESSAGE_BYTES)
         .max_encoding_message_size(limits::RESPONSE_BYTES);
@@ -131,10 +132,13 @@ impl Coordinator {
         ))
         .max_decoding_message_size(limits::ARTIFACT_CHUNK_BYTES)
         .max_encoding_message_size(limits::ARTIFACT_CHUNK_BYTES);
-        let schedulers =
-            pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(roles.clone(), gate))
-                .max_decoding_message_size(limits::SCHEDULER_REQUEST_BYTES)
-                .max_encoding_message_size(limits::RESPONSE_BYTES);
+        let schedulers = pb::scheduler_service_server::SchedulerServiceServer::new(SchedulerApi::new(
+            roles.clone(),
+            gate,
+            self.config.leader.peer_buffer,
+        ))
+        .max_decoding_message_size(limits::SCHEDULER_REQUEST_BYTES)
+        .max_encoding_message_size(limits::RESPONSE_BYTES);
         let acls = pb::acl_service_server::AclServiceServer::new(AclApi::new(roles.clone(), gate))
             .max_decoding_message_size(limits::ACL_REQUEST_BYTES);
         let operators =

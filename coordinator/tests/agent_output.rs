@@ -1,5 +1,6 @@
 //! Task output sent again by an agent (its executor process replays what a restarted agent had not
-//! acknowledged) reaches watchers once: a whole coordinator, a scripted agent session over gRPC.
+//! acknowledged) reaches watchers once, and a chunk past the limit on one chunk is not kept: a
+//! whole coordinator, a scripted agent session over gRPC.
 
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,8 @@ async fn output_sent_again_reaches_watchers_once() {
         output(t, Stdout, 0, "one\n"),
         output(t, Stdout, 4, "two\n"),
         output(t, Stderr, 0, "warn\n"),
+        // One byte past the limit on a chunk (agents send 64 KiB at most): dropped whole.
+        output(t, Stdout, 8, &"x".repeat(skiff_core::limits::MAX_OUTPUT_CHUNK_BYTES + 1)),
         output(t, Stdout, 6, "o\nthree\n"),
         status(t, pb::TaskState::Finished, "u2"),
     ];

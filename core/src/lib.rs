@@ -9,13 +9,16 @@
 //! - [`id`]: task, job, framework and agent ids, one rule each;
 //! - [`task`]: task states, which are terminal, and the transitions between them;
 //! - [`limits`]: the bounds on input (spec sizes, instances, messages, output) and their checks;
+//! - [`spec`]: task and job specs, which exist only checked (`TryFrom<pb::TaskSpec>`, `TryFrom<pb::JobSpec>`);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` as given on command lines.
 #![forbid(unsafe_code)]
 
 pub mod id;
 pub mod limits;
+pub mod spec;
 pub mod task;
 pub mod units;
 
 pub use id::IdError;
 pub use limits::LimitError;
+pub use spec::{JobSpec, SpecError, TaskSpec};

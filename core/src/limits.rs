@@ -30,6 +30,9 @@ pub const ARTIFACT_CHUNK_BYTES: usize = 1 << 20;
 /// [`MAX_INSTANCES`]); clients decode up to this.
 pub const RESPONSE_BYTES: usize = 64 << 20;
 
+/// Task ids in one reconcile call of a framework (each unknown one is a registry read).
+pub const MAX_RECONCILE_TASKS: usize = 10_000;
+
 /// Messages the leader may have queued for one agent or framework before it counts as not
 /// reading and is disconnected (it registers or subscribes again, and is reconciled).
 pub const PEER_BUFFER: usize = 8192;

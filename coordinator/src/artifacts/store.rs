@@ -33,10 +33,8 @@ pub enum ArtifactError {
     Io { path: PathBuf, why: String },
 }
 
-/// Whether `text` is a lower-case hex sha256.
-pub fn valid_sha256(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+/// Whether `text` is a lower-case hex sha256 (the one rule, in the domain model).
+pub use skiff_core::spec::is_sha256 as valid_sha256;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

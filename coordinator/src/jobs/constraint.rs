@@ -28,36 +28,6 @@ fn holds(c: &pb::Constraint, value: Option<&String>) -> bool {
     }
 }
 
-/// Checks a constraint list; the error names the bad constraint.
-pub fn validate(constraints: &[pb::Constraint]) -> Result<(), String> {
-    for (i, c) in constraints.iter().enumerate() {
-        let name =
-            if c.attribute.is_empty() { format!("constraint {i}") } else { format!("constraint on {:?}", c.attribute) };
-        if c.attribute.is_empty() {
-            return Err(format!("{name}: attribute is empty"));
-        }
-        let n = c.values.len();
-        let ok = match Operator::try_from(c.operator).unwrap_or(Operator::Unspecified) {
-            Operator::Eq | Operator::Ne => n == 1,
-            Operator::In | Operator::NotIn => n >= 1,
-            Operator::Exists => n == 0,
-            Operator::Unspecified => return Err(format!("{name}: operator missing (==, !=, in, not_in, exists)")),
-        };
-        if !ok {
-            return Err(format!("{name}: {:?} takes {}, got {n} values", c.operator(), arity(c.operator())));
-        }
-    }
-    Ok(())
-}
-
-fn arity(op: Operator) -> &'static str {
-    match op {
-        Operator::Eq | Operator::Ne => "exactly one value",
-        Operator::In | Operator::NotIn => "one or more values",
-        _ => "no values",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,25 +80,6 @@ mod tests {
         ];
         for (constraints, want) in cases {
             assert_eq!(satisfied(&constraints, &attrs), want, "{constraints:?}");
-        }
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let cases = [
-            (c("zone", Operator::Eq, &["a"]), None),
-            (c("", Operator::Eq, &["a"]), Some("attribute is empty")),
-            (c("zone", Operator::Unspecified, &["a"]), Some("operator missing")),
-            (c("zone", Operator::Eq, &["a", "b"]), Some("exactly one value")),
-            (c("zone", Operator::In, &[]), Some("one or more")),
-            (c("zone", Operator::Exists, &["a"]), Some("no values")),
-        ];
-        for (constraint, want) in cases {
-            match (validate(std::slice::from_ref(&constraint)), want) {
-                (Ok(()), None) => {}
-                (Err(e), Some(text)) => assert!(e.contains(text), "{e} should mention {text}"),
-                (got, _) => panic!("{constraint:?}: got {got:?}, want {want:?}"),
-            }
         }
     }
 }

@@ -183,26 +183,6 @@ pub fn instance_spec(job: &pb::JobSpec, instance: u32) -> pb::TaskSpec {
     spec
 }
 
-/// Checks a job's own fields (its task is checked like any task); the error names the problem.
-pub fn validate(job: &pb::JobSpec) -> Result<(), String> {
-    if job.instances == 0 || job.instances > MAX_INSTANCES {
-        return Err(format!("job instances must be between 1 and {MAX_INSTANCES}, got {}", job.instances));
-    }
-    if job.task.is_none() {
-        return Err("job has no task".into());
-    }
-    if let Some(retry) = job.retry {
-        if retry.attempts > 100 {
-            return Err(format!("retry attempts must be at most 100, got {}", retry.attempts));
-        }
-        const DAY_MS: u64 = 86_400_000;
-        if retry.backoff_ms > DAY_MS || retry.max_backoff_ms > DAY_MS {
-            return Err("retry backoff and max_backoff must be at most 24h".into());
-        }
-    }
-    constraint::validate(&job.constraints)
-}
-
 /// Backoff before attempt `attempt` (1 = the first retry): doubles from `backoff_ms`, capped.
 pub fn backoff(retry: &pb::RetryPolicy, attempt: u32) -> Duration {
     let cap = if retry.max_backoff_ms == 0 { 60_000 } else { retry.max_backoff_ms };

@@ -146,27 +146,13 @@ fn job_states_and_kill() {
 }
 
 #[test]
-fn instance_specs_and_validation() {
+fn instance_specs_and_backoff() {
     let spec = instance_spec(&job("j", 3, None, vec![]), 2);
     assert_eq!(spec.args, vec!["n=2".to_string()]);
     assert_eq!(spec.env["SKIFF_INSTANCE"], "2");
     assert_eq!(spec.env["SKIFF_INSTANCES"], "3");
     assert_eq!(spec.name, "j[2]");
 
-    let cases = [
-        (job("j", 1, None, vec![]), None),
-        (job("j", 0, None, vec![]), Some("instances")),
-        (pb::JobSpec { task: None, ..job("j", 1, None, vec![]) }, Some("no task")),
-        (job("j", 1, Some(pb::RetryPolicy { attempts: 101, ..Default::default() }), vec![]), Some("at most 100")),
-        (job("j", 1, Some(pb::RetryPolicy { backoff_ms: u64::MAX, ..Default::default() }), vec![]), Some("24h")),
-    ];
-    for (spec, want) in cases {
-        match (validate(&spec), want) {
-            (Ok(()), None) => {}
-            (Err(e), Some(text)) => assert!(e.contains(text), "{e} should mention {text}"),
-            (got, _) => panic!("got {got:?}, want {want:?}"),
-        }
-    }
     let retry = pb::RetryPolicy { attempts: 5, backoff_ms: 1000, max_backoff_ms: 0 };
     let waits: Vec<u64> = (1..=8).map(|a| backoff(&retry, a).as_millis() as u64).collect();
     assert_eq!(waits, vec![1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);

@@ -182,8 +182,8 @@ impl Leader {
         let sent = fw.tx.as_ref().is_some_and(|tx| {
             super::handle::offer(tx, pb::SchedulerEvent { epoch, event: Some(event) }, || {
                 tonic::Status::resource_exhausted(format!(
-                    "the framework read none of the last {} events; subscribe again",
-                    limits::PEER_BUFFER
+                    "the framework read none of the last {} events; subscribe again with its framework id",
+                    tx.max_capacity()
                 ))
             })
         });
@@ -340,6 +340,14 @@ impl Leader {
                 Ok(Vec::new())
             }
             Some(Call::Reconcile(reconcile)) => {
+                if reconcile.task_ids.len() > limits::MAX_RECONCILE_TASKS {
+                    let err = limits::LimitError::count(
+                        "the number of task ids in one reconcile",
+                        reconcile.task_ids.len() as u64,
+                        limits::MAX_RECONCILE_TASKS as u64,
+                    );
+                    return Err(Error::LimitExceeded(format!("{err}: reconcile them in several calls")));
+                }
                 self.reconcile_framework(&id, reconcile.task_ids).await;
                 Ok(Vec::new())
             }
@@ -398,23 +406,25 @@ impl Leader {
     }
 
     async fn accept(&mut self, framework_id: &str, accept: pb::scheduler_call::Accept) -> Result<Vec<String>> {
-        let mut specs = accept.launches;
         let mut seen = std::collections::HashSet::new();
-        for spec in &mut specs {
+        let mut specs = Vec::with_capacity(accept.launches.len());
+        for launch in accept.launches {
+            let named = if launch.task_id.is_empty() { String::new() } else { format!("task {}: ", launch.task_id) };
+            let mut spec = skiff_core::TaskSpec::try_from(launch)
+                .map_err(|err| Error::InvalidArgument(format!("{named}{err}")))?;
             if spec.task_id.is_empty() {
-                spec.task_id = new_id("t");
-            } else if let Err(err) = skiff_core::id::check_task_id(&spec.task_id) {
-                return Err(Error::InvalidArgument(err.to_string()));
+                spec.set_task_id(new_id("t")).map_err(|e| Error::InvalidArgument(e.to_string()))?;
             } else if self.tasks.contains_key(&spec.task_id)
                 || !seen.insert(spec.task_id.clone())
                 || self.registry.get(&keys::task(&spec.task_id)).await?.is_some()
             {
                 return Err(Error::InvalidArgument(format!("task id {} is already in use", spec.task_id)));
             }
-            self.check_artifacts(spec).map_err(|err| match err {
+            self.check_artifacts(&mut spec).map_err(|err| match err {
                 Error::InvalidArgument(msg) => Error::InvalidArgument(format!("task {}: {msg}", spec.task_id)),
                 other => other,
             })?;
+            specs.push(spec.into_inner());
         }
         let wanted: Vec<(String, Resources)> =
             specs.iter().map(|s| (s.task_id.clone(), Resources::from(&s.resources.unwrap_or_default()))).collect();

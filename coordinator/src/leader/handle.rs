@@ -74,12 +74,12 @@ pub enum Command {
     },
     /// A one-instance job; answers its task id and job id.
     Submit {
-        spec: pb::TaskSpec,
+        spec: skiff_core::TaskSpec,
         submitted_by: String,
         reply: oneshot::Sender<Result<(String, String)>>,
     },
     SubmitJob {
-        spec: pb::JobSpec,
+        spec: skiff_core::JobSpec,
         reply: oneshot::Sender<Result<pb::SubmitJobResponse>>,
     },
     GetJob {
@@ -168,7 +168,7 @@ impl Command {
     pub(super) fn run_as(&mut self, principal: Principal) {
         match self {
             Command::Submit { submitted_by, .. } => *submitted_by = principal.accessor,
-            Command::SubmitJob { spec, .. } => spec.submitted_by = principal.accessor,
+            Command::SubmitJob { spec, .. } => spec.set_submitted_by(principal.accessor),
             Command::Subscribe { principal: p, .. } => *p = principal,
             _ => {}
         }

@@ -6,7 +6,7 @@ use skiff_proto as pb;
 use skiff_proto::TaskState;
 use tracing::{info, warn};
 
-use skiff_core::limits;
+use skiff_core::{JobSpec, TaskSpec, limits};
 
 use super::{Leader, TaskEntry, new_id, now_ms, std_now};
 use crate::error::{Error, Result};
@@ -19,10 +19,8 @@ fn record_task_id(record: &pb::TaskRecord) -> &str {
 
 impl Leader {
     /// `skiff run`: a job of one instance without retries; answers (task id, job id).
-    pub(super) async fn submit(&mut self, spec: pb::TaskSpec, submitted_by: String) -> Result<(String, String)> {
-        let job =
-            pb::JobSpec { name: spec.name.clone(), instances: 1, task: Some(spec), submitted_by, ..Default::default() };
-        let submitted = self.submit_job(job).await?;
+    pub(super) async fn submit(&mut self, spec: TaskSpec, submitted_by: String) -> Result<(String, String)> {
+        let submitted = self.submit_job(JobSpec::single(spec, submitted_by)).await?;
         let task_id = submitted.task_ids.first().cloned().ok_or(Error::ShuttingDown)?;
         Ok((task_id, submitted.job_id))
     }
@@ -31,19 +29,17 @@ impl Leader {
     /// job record is the submit's commit point. Until it is written the job is nowhere in memory;
     /// if any write fails, the tasks written so far are deleted again (and if that fails too, the
     /// next leader deletes tasks whose job has no record when it takes over).
-    pub(super) async fn submit_job(&mut self, mut spec: pb::JobSpec) -> Result<pb::SubmitJobResponse> {
-        jobs::validate(&spec).map_err(Error::InvalidArgument)?;
+    pub(super) async fn submit_job(&mut self, spec: JobSpec) -> Result<pb::SubmitJobResponse> {
         let live = self.jobs.live_jobs_of(&spec.submitted_by);
-        if live >= limits::MAX_LIVE_JOBS_PER_SUBMITTER {
-            let err = limits::LimitError::count(
-                "the number of live jobs of this submitter",
-                live as u64 + 1,
-                limits::MAX_LIVE_JOBS_PER_SUBMITTER as u64,
-            );
+        let most = self.config.max_live_jobs_per_submitter;
+        if live >= most {
+            let err =
+                limits::LimitError::count("the number of live jobs of this submitter", live as u64 + 1, most as u64);
             return Err(Error::LimitExceeded(format!("{err}: wait for some to finish, or kill some")));
         }
-        let mut template = spec.task.take().unwrap_or_default();
+        let (mut spec, mut template) = spec.into_parts();
         self.check_artifacts(&mut template)?;
+        let mut template = template.into_inner();
         template.task_id.clear();
         spec.task = Some(template);
         spec.job_id = new_id("j");

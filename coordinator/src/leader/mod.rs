@@ -97,6 +97,11 @@ pub struct LeaderConfig {
     pub max_task_output_bytes: u64,
     /// Events a watcher may fall behind before it is cut off (it may resume from where it was).
     pub watch_buffer: usize,
+    /// Messages queued for one agent or framework before it counts as not reading and is
+    /// disconnected with a reason (it registers or subscribes again and is reconciled).
+    pub peer_buffer: usize,
+    /// Live (not yet done) jobs one submitter may have at once.
+    pub max_live_jobs_per_submitter: usize,
 }
 
 impl Default for LeaderConfig {
@@ -122,6 +127,8 @@ impl Default for LeaderConfig {
             max_finished_tasks: 100_000,
             max_task_output_bytes: 4 << 20,
             watch_buffer: 1024,
+            peer_buffer: skiff_core::limits::PEER_BUFFER,
+            max_live_jobs_per_submitter: skiff_core::limits::MAX_LIVE_JOBS_PER_SUBMITTER,
         }
     }
 }
@@ -483,7 +490,7 @@ impl Leader {
         handle::offer(tx, msg, || {
             tonic::Status::resource_exhausted(format!(
                 "the agent read none of the last {} messages; register again",
-                skiff_core::limits::PEER_BUFFER
+                tx.max_capacity()
             ))
         })
     }

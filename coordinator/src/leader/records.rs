@@ -5,7 +5,7 @@
 //! leader.
 
 use prost::Message;
-use skiff_core::{id, limits};
+use skiff_core::{JobSpec, TaskSpec, id};
 use skiff_proto as pb;
 use tracing::{error, warn};
 
@@ -34,7 +34,8 @@ impl Record for pb::TaskRecord {
             id::check_job_id(&self.job_id).map_err(|e| e.to_string())?;
         }
         let spec = self.spec.as_ref().ok_or("it has no spec")?;
-        limits::check_spec(spec).map_err(|e| e.to_string())?;
+        TaskSpec::check(spec).map_err(|e| e.to_string())?;
+        same("spec's task id", key, &spec.task_id)?;
         if pb::TaskState::try_from(status.state).is_err() {
             return Err(format!("its state {} is not a task state", status.state));
         }
@@ -47,8 +48,7 @@ impl Record for pb::JobRecord {
         let spec = self.spec.as_ref().ok_or("it has no spec")?;
         id::check_job_id(&spec.job_id).map_err(|e| e.to_string())?;
         same("job id", key, &spec.job_id)?;
-        crate::jobs::validate(spec)?;
-        spec.task.as_ref().map_or(Ok(()), |t| limits::check_spec(t).map_err(|e| e.to_string()))
+        JobSpec::check(spec).map_err(|e| e.to_string())
     }
 }
 

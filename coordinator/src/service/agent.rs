@@ -26,11 +26,19 @@ pub struct AgentApi {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     gate: Gate,
+    /// Messages queued for an agent before it counts as not reading (`LeaderConfig::peer_buffer`).
+    buffer: usize,
 }
 
 impl AgentApi {
-    pub fn new(roles: watch::Receiver<Role>, tracker: TaskTracker, shutdown: CancellationToken, gate: Gate) -> Self {
-        Self { roles, tracker, shutdown, gate }
+    pub fn new(
+        roles: watch::Receiver<Role>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+        gate: Gate,
+        buffer: usize,
+    ) -> Self {
+        Self { roles, tracker, shutdown, gate, buffer: buffer.max(2) }
     }
 
     /// The leader's handle, or the redirect a follower answers with.
@@ -79,7 +87,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         check_agent(identity.as_ref(), &register.agent_id)?;
         let agent_id = register.agent_id.clone();
-        let (tx, rx) = mpsc::channel(limits::PEER_BUFFER);
+        let (tx, rx) = mpsc::channel(self.buffer);
         let leader = match self.leader_or_redirect().await {
             Ok(leader) => leader,
             Err(redirect) => {

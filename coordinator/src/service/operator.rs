@@ -43,6 +43,23 @@ fn submit_capability(spec: Option<&pb::TaskSpec>) -> Capability {
     }
 }
 
+/// A spec converted at this edge; a caller that may not submit hears that before what is wrong
+/// with its spec.
+async fn checked<T>(
+    leader: &LeaderHandle,
+    caller: &Caller,
+    need: Capability,
+    spec: Result<T, skiff_core::SpecError>,
+) -> Result<T, Status> {
+    match spec {
+        Ok(spec) => Ok(spec),
+        Err(err) => {
+            leader.authorize(caller, Ask::Jobs(need)).await?;
+            Err(Status::invalid_argument(format!("invalid request: {err}")))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operator_service_server::OperatorService for OperatorApi {
     type WatchTaskStream = BoxStream<'static, Result<pb::TaskEvent, Status>>;
@@ -54,6 +71,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let need = submit_capability(request.get_ref().spec.as_ref());
         let (leader, caller) = self.caller(&request)?;
         let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit: spec is missing"))?;
+        let spec = checked(&leader, &caller, need, skiff_core::TaskSpec::try_from(spec)).await?;
         // The leader puts the token's accessor in place of `anonymous`.
         let submitted_by = ANONYMOUS.to_owned();
         let (task_id, job_id) =
@@ -67,10 +85,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let need = submit_capability(request.get_ref().spec.as_ref().and_then(|s| s.task.as_ref()));
         let (leader, caller) = self.caller(&request)?;
-        let mut spec =
-            request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("submit job: spec is missing"))?;
+        let mut spec = checked(&leader, &caller, need, skiff_core::JobSpec::try_from(spec)).await?;
         // Whatever the client sent: the leader records the token's accessor.
-        spec.submitted_by = ANONYMOUS.to_owned();
+        spec.set_submitted_by(ANONYMOUS.to_owned());
         Ok(Response::new(leader.ask_as(&caller, Ask::Jobs(need), |reply| Command::SubmitJob { spec, reply }).await??))
     }
 

@@ -17,11 +17,13 @@ use crate::replica::Role;
 pub struct SchedulerApi {
     roles: watch::Receiver<Role>,
     gate: Gate,
+    /// Events queued for a framework before it counts as not reading (`LeaderConfig::peer_buffer`).
+    buffer: usize,
 }
 
 impl SchedulerApi {
-    pub fn new(roles: watch::Receiver<Role>, gate: Gate) -> Self {
-        Self { roles, gate }
+    pub fn new(roles: watch::Receiver<Role>, gate: Gate, buffer: usize) -> Self {
+        Self { roles, gate, buffer: buffer.max(2) }
     }
 }
 
@@ -43,7 +45,7 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
         let ask = Ask::Need(Need::on_role(Capability::Framework, role));
         // The leader puts the token's principal in place of the anonymous one.
         let principal = Principal::anonymous();
-        let (tx, rx) = mpsc::channel(skiff_core::limits::PEER_BUFFER);
+        let (tx, rx) = mpsc::channel(self.buffer);
         leader.ask_as(&caller, ask, |reply| Command::Subscribe { info, principal, tx, reply }).await??;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
