@@ -72,3 +72,42 @@ async fn unreachable_etcd_is_unavailable_not_a_hang() {
     assert!(matches!(err, RegistryError::Unavailable(_)), "{err:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// A range of many pages: every key once, in order, in several pages, all at the revision of the
+/// first page (a write made while the pages are handed out is not in them); on a multi-threaded
+/// runtime the next page is read while one is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_ranges_are_one_snapshot_every_key_once() {
+    let cluster = etcd::Etcd::start(1);
+    let url = cluster.members[0].client_url.clone();
+    let mut client = etcd_client::Client::connect([&url], None).await.unwrap();
+    let members = Members::connect(std::slice::from_ref(&url), None).await.unwrap();
+    let (fence, _) = leader_key(&mut client, "/paged/election/a").await;
+    let reg = EtcdRegistry::fenced(members, "/paged/", fence);
+    const KEYS: usize = 2_600;
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
+        let mut txn = Txn::new();
+        for i in chunk {
+            txn = txn.put(format!("tasks/{i:05}"), vec![b'x'; 2048]);
+        }
+        reg.commit(txn).await.unwrap();
+    }
+    let mut pages = Vec::new();
+    let mut keys = Vec::new();
+    let mut writer = client.clone();
+    let handle = tokio::runtime::Handle::current();
+    reg.range_pages("tasks/", &mut |page| {
+        if pages.is_empty() {
+            // Written after the first page was read: not part of this snapshot.
+            handle.block_on(writer.put("/paged/tasks/99999", "late", None)).unwrap();
+        }
+        pages.push(page.len());
+        keys.extend(page.into_iter().map(|(k, _)| k));
+    })
+    .await
+    .unwrap();
+    let want: Vec<String> = (0..KEYS).map(|i| format!("tasks/{i:05}")).collect();
+    assert_eq!(keys, want, "every key once, in key order, and nothing written after the first page");
+    assert!(pages.len() >= 2, "one page for {KEYS} keys: {pages:?}");
+    assert_eq!(reg.range("tasks/").await.unwrap().len(), KEYS + 1, "a later range sees the late write");
+}

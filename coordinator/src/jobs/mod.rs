@@ -386,6 +386,19 @@ impl JobScheduler {
         }
     }
 
+    /// Room for `tasks` more queued tasks (a takeover queues them all at once).
+    pub fn reserve_queue(&mut self, tasks: usize) {
+        self.pending.reserve(tasks);
+    }
+
+    /// Queues a recovered PENDING task of `job_id` (added with [`JobScheduler::add_task`]) at the
+    /// back of the queue.
+    pub fn queue_recovered(&mut self, task_id: String, job_id: String, resources: Resources) {
+        if self.tasks.contains_key(&task_id) {
+            self.queue(Queued { task_id, job_id, resources, seq: 0, since: Instant::now() }, false);
+        }
+    }
+
     /// Queues a recovered PENDING task at the back of the queue.
     pub fn requeue_back(&mut self, task_id: &str, resources: Resources) {
         if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {

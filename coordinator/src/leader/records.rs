@@ -10,7 +10,7 @@ use skiff_proto as pb;
 use tracing::{error, warn};
 
 use super::Leader;
-use crate::registry::{Txn, Versioned, keys};
+use crate::registry::{Page, Txn, Versioned, keys};
 
 /// Decodes a record, or says why it cannot be used.
 pub(super) trait Record: Message + Default + Sized {
@@ -98,6 +98,30 @@ impl Record for pb::CollectedRecord {
     }
 }
 
+/// Records below this are decoded on the calling thread; a takeover's large ranges are decoded
+/// on every core (the leader does nothing else until it has them).
+const PARALLEL_FROM: usize = 4096;
+
+/// Decodes and checks every record (in order), on as many threads as there are cores.
+fn decode_all<R: Record>(prefix: &str, records: &[(String, Versioned)]) -> Vec<Result<R, String>> {
+    let one = |(key, value): &(String, Versioned)| {
+        let name = key.strip_prefix(prefix).unwrap_or(key);
+        R::decode(&value.value[..])
+            .map_err(|e| format!("it does not decode: {e}"))
+            .and_then(|r| r.check(name).map(|()| r))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if records.len() < PARALLEL_FROM || threads < 2 {
+        return records.iter().map(one).collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> =
+            records.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
 /// A record that decoded and checked, with its key and revision.
 #[derive(Debug)]
 pub(super) struct Loaded<R> {
@@ -109,25 +133,40 @@ impl Leader {
     /// Every record under `prefix`, decoded and checked; the others are quarantined.
     pub(super) async fn load<R: Record>(&mut self, prefix: &str) -> crate::error::Result<Vec<Loaded<R>>> {
         let mut loaded = Vec::new();
-        let started = std::time::Instant::now();
-        let records = self.registry.range(prefix).await?;
-        tracing::debug!(
-            prefix,
-            records = records.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "registry range read"
-        );
-        for (key, value) in records {
-            let name = key.strip_prefix(prefix).unwrap_or(&key);
-            let checked = R::decode(&value.value[..])
-                .map_err(|e| format!("it does not decode: {e}"))
-                .and_then(|r| r.check(name).map(|()| r));
-            match checked {
-                Ok(record) => loaded.push(Loaded { record, mod_revision: value.mod_revision }),
-                Err(why) => self.quarantine(&key, value, &why).await?,
-            }
-        }
+        self.load_each(prefix, |_, record| loaded.push(record)).await?;
         Ok(loaded)
+    }
+
+    /// Hands every record under `prefix` that decodes and checks to `handle` as its page arrives
+    /// (pages are decoded on every core, and indexed while the next one is read); the others are
+    /// quarantined once all are read. Answers how many were handled.
+    pub(super) async fn load_each<R: Record>(
+        &mut self,
+        prefix: &str,
+        mut handle: impl FnMut(&mut Self, Loaded<R>) + Send,
+    ) -> crate::error::Result<usize> {
+        let started = std::time::Instant::now();
+        let registry = self.registry.clone();
+        let mut bad = Vec::new();
+        let mut handled = 0;
+        let mut each = |page: Page| {
+            let checked = decode_all::<R>(prefix, &page);
+            for ((key, value), checked) in page.into_iter().zip(checked) {
+                match checked {
+                    Ok(record) => {
+                        handled += 1;
+                        handle(self, Loaded { record, mod_revision: value.mod_revision });
+                    }
+                    Err(why) => bad.push((key, value, why)),
+                }
+            }
+        };
+        registry.range_pages(prefix, &mut each).await?;
+        tracing::debug!(prefix, handled, ms = started.elapsed().as_millis() as u64, "registry range loaded");
+        for (key, value, why) in bad {
+            self.quarantine(&key, value, &why).await?;
+        }
+        Ok(handled)
     }
 
     /// Moves a bad record to `quarantine/<key>`, its bytes as they were.

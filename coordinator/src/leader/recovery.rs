@@ -30,6 +30,19 @@ pub(super) struct Window {
     pub(super) waiting: HashSet<String>,
 }
 
+/// What the task records of a takeover hold besides the tasks themselves.
+#[derive(Debug, Default)]
+struct Found {
+    /// PENDING tasks (submitted, task id, job id, resources), queued once all are read.
+    pending: Vec<(u64, String, String, Resources)>,
+    /// Ended tasks (ended, task id, framework id), retired once all are read.
+    terminal: Vec<(u64, String, String)>,
+    /// Agents with tasks placed on them: the re-registration window waits for them.
+    waiting: HashSet<String>,
+    /// Tasks whose job has no record.
+    orphans: Vec<String>,
+}
+
 impl Leader {
     /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
     /// [`Leader::run`]).
@@ -65,45 +78,11 @@ impl Leader {
         for tombstone in tombstones {
             self.recovered_tombstone(tombstone);
         }
-        let mut pending = Vec::new();
-        let mut terminal = Vec::new();
-        let mut waiting = HashSet::new();
-        let mut orphans = Vec::new();
-        let tasks = self.load::<pb::TaskRecord>("tasks/").await?;
-        let read = started.elapsed();
-        for loaded in tasks {
-            let (record, mod_revision) = (loaded.record, loaded.mod_revision);
-            let Some(status) = record.status.clone() else { continue };
-            let task_id = status.task_id.clone();
-            let state = status.state();
-            let stamp = status.timestamp_ms;
-            if !record.job_id.is_empty()
-                && self.jobs.spec(&record.job_id).is_none()
-                && (state == TaskState::Pending || task::is_terminal(state))
-            {
-                // A task of a submit that did not reach its job record, or of a job collected
-                // halfway: it goes too.
-                orphans.push(task_id);
-                continue;
-            }
-            if matches!(state, TaskState::Staging | TaskState::Running | TaskState::Unreachable) {
-                waiting.insert(status.agent_id.clone());
-            }
-            let job = (!record.job_id.is_empty()).then(|| (record.job_id.clone(), record.instance, record.attempt));
-            let framework_id = record.framework_id.clone();
-            let entry = TaskEntry::new(record, mod_revision);
-            let resources = entry.resources;
-            self.tasks.insert(task_id.clone(), entry);
-            if let Some((job_id, instance, attempt)) = job {
-                let queued_state = if state == TaskState::Pending { TaskState::Unspecified } else { state };
-                self.jobs.add_task(&task_id, &job_id, instance, attempt, queued_state, resources);
-            }
-            match state {
-                TaskState::Pending => pending.push((stamp, task_id, resources)),
-                s if task::is_terminal(s) => terminal.push((stamp, task_id, framework_id)),
-                _ => {}
-            }
-        }
+        let mut found = Found::default();
+        let loaded = self.load_each::<pb::TaskRecord>("tasks/", |this, loaded| this.recovered_task(loaded, &mut found));
+        loaded.await?;
+        let loaded = started.elapsed();
+        let Found { mut pending, mut terminal, waiting, orphans } = found;
         if !orphans.is_empty() {
             info!(tasks = orphans.len(), "deleting tasks whose job has no record (a submit or collection cut short)");
             self.collect_tasks(orphans).await?;
@@ -114,7 +93,7 @@ impl Leader {
             agents = self.agents.len(),
             tasks = self.tasks.len(),
             quarantined = self.quarantined,
-            read_ms = read.as_millis() as u64,
+            loaded_ms = loaded.as_millis() as u64,
             took_ms = started.elapsed().as_millis() as u64,
             pending = pending.len(),
             awaited_agents = waiting.len(),
@@ -123,15 +102,28 @@ impl Leader {
         );
         // Pending tasks are queued in submission order; those of killed jobs are killed, and those
         // written before jobs existed become jobs of one instance.
-        for (_, task_id, resources) in pending {
-            let job_id = self.tasks.get(&task_id).map(|t| t.record.job_id.clone()).unwrap_or_default();
+        self.jobs.reserve_queue(pending.len());
+        let mut killed: Option<(String, bool)> = None;
+        for (_, task_id, job_id, resources) in pending {
             if job_id.is_empty() {
                 self.adopt_into_job(&task_id).await?;
-            } else if self.jobs.is_killed(&job_id) {
+                self.jobs.requeue_back(&task_id, resources);
+                continue;
+            }
+            // Tasks of one job come in runs: ask about each job once per run.
+            let is_killed = match &killed {
+                Some((id, k)) if *id == job_id => *k,
+                _ => {
+                    let k = self.jobs.is_killed(&job_id);
+                    killed = Some((job_id.clone(), k));
+                    k
+                }
+            };
+            if is_killed {
                 self.kill(&task_id).await?;
                 continue;
             }
-            self.jobs.requeue_back(&task_id, resources);
+            self.jobs.queue_recovered(task_id, job_id, resources);
         }
         // Instances a partly written submit left without a task, and retries that were waiting.
         let missing: Vec<Attempt> = job_ids
@@ -156,6 +148,44 @@ impl Leader {
             self.recovery = Some(Window { deadline: Instant::now() + self.config.reregister_timeout, waiting });
         }
         Ok(())
+    }
+
+    /// Indexes one task record read back at a takeover.
+    fn recovered_task(&mut self, loaded: super::records::Loaded<pb::TaskRecord>, found: &mut Found) {
+        let (record, mod_revision) = (loaded.record, loaded.mod_revision);
+        let Some(status) = record.status.as_ref() else { return };
+        let task_id = status.task_id.clone();
+        let state = status.state();
+        let stamp = status.timestamp_ms;
+        if !record.job_id.is_empty()
+            && self.jobs.spec(&record.job_id).is_none()
+            && (state == TaskState::Pending || task::is_terminal(state))
+        {
+            // A task of a submit that did not reach its job record, or of a job collected
+            // halfway: it goes too.
+            found.orphans.push(task_id);
+            return;
+        }
+        if matches!(state, TaskState::Staging | TaskState::Running | TaskState::Unreachable)
+            && !found.waiting.contains(&status.agent_id)
+        {
+            found.waiting.insert(status.agent_id.clone());
+        }
+        let job_id = record.job_id.clone();
+        let (instance, attempt) = (record.instance, record.attempt);
+        let framework_id = record.framework_id.clone();
+        let entry = TaskEntry::new(record, mod_revision);
+        let resources = entry.resources;
+        self.tasks.insert(task_id.clone(), entry);
+        if !job_id.is_empty() {
+            let queued_state = if state == TaskState::Pending { TaskState::Unspecified } else { state };
+            self.jobs.add_task(&task_id, &job_id, instance, attempt, queued_state, resources);
+        }
+        match state {
+            TaskState::Pending => found.pending.push((stamp, task_id, job_id, resources)),
+            s if task::is_terminal(s) => found.terminal.push((stamp, task_id, framework_id)),
+            _ => {}
+        }
     }
 
     /// Makes a PENDING task without a job (written by a coordinator before jobs existed) a job of

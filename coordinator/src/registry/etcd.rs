@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{Compare as EtcdCompare, CompareOp, GetOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse};
 
-use super::{Compare, Op, Registry, RegistryError, Txn, Versioned};
+use super::{Compare, Op, Page, Registry, RegistryError, Txn, Versioned};
 use crate::members::{Member, Members};
 
 /// Time allowed for one registry request before it counts as unavailable.
@@ -57,6 +57,17 @@ pub struct Fence {
 }
 
 /// Registry on etcd. Keys are stored as `prefix + key`.
+/// One page of a range as read.
+struct Fetched {
+    items: Page,
+    /// Where the next page starts, if there is one.
+    next: Option<Vec<u8>>,
+    /// The revision the page was read at.
+    revision: i64,
+    /// Average bytes of a record of the page.
+    each_bytes: Option<usize>,
+}
+
 #[derive(Clone)]
 pub struct EtcdRegistry {
     members: Members,
@@ -131,7 +142,38 @@ impl Registry for EtcdRegistry {
     }
 
     async fn range(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, RegistryError> {
-        retried(|_| self.range_once(prefix)).await
+        let mut out = Vec::new();
+        self.range_pages(prefix, &mut |page| out.extend(page)).await?;
+        Ok(out)
+    }
+
+    /// All of `prefix`, in pages sized by the records before them (halved while a page is too
+    /// large to decode), every page at the revision of the first: one consistent snapshot, and no
+    /// response near a message limit however large the range. Each page is retried on its own,
+    /// so `each` never sees a page twice; while it runs, the next page is being read.
+    async fn range_pages(&self, prefix: &str, each: &mut (dyn FnMut(Page) + Send)) -> Result<(), RegistryError> {
+        let full = self.full(prefix);
+        let end = prefix_end(full.as_bytes());
+        let mut limit = FIRST_PAGE_KEYS;
+        let mut fetched = self.page(full.as_bytes(), &end, &mut limit, 0).await?;
+        let revision = fetched.revision;
+        loop {
+            let Some(next) = fetched.next.take() else {
+                each(fetched.items);
+                return Ok(());
+            };
+            let items = std::mem::take(&mut fetched.items);
+            let (following, ()) = tokio::join!(self.page(&next, &end, &mut limit, revision), async {
+                // Off the worker (when there are others), so the connection's tasks keep
+                // running and the next page arrives meanwhile.
+                if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                    tokio::task::block_in_place(|| each(items));
+                } else {
+                    each(items);
+                }
+            });
+            fetched = following?;
+        }
     }
 
     async fn commit(&self, txn: Txn) -> Result<i64, RegistryError> {
@@ -178,47 +220,57 @@ impl EtcdRegistry {
             .map(|kv| Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }))
     }
 
-    /// All of `prefix`, read in pages sized by the records before them (halved while a page is too
-    /// large to decode), every page at the revision of the first: one consistent snapshot, and no
-    /// response near a message limit however large the range.
-    async fn range_once(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, RegistryError> {
-        let full = self.full(prefix);
-        let end = prefix_end(full.as_bytes());
-        let mut start = full.into_bytes();
-        let mut revision = 0;
-        let mut page = FIRST_PAGE_KEYS;
-        let mut out = Vec::new();
+    /// One page of `[start, end)` at `revision` (0: the current one), or `None` if it is too
+    /// large to decode.
+    async fn page_once(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: i64,
+        revision: i64,
+    ) -> Result<Option<Fetched>, RegistryError> {
+        let member = self.members.current();
+        let mut kv = member.client.kv_client().max_decoding_message_size(RANGE_MESSAGE_BYTES);
+        let options = GetOptions::new().with_range(end.to_vec()).with_limit(limit).with_revision(revision);
+        let resp = match bounded("range", kv.get(start.to_vec(), Some(options))).await {
+            Err(RegistryError::Unavailable(why)) if limit > 1 && why.contains("too large") => return Ok(None),
+            other => self.check(&member, other)?,
+        };
+        let bytes: usize = resp.kvs().iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+        let mut items = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            let key = kv.key_str().map_err(unavailable)?;
+            let key = key.strip_prefix(&self.prefix).unwrap_or(key).to_owned();
+            items.push((key, Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }));
+        }
+        let next = match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                let mut next = last.key().to_vec();
+                next.push(0);
+                Some(next)
+            }
+            _ => None,
+        };
+        Ok(Some(Fetched {
+            each_bytes: bytes.checked_div(items.len()),
+            items,
+            next,
+            revision: resp.header().map_or(0, |h| h.revision()),
+        }))
+    }
+
+    /// The page from `start`, its size halved while it is too large to decode.
+    async fn page(&self, start: &[u8], end: &[u8], limit: &mut i64, revision: i64) -> Result<Fetched, RegistryError> {
         loop {
-            let member = self.members.current();
-            let mut kv = member.client.kv_client().max_decoding_message_size(RANGE_MESSAGE_BYTES);
-            let options = GetOptions::new().with_range(end.clone()).with_limit(page).with_revision(revision);
-            let resp = match bounded("range", kv.get(start.clone(), Some(options))).await {
-                Err(RegistryError::Unavailable(why)) if page > 1 && why.contains("too large") => {
-                    page /= 2;
-                    tracing::debug!(page, "a registry page was too large to decode; reading smaller pages");
-                    continue;
+            if let Some(fetched) = retried(|_| self.page_once(start, end, *limit, revision)).await? {
+                // The next page is sized by the records of this one.
+                if let Some(each) = fetched.each_bytes {
+                    *limit = ((PAGE_BYTES / each.max(1)) as i64).clamp(1, MAX_PAGE_KEYS);
                 }
-                other => self.check(&member, other)?,
-            };
-            if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
+                return Ok(fetched);
             }
-            let bytes: usize = resp.kvs().iter().map(|kv| kv.key().len() + kv.value().len()).sum();
-            if let Some(each) = bytes.checked_div(resp.kvs().len()) {
-                page = ((PAGE_BYTES / each.max(1)) as i64).clamp(1, MAX_PAGE_KEYS);
-            }
-            for kv in resp.kvs() {
-                let key = kv.key_str().map_err(unavailable)?;
-                let key = key.strip_prefix(&self.prefix).unwrap_or(key).to_owned();
-                out.push((key, Versioned { value: kv.value().to_vec().into(), mod_revision: kv.mod_revision() }));
-            }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => return Ok(out),
-            }
+            *limit /= 2;
+            tracing::debug!(page = *limit, "a registry page was too large to decode; reading smaller pages");
         }
     }
 

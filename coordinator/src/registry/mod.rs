@@ -102,6 +102,9 @@ pub enum RegistryError {
     Unavailable(String),
 }
 
+/// Keys (without the registry's own prefix) and values, in key order.
+pub type Page = Vec<(String, Versioned)>;
+
 /// Storage of the coordinator's state.
 #[async_trait]
 pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
@@ -109,6 +112,14 @@ pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
 
     /// All keys starting with `prefix`, in key order.
     async fn range(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, RegistryError>;
+
+    /// The same snapshot as [`Registry::range`], handed to `each` a page at a time, in key order.
+    /// A registry that reads in pages reads the next one while `each` runs (a takeover decodes
+    /// and indexes what it has while etcd serves the rest).
+    async fn range_pages(&self, prefix: &str, each: &mut (dyn FnMut(Page) + Send)) -> Result<(), RegistryError> {
+        each(self.range(prefix).await?);
+        Ok(())
+    }
 
     /// Applies `txn` atomically if all its compares hold; returns the new revision.
     async fn commit(&self, txn: Txn) -> Result<i64, RegistryError>;
