@@ -399,13 +399,6 @@ impl JobScheduler {
         }
     }
 
-    /// Queues a recovered PENDING task at the back of the queue.
-    pub fn requeue_back(&mut self, task_id: &str, resources: Resources) {
-        if let Some((job_id, _)) = self.tasks.get(task_id).cloned() {
-            self.queue(Queued { task_id: task_id.to_owned(), job_id, resources, seq: 0, since: Instant::now() }, false);
-        }
-    }
-
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }

@@ -79,8 +79,7 @@ impl Leader {
             self.recovered_tombstone(tombstone);
         }
         let mut found = Found::default();
-        let loaded = self.load_each::<pb::TaskRecord>("tasks/", |this, loaded| this.recovered_task(loaded, &mut found));
-        loaded.await?;
+        self.load_each::<pb::TaskRecord>("tasks/", |this, loaded| this.recovered_task(loaded, &mut found)).await?;
         let loaded = started.elapsed();
         let Found { mut pending, mut terminal, waiting, orphans } = found;
         if !orphans.is_empty() {
@@ -103,23 +102,10 @@ impl Leader {
         // Pending tasks are queued in submission order; those of killed jobs are killed, and those
         // written before jobs existed become jobs of one instance.
         self.jobs.reserve_queue(pending.len());
-        let mut killed: Option<(String, bool)> = None;
-        for (_, task_id, job_id, resources) in pending {
+        for (_, task_id, mut job_id, resources) in pending {
             if job_id.is_empty() {
-                self.adopt_into_job(&task_id).await?;
-                self.jobs.requeue_back(&task_id, resources);
-                continue;
-            }
-            // Tasks of one job come in runs: ask about each job once per run.
-            let is_killed = match &killed {
-                Some((id, k)) if *id == job_id => *k,
-                _ => {
-                    let k = self.jobs.is_killed(&job_id);
-                    killed = Some((job_id.clone(), k));
-                    k
-                }
-            };
-            if is_killed {
+                job_id = self.adopt_into_job(&task_id).await?;
+            } else if self.jobs.is_killed(&job_id) {
                 self.kill(&task_id).await?;
                 continue;
             }
@@ -189,9 +175,9 @@ impl Leader {
     }
 
     /// Makes a PENDING task without a job (written by a coordinator before jobs existed) a job of
-    /// one instance, so that the job scheduler places it.
-    async fn adopt_into_job(&mut self, task_id: &str) -> Result<()> {
-        let Some(entry) = self.tasks.get(task_id) else { return Ok(()) };
+    /// one instance, so that the job scheduler places it; answers the job's id.
+    async fn adopt_into_job(&mut self, task_id: &str) -> Result<String> {
+        let Some(entry) = self.tasks.get(task_id) else { return Ok(String::new()) };
         let (mut record, resources, mod_revision) = (entry.record.clone(), entry.resources, entry.mod_revision);
         let spec = record.spec.clone().unwrap_or_default();
         let job_id = format!("j-{task_id}");
@@ -221,7 +207,7 @@ impl Leader {
         self.jobs.add_job(job, submitted_ms, false);
         self.jobs.add_task(task_id, &job_id, 0, 0, TaskState::Unspecified, resources);
         info!(task_id, %job_id, "pending task from before jobs adopted into a job of one instance");
-        Ok(())
+        Ok(job_id)
     }
 
     /// Reconciles what a (re-)registering agent runs with what this leader believes it runs.
