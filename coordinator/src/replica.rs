@@ -6,6 +6,9 @@
 //! fenced write fails, or shutdown. Then it revokes the lease (so the next replica need not wait for
 //! it to expire), becomes a follower again and campaigns anew.
 //!
+//! While following, a replica keeps a [`Mirror`] of the registry (kept by a watch); once elected it
+//! recovers from that copy when it has caught up with etcd, else from etcd itself.
+//!
 //! The gRPC services read the current [`Role`] from a `watch` channel: the leader's handle, or the
 //! address of the leader a follower redirects clients to.
 
@@ -20,7 +23,10 @@ use tracing::{info, warn};
 use crate::election::{self, Lease};
 use crate::leader::{Leader, LeaderConfig, LeaderHandle};
 use crate::members::Members;
-use crate::registry::{EtcdRegistry, Fence, Registry};
+use crate::registry::{EtcdRegistry, Fence, Mirror, Registry};
+
+/// How long a new leader waits for its mirror of the registry to catch up before reading etcd.
+const MIRROR_CATCH_UP: Duration = Duration::from_millis(500);
 
 /// Who leads, as this replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +113,9 @@ pub async fn run_on_etcd(
         };
         backoff = Duration::from_millis(50);
         let lost = shutdown.child_token();
+        // While following, keep a copy of the registry to take over from.
+        let mirror = Mirror::new(client.clone(), config.prefix.clone());
+        tracker.spawn(mirror.clone().run(lost.child_token()));
         tracker.spawn(election::keep_alive(client.clone(), lease, lost.clone(), shutdown.clone()));
         let elected = tokio::select! {
             _ = lost.cancelled() => None,
@@ -119,7 +128,8 @@ pub async fn run_on_etcd(
             },
         };
         if let Some(elected) = elected {
-            lead(&client, &config, &leader_config, &roles, elected, &lease, lost.clone()).await;
+            let term = Term { elected, lease: &lease, mirror: &mirror };
+            lead(&client, &config, &leader_config, &roles, term, lost.clone()).await;
         }
         lost.cancel();
         election::revoke(&client, &lease).await;
@@ -128,24 +138,41 @@ pub async fn run_on_etcd(
     tracker.wait().await;
 }
 
-/// Leads under `elected` until `lost` is cancelled or the leader steps down by itself.
+/// What a won election leads with: the election key, the lease under it, and the mirror of the
+/// registry kept while following.
+struct Term<'a> {
+    elected: election::Elected,
+    lease: &'a Lease,
+    mirror: &'a Mirror,
+}
+
+/// Leads for `term` until `lost` is cancelled or the leader steps down by itself.
 async fn lead(
     client: &Members,
     config: &EtcdConfig,
     leader_config: &LeaderConfig,
     roles: &watch::Sender<Role>,
-    elected: election::Elected,
-    lease: &Lease,
+    term: Term<'_>,
     lost: CancellationToken,
 ) {
+    let Term { elected, lease, mirror } = term;
     let epoch = elected.epoch as u64;
     info!(epoch, lease = lease.id, "elected leader");
     let fence = Fence { key: elected.key, revision: elected.epoch };
     let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::fenced(client.clone(), config.prefix.clone(), fence));
     let (mut leader, handle) = Leader::new(LeaderConfig { epoch, ..leader_config.clone() }, registry);
+    let snapshot = tokio::select! {
+        _ = lost.cancelled() => return,
+        s = mirror.freeze(MIRROR_CATCH_UP) => s,
+    };
     let recovered = tokio::select! {
         _ = lost.cancelled() => return,
-        r = leader.recover() => r,
+        r = async {
+            match snapshot {
+                Some(snapshot) => leader.recover_from(Arc::new(snapshot)).await,
+                None => leader.recover().await,
+            }
+        } => r,
     };
     if let Err(err) = recovered {
         warn!(%err, "cannot load the state from etcd; stepping down");

@@ -6,19 +6,25 @@
 //! enforced everywhere.
 //!
 //! Layout:
+//! - [`call`]: what frameworks send (a subscription, calls), which exists only checked;
 //! - [`id`]: task, job, framework and agent ids, one rule each;
 //! - [`task`]: task states, which are terminal, and the transitions between them;
 //! - [`limits`]: the bounds on input (spec sizes, instances, messages, output) and their checks;
+//! - [`report`]: what agents send (registration, statuses, output, usage), which exists only checked;
 //! - [`spec`]: task and job specs, which exist only checked (`TryFrom<pb::TaskSpec>`, `TryFrom<pb::JobSpec>`);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` as given on command lines.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod id;
 pub mod limits;
+pub mod report;
 pub mod spec;
 pub mod task;
 pub mod units;
 
+pub use call::{CallError, CallKind, FrameworkCall, Subscription};
 pub use id::IdError;
 pub use limits::LimitError;
+pub use report::{AgentReport, OutputChunk, Registration, ReportError, StatusReport, UsageReport};
 pub use spec::{JobSpec, SpecError, TaskSpec};

@@ -49,7 +49,7 @@ impl Leader {
         for loaded in self.load::<pb::AclToken>(keys::ACL_TOKENS).await? {
             book.insert_token(loaded.record);
         }
-        book.bootstrapped = self.registry.get(keys::ACL_BOOTSTRAPPED).await?.is_some();
+        book.bootstrapped = self.reads().get(keys::ACL_BOOTSTRAPPED).await?.is_some();
         self.acl = book;
         Ok(())
     }

@@ -15,18 +15,19 @@ use super::{AgentEntry, AgentSender, Leader, now_ms, std_now};
 use crate::error::{Error, Result};
 use crate::registry::{Txn, keys};
 use crate::resources::Resources;
+use skiff_core::{AgentReport, Registration};
 
 impl Leader {
-    pub(super) async fn agent_connect(&mut self, register: pb::Register, tx: AgentSender) -> Result<u64> {
-        if register.agent_id.is_empty() {
-            return Err(Error::InvalidArgument("register: agent_id is empty".into()));
-        }
+    pub(super) async fn agent_connect(&mut self, register: Registration, tx: AgentSender) -> Result<u64> {
         if register.highest_epoch > self.config.epoch {
             return Err(Error::InvalidArgument(format!(
                 "agent {} has seen leader epoch {}, newer than this leader's {}",
                 register.agent_id, register.highest_epoch, self.config.epoch
             )));
         }
+        let mut register = register;
+        let reported = register.take_tasks();
+        let register = register.into_inner();
         let total = Resources::from(&register.resources.unwrap_or_default());
         let record = pb::AgentRecord {
             agent_id: register.agent_id.clone(),
@@ -73,7 +74,7 @@ impl Leader {
                 replay_output: fresh,
             }),
         );
-        self.reconcile_agent(&id, register.tasks, fresh).await;
+        self.reconcile_agent(&id, reported, fresh).await;
         Ok(session)
     }
 
@@ -88,8 +89,7 @@ impl Leader {
         }
     }
 
-    pub(super) fn agent_message(&mut self, agent_id: &str, session: u64, msg: pb::agent_message::Msg) {
-        use pb::agent_message::Msg;
+    pub(super) fn agent_message(&mut self, agent_id: &str, session: u64, report: AgentReport) {
         let Some(agent) = self.agents.get_mut(agent_id).filter(|a| a.session == session) else {
             debug!(agent_id, "message from a replaced agent stream dropped");
             return;
@@ -106,25 +106,36 @@ impl Leader {
         // Node authorization: usage and output count only for tasks placed on the sending agent.
         let placed_here =
             |leader: &Self, task_id: &str| leader.tasks.get(task_id).is_some_and(|t| t.agent_id() == agent_id);
-        match msg {
-            Msg::Register(_) => warn!(agent_id, "duplicate register on an open stream ignored"),
-            Msg::Heartbeat(_) => {}
-            Msg::Status(status) => self.queue_status(agent_id, status),
-            Msg::Usage(report) if placed_here(self, &report.task_id) => {
+        match report {
+            AgentReport::Register => warn!(agent_id, "duplicate register on an open stream ignored"),
+            AgentReport::Heartbeat => {}
+            AgentReport::Status(status) => self.queue_status(agent_id, status.into_inner()),
+            AgentReport::Usage(report) => {
+                if !placed_here(self, &report.task_id) {
+                    return self.not_placed(agent_id, &report.task_id);
+                }
                 // Live usage is kept in memory only; the terminal status carries the final figures.
+                let report = report.into_inner();
                 if let Some(status) = self.tasks.get_mut(&report.task_id).and_then(|t| t.record.status.as_mut()) {
                     status.usage = report.usage;
                 }
             }
-            Msg::Output(output) if placed_here(self, &output.task_id) => self.queue_output(output),
-            Msg::Usage(pb::TaskUsage { task_id, .. }) | Msg::Output(pb::TaskOutput { task_id, .. }) => {
-                if self.tasks.contains_key(&task_id) {
-                    warn!(agent_id, %task_id, "usage or output for a task not placed on this agent dropped");
-                } else {
-                    // A task collected or retired already (agents send kept output again).
-                    debug!(agent_id, %task_id, "usage or output for a task this leader does not hold dropped");
+            AgentReport::Output(output) => {
+                if !placed_here(self, &output.task_id) {
+                    return self.not_placed(agent_id, &output.task_id);
                 }
+                self.queue_output(output);
             }
+        }
+    }
+
+    /// Usage or output for a task not placed on the agent that sent it: dropped.
+    fn not_placed(&self, agent_id: &str, task_id: &str) {
+        if self.tasks.contains_key(task_id) {
+            warn!(agent_id, task_id, "usage or output for a task not placed on this agent dropped");
+        } else {
+            // A task collected or retired already (agents send kept output again).
+            debug!(agent_id, task_id, "usage or output for a task this leader does not hold dropped");
         }
     }
 

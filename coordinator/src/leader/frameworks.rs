@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
-use skiff_core::limits;
+use skiff_core::CallKind;
 use skiff_proto as pb;
-use skiff_proto::{TaskState, coordinator_message::Msg as Out, scheduler_call::Call, scheduler_event::Event};
+use skiff_proto::{TaskState, coordinator_message::Msg as Out, scheduler_event::Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -86,16 +86,11 @@ impl Leader {
 
     pub(super) async fn subscribe(
         &mut self,
-        mut info: pb::FrameworkInfo,
+        info: skiff_core::Subscription,
         principal: crate::acl::Principal,
         tx: FrameworkSender,
     ) -> Result<pb::FrameworkInfo> {
-        if info.name.is_empty() {
-            return Err(Error::InvalidArgument("subscribe: framework name is empty".into()));
-        }
-        if info.role.is_empty() {
-            info.role = "default".into();
-        }
+        let mut info = info.into_inner();
         if info.framework_id == jobs::FRAMEWORK_ID {
             return Err(Error::InvalidArgument(format!(
                 "framework id {} is the built-in job scheduler's",
@@ -117,19 +112,6 @@ impl Leader {
                     info.framework_id, old.info.role, info.role
                 )));
             }
-        } else {
-            skiff_core::id::check_framework_id(&info.framework_id)
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        }
-        if info.failover_timeout_ms > limits::MAX_FAILOVER_TIMEOUT_MS {
-            return Err(Error::InvalidArgument(
-                limits::LimitError::count(
-                    "failover_timeout_ms",
-                    info.failover_timeout_ms,
-                    limits::MAX_FAILOVER_TIMEOUT_MS,
-                )
-                .to_string(),
-            ));
         }
         let id = info.framework_id.clone();
         // A management token re-subscribing someone's framework leaves it theirs.
@@ -303,8 +285,8 @@ impl Leader {
         info!(framework_id, "framework removed");
     }
 
-    pub(super) async fn call(&mut self, call: pb::SchedulerCall) -> Result<Vec<String>> {
-        let id = call.framework_id.clone();
+    pub(super) async fn call(&mut self, call: skiff_core::FrameworkCall) -> Result<Vec<String>> {
+        let id = call.framework_id;
         if !self.frameworks.contains_key(&id) {
             return Err(Error::FrameworkNotFound(id));
         }
@@ -315,52 +297,43 @@ impl Leader {
             )));
         }
         let now = std_now();
-        match call.call {
-            None => Err(Error::InvalidArgument("call: no call given".into())),
-            Some(Call::Accept(accept)) => self.accept(&id, accept).await,
-            Some(Call::Decline(decline)) => {
-                let refuse = decline.refuse_seconds.map_or(self.config.refuse, refuse_duration);
-                for offer in self.offers.decline(&id, &decline.offer_ids) {
+        match call.kind {
+            CallKind::Accept { offer_ids, launches, refuse } => self.accept(&id, offer_ids, launches, refuse).await,
+            CallKind::Decline { offer_ids, refuse } => {
+                let refuse = refuse.unwrap_or(self.config.refuse);
+                for offer in self.offers.decline(&id, &offer_ids) {
                     self.allocator.recover(&id, &offer.agent_id, offer.resources, Some(refuse), now);
                 }
                 Ok(Vec::new())
             }
-            Some(Call::Kill(kill)) => {
-                if self.tasks.get(&kill.task_id).is_none_or(|t| t.framework_id() != id) {
-                    return Err(Error::TaskNotFound(kill.task_id));
+            CallKind::Kill { task_id } => {
+                if self.tasks.get(&task_id).is_none_or(|t| t.framework_id() != id) {
+                    return Err(Error::TaskNotFound(task_id));
                 }
-                self.kill(&kill.task_id).await.map(|()| Vec::new())
+                self.kill(&task_id).await.map(|()| Vec::new())
             }
-            Some(Call::Acknowledge(ack)) => {
+            CallKind::Acknowledge { task_id, update_id } => {
                 if let Some(fw) = self.frameworks.get_mut(&id)
-                    && fw.unacked.get(&ack.task_id).is_some_and(|u| u.status.update_id == ack.update_id)
+                    && fw.unacked.get(&task_id).is_some_and(|u| u.status.update_id == update_id)
                 {
-                    fw.unacked.remove(&ack.task_id);
+                    fw.unacked.remove(&task_id);
                 }
                 Ok(Vec::new())
             }
-            Some(Call::Reconcile(reconcile)) => {
-                if reconcile.task_ids.len() > limits::MAX_RECONCILE_TASKS {
-                    let err = limits::LimitError::count(
-                        "the number of task ids in one reconcile",
-                        reconcile.task_ids.len() as u64,
-                        limits::MAX_RECONCILE_TASKS as u64,
-                    );
-                    return Err(Error::LimitExceeded(format!("{err}: reconcile them in several calls")));
-                }
-                self.reconcile_framework(&id, reconcile.task_ids).await;
+            CallKind::Reconcile { task_ids } => {
+                self.reconcile_framework(&id, task_ids).await;
                 Ok(Vec::new())
             }
-            Some(Call::Suppress(_)) => {
+            CallKind::Suppress => {
                 self.allocator.suppress(&id);
                 self.rescind_framework_offers(&id, "framework suppressed offers");
                 Ok(Vec::new())
             }
-            Some(Call::Revive(_)) => {
+            CallKind::Revive => {
                 self.allocator.revive(&id);
                 Ok(Vec::new())
             }
-            Some(Call::Teardown(_)) => {
+            CallKind::Teardown => {
                 self.remove_framework(&id).await;
                 Ok(Vec::new())
             }
@@ -405,13 +378,16 @@ impl Leader {
         }
     }
 
-    async fn accept(&mut self, framework_id: &str, accept: pb::scheduler_call::Accept) -> Result<Vec<String>> {
+    async fn accept(
+        &mut self,
+        framework_id: &str,
+        offer_ids: Vec<String>,
+        launches: Vec<skiff_core::TaskSpec>,
+        refuse: Duration,
+    ) -> Result<Vec<String>> {
         let mut seen = std::collections::HashSet::new();
-        let mut specs = Vec::with_capacity(accept.launches.len());
-        for launch in accept.launches {
-            let named = if launch.task_id.is_empty() { String::new() } else { format!("task {}: ", launch.task_id) };
-            let mut spec = skiff_core::TaskSpec::try_from(launch)
-                .map_err(|err| Error::InvalidArgument(format!("{named}{err}")))?;
+        let mut specs = Vec::with_capacity(launches.len());
+        for mut spec in launches {
             if spec.task_id.is_empty() {
                 spec.set_task_id(new_id("t")).map_err(|e| Error::InvalidArgument(e.to_string()))?;
             } else if self.tasks.contains_key(&spec.task_id)
@@ -428,9 +404,8 @@ impl Leader {
         }
         let wanted: Vec<(String, Resources)> =
             specs.iter().map(|s| (s.task_id.clone(), Resources::from(&s.resources.unwrap_or_default()))).collect();
-        let accepted = self.offers.accept(framework_id, &accept.offer_ids, &wanted)?;
+        let accepted = self.offers.accept(framework_id, &offer_ids, &wanted)?;
         let now = std_now();
-        let refuse = refuse_duration(accept.refuse_seconds);
         self.allocator.recover(framework_id, &accepted.agent_id, accepted.returned, Some(refuse), now);
         let agent_id = accepted.agent_id;
         let mut launched = Vec::new();
@@ -481,7 +456,7 @@ impl Leader {
                     agent.used = agent.used.saturating_add(&entry.resources);
                 }
                 let task_id = spec.task_id.clone();
-                self.tasks.insert(task_id.clone(), entry);
+                self.tasks.insert(task_id.clone(), Box::new(entry));
                 self.send_to_agent(&agent_id, Out::Launch(pb::LaunchTask { spec: Some(spec) }));
                 launched.push(task_id);
             }
@@ -489,8 +464,4 @@ impl Leader {
         info!(framework_id, %agent_id, tasks = launched.len(), "offer accepted");
         Ok(launched)
     }
-}
-
-fn refuse_duration(seconds: f64) -> Duration {
-    if seconds.is_finite() && seconds > 0.0 { Duration::from_secs_f64(seconds.min(86_400.0)) } else { Duration::ZERO }
 }

@@ -40,14 +40,14 @@ pub type WatchSender = mpsc::Sender<Result<pb::TaskEvent, tonic::Status>>;
 #[derive(Debug)]
 pub enum Command {
     AgentConnect {
-        register: pb::Register,
+        register: skiff_core::Registration,
         tx: AgentSender,
         reply: oneshot::Sender<Result<u64>>,
     },
     AgentMessage {
         agent_id: String,
         session: u64,
-        msg: pb::agent_message::Msg,
+        report: skiff_core::AgentReport,
     },
     AgentDisconnect {
         agent_id: String,
@@ -122,14 +122,14 @@ pub enum Command {
     },
     /// A framework subscribes (or re-subscribes); answers its info with the id set.
     Subscribe {
-        info: pb::FrameworkInfo,
+        info: skiff_core::Subscription,
         principal: Principal,
         tx: FrameworkSender,
         reply: oneshot::Sender<Result<pb::FrameworkInfo>>,
     },
     /// A framework's call; answers the launched task ids of an accept.
     Call {
-        call: pb::SchedulerCall,
+        call: skiff_core::FrameworkCall,
         reply: oneshot::Sender<Result<Vec<String>>>,
     },
 }

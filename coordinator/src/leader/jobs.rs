@@ -153,7 +153,7 @@ impl Leader {
             let (job_id, instance, attempt) = (record.job_id.clone(), record.instance, record.attempt);
             let entry = TaskEntry::created(record, revision);
             let resources = entry.resources;
-            self.tasks.insert(task_id.clone(), entry);
+            self.tasks.insert(task_id.clone(), Box::new(entry));
             self.jobs.add_task(&task_id, &job_id, instance, attempt, TaskState::Pending, resources);
             created.push(task_id);
         }

@@ -188,7 +188,8 @@ impl TaskEntry {
             record,
             resources,
             mod_revision,
-            events: Vec::new(),
+            // Most tasks have a handful of events; the first grow would make room for four.
+            events: Vec::with_capacity(1),
             output_bytes: 0,
             output_capped: false,
             watchers: Vec::new(),
@@ -240,7 +241,9 @@ pub struct Leader {
     registry: Arc<dyn Registry>,
     rx: mpsc::Receiver<Command>,
     agents: HashMap<String, AgentEntry>,
-    tasks: HashMap<String, TaskEntry>,
+    /// Boxed: an entry is about 800 bytes, and the table moves its entries each time it grows (a
+    /// takeover inserts hundreds of thousands).
+    tasks: HashMap<String, Box<TaskEntry>>,
     terminal: VecDeque<String>,
     /// Artifacts the fleet holds, by sha256 (from the registry).
     artifacts: HashMap<String, pb::ArtifactRecord>,
@@ -265,6 +268,8 @@ pub struct Leader {
     retention: retention::Retention,
     /// Records set aside at takeover because they did not decode or validate.
     quarantined: usize,
+    /// What a takeover reads instead of the registry (a follower's mirror of it), while it reads.
+    source: Option<Arc<dyn Registry>>,
 }
 
 fn now_ms() -> u64 {
@@ -313,6 +318,7 @@ impl Leader {
             acl: Default::default(),
             retention: Default::default(),
             quarantined: 0,
+            source: None,
         };
         (leader, handle)
     }
@@ -400,7 +406,7 @@ impl Leader {
             Command::AgentConnect { register, tx, reply } => {
                 let _ = reply.send(self.agent_connect(register, tx).await);
             }
-            Command::AgentMessage { agent_id, session, msg } => self.agent_message(&agent_id, session, msg),
+            Command::AgentMessage { agent_id, session, report } => self.agent_message(&agent_id, session, report),
             Command::AgentDisconnect { agent_id, session } => {
                 self.agent_disconnect(&agent_id, session);
             }

@@ -130,6 +130,11 @@ pub(super) struct Loaded<R> {
 }
 
 impl Leader {
+    /// Where a takeover reads: the snapshot it was given, or else the registry.
+    pub(super) fn reads(&self) -> std::sync::Arc<dyn crate::registry::Registry> {
+        self.source.clone().unwrap_or_else(|| self.registry.clone())
+    }
+
     /// Every record under `prefix`, decoded and checked; the others are quarantined.
     pub(super) async fn load<R: Record>(&mut self, prefix: &str) -> crate::error::Result<Vec<Loaded<R>>> {
         let mut loaded = Vec::new();
@@ -146,7 +151,7 @@ impl Leader {
         mut handle: impl FnMut(&mut Self, Loaded<R>) + Send,
     ) -> crate::error::Result<usize> {
         let started = std::time::Instant::now();
-        let registry = self.registry.clone();
+        let registry = self.reads();
         let mut bad = Vec::new();
         let mut handled = 0;
         let mut each = |page: Page| {

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use prost::Message;
+use skiff_core::StatusReport;
 use skiff_proto as pb;
 use skiff_proto::{TaskState, coordinator_message::Msg as Out};
 use tokio::time::Instant;
@@ -44,6 +45,17 @@ struct Found {
 }
 
 impl Leader {
+    /// [`Leader::recover`] from `snapshot` (a follower's mirror of the registry, complete up to
+    /// the election) instead of reading etcd; writes still go to the registry.
+    pub async fn recover_from(&mut self, snapshot: std::sync::Arc<dyn crate::registry::Registry>) -> Result<()> {
+        self.source = Some(snapshot);
+        let recovered = self.recover().await;
+        let started = std::time::Instant::now();
+        self.source = None;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "registry snapshot dropped");
+        recovered
+    }
+
     /// Loads agents, frameworks, jobs, artifacts and tasks from the registry (call once, before
     /// [`Leader::run`]).
     pub async fn recover(&mut self) -> Result<()> {
@@ -130,6 +142,7 @@ impl Leader {
             self.task_ended(&task_id, &framework_id, stamp);
             self.retire(task_id);
         }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "recovered tasks queued");
         if !waiting.is_empty() {
             self.recovery = Some(Window { deadline: Instant::now() + self.config.reregister_timeout, waiting });
         }
@@ -162,7 +175,7 @@ impl Leader {
         let framework_id = record.framework_id.clone();
         let entry = TaskEntry::new(record, mod_revision);
         let resources = entry.resources;
-        self.tasks.insert(task_id.clone(), entry);
+        self.tasks.insert(task_id.clone(), Box::new(entry));
         if !job_id.is_empty() {
             let queued_state = if state == TaskState::Pending { TaskState::Unspecified } else { state };
             self.jobs.add_task(&task_id, &job_id, instance, attempt, queued_state, resources);
@@ -212,7 +225,7 @@ impl Leader {
 
     /// Reconciles what a (re-)registering agent runs with what this leader believes it runs.
     /// `fresh`: the offer book did not know the agent yet (first registration under this leader).
-    pub(super) async fn reconcile_agent(&mut self, agent_id: &str, reported: Vec<pb::TaskStatus>, fresh: bool) {
+    pub(super) async fn reconcile_agent(&mut self, agent_id: &str, reported: Vec<StatusReport>, fresh: bool) {
         let mut reported_ids = HashMap::new();
         for status in reported {
             let ours = self
@@ -246,7 +259,7 @@ impl Leader {
             if let Some(status) = reported.get(&task_id) {
                 if state == TaskState::Unreachable || (state == TaskState::Staging && status.state() != state) {
                     // Back from a partition (or a launch whose RUNNING was not seen): take its word.
-                    self.status_update(agent_id, status.clone()).await;
+                    self.status_update(agent_id, status.clone().into_inner()).await;
                 }
                 continue;
             }

@@ -50,7 +50,8 @@ impl Leader {
     }
 
     /// Publishes task output: at once, unless updates are queued that it must not overtake.
-    pub(super) fn queue_output(&mut self, output: pb::TaskOutput) {
+    pub(super) fn queue_output(&mut self, output: skiff_core::OutputChunk) {
+        let output = output.into_inner();
         if self.incoming.is_empty() {
             self.publish_output(output);
         } else {
@@ -59,11 +60,8 @@ impl Leader {
     }
 
     fn publish_output(&mut self, output: pb::TaskOutput) {
+        // Chunks past `MAX_OUTPUT_CHUNK_BYTES` were refused where they arrived (`OutputChunk`).
         let Some(task) = self.tasks.get_mut(&output.task_id) else { return };
-        if output.data.len() > skiff_core::limits::MAX_OUTPUT_CHUNK_BYTES {
-            warn!(task_id = %output.task_id, bytes = output.data.len(), "an output chunk past the limit dropped");
-            return;
-        }
         let chunk = match task.output.fresh(output) {
             Fresh::New(chunk) => chunk,
             Fresh::AfterGap { chunk, missing } => {

@@ -196,6 +196,26 @@ impl Registry for EtcdRegistry {
 }
 
 impl EtcdRegistry {
+    /// Everything under `prefix` and the revision it was read at (one snapshot, read in pages).
+    pub(super) async fn range_at(&self, prefix: &str) -> Result<(Page, i64), RegistryError> {
+        let full = self.full(prefix);
+        let end = prefix_end(full.as_bytes());
+        let mut limit = FIRST_PAGE_KEYS;
+        let mut fetched = self.page(full.as_bytes(), &end, &mut limit, 0).await?;
+        let revision = fetched.revision;
+        let mut items = std::mem::take(&mut fetched.items);
+        while let Some(next) = fetched.next.take() {
+            fetched = self.page(&next, &end, &mut limit, revision).await?;
+            items.append(&mut fetched.items);
+        }
+        Ok((items, revision))
+    }
+
+    /// The key prefix of this registry.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The revision of `txn`'s puts when all of them hold exactly its values (and it has puts).
     async fn applied(&self, txn: &Txn) -> Option<i64> {
         let mut revision = None;

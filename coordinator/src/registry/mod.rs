@@ -7,12 +7,14 @@
 
 mod etcd;
 mod memory;
+mod mirror;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use etcd::{EtcdRegistry, Fence};
 pub use memory::MemoryRegistry;
+pub use mirror::{Mirror, Snapshot};
 
 /// A value and the revision at which it was last written.
 #[derive(Debug, Clone, PartialEq, Eq)]

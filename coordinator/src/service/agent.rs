@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::acl::gate::{Gate, check_agent};
 use crate::leader::{Command, LeaderHandle};
@@ -78,7 +78,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
             ))
         })?;
         let register = match first {
-            Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(r)) })) => r,
+            Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Register(r)) })) => {
+                skiff_core::Registration::try_from(r).map_err(|e| Status::invalid_argument(e.to_string()))?
+            }
             Some(Ok(_)) => {
                 return Err(Status::invalid_argument("the first message on the stream must be register"));
             }
@@ -106,12 +108,16 @@ impl pb::agent_service_server::AgentService for AgentApi {
                     next = inbound.next() => next,
                 };
                 match next {
-                    Some(Ok(pb::AgentMessage { msg: Some(msg) })) => {
-                        let cmd = Command::AgentMessage { agent_id: agent_id.clone(), session, msg };
-                        if leader.send(cmd).await.is_err() {
-                            break;
+                    Some(Ok(pb::AgentMessage { msg: Some(msg) })) => match skiff_core::AgentReport::try_from(msg) {
+                        Ok(report) => {
+                            let cmd = Command::AgentMessage { agent_id: agent_id.clone(), session, report };
+                            if leader.send(cmd).await.is_err() {
+                                break;
+                            }
                         }
-                    }
+                        // As Mesos drops an invalid status update: the session goes on.
+                        Err(err) => warn!(%agent_id, %err, "a message from the agent breaks the rules; dropped"),
+                    },
                     Some(Ok(pb::AgentMessage { msg: None })) => {}
                     Some(Err(status)) => {
                         debug!(%agent_id, %status, "agent stream failed");

@@ -40,9 +40,9 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("subscribe: framework info is missing"))?;
+        let info = skiff_core::Subscription::try_from(info).map_err(refused)?;
         let leader = leader_of(&self.roles)?;
-        let role = if info.role.is_empty() { "default" } else { info.role.as_str() };
-        let ask = Ask::Need(Need::on_role(Capability::Framework, role));
+        let ask = Ask::Need(Need::on_role(Capability::Framework, &info.role));
         // The leader puts the token's principal in place of the anonymous one.
         let principal = Principal::anonymous();
         let (tx, rx) = mpsc::channel(self.buffer);
@@ -52,10 +52,18 @@ impl pb::scheduler_service_server::SchedulerService for SchedulerApi {
 
     async fn call(&self, request: Request<pb::SchedulerCall>) -> Result<Response<pb::SchedulerCallResponse>, Status> {
         let caller = self.gate.client(&request)?;
-        let call = request.into_inner();
+        let call = skiff_core::FrameworkCall::try_from(request.into_inner()).map_err(refused)?;
         let leader = leader_of(&self.roles)?;
         let ask = Ask::Framework(call.framework_id.clone());
         let task_ids = leader.ask_as(&caller, ask, |reply| Command::Call { call, reply }).await??;
         Ok(Response::new(pb::SchedulerCallResponse { task_ids }))
+    }
+}
+
+/// A subscription or call that breaks the rules, as the framework is told.
+fn refused(err: skiff_core::CallError) -> Status {
+    match err {
+        skiff_core::CallError::Invalid(msg) => Status::invalid_argument(msg),
+        skiff_core::CallError::Limit(msg) => Status::resource_exhausted(msg),
     }
 }
