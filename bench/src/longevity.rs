@@ -42,6 +42,8 @@ pub struct Takeover {
     pub rss_before_kib: u64,
     pub rss_with_live_kib: u64,
     pub new_leader_rss_kib: u64,
+    /// The RSS of the followers (each holding a mirror of the registry) just before the SIGKILL.
+    pub followers_rss_kib: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +195,13 @@ fn takeover(
     })?;
     std::thread::sleep(Duration::from_secs(2));
     let rss_with_live_kib = rss_kib(pid);
+    let followers_rss_kib = fleet
+        .coordinators
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .filter_map(|(_, c)| c.as_ref().map(|c| rss_kib(c.child.id())))
+        .collect();
     let old_key = rt.block_on(election_key(&url))?;
     let killed = Instant::now();
     fleet.kill_coordinator(leader);
@@ -224,6 +233,7 @@ fn takeover(
         rss_before_kib,
         rss_with_live_kib,
         new_leader_rss_kib,
+        followers_rss_kib,
     })
 }
 
@@ -272,11 +282,13 @@ pub fn markdown(f: &Figures) -> String {
     ));
     s.push_str(&format!(
         "Leader RSS {:.0} MiB before the live tasks, {:.0} MiB with them ({:.0} bytes per live task); the new \
-         leader {:.0} MiB after the takeover.\n",
+         leader {:.0} MiB after the takeover; the followers (each with its mirror of the registry) {} MiB \
+         before it.\n",
         t.rss_before_kib as f64 / 1024.0,
         t.rss_with_live_kib as f64 / 1024.0,
         (t.rss_with_live_kib.saturating_sub(t.rss_before_kib) * 1024) as f64 / f64::from(t.live_tasks.max(1)),
-        t.new_leader_rss_kib as f64 / 1024.0
+        t.new_leader_rss_kib as f64 / 1024.0,
+        t.followers_rss_kib.iter().map(|k| format!("{:.0}", *k as f64 / 1024.0)).collect::<Vec<_>>().join(" and ")
     ));
     s
 }
