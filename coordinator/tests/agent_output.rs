@@ -206,54 +206,9 @@ async fn hostile_agent_messages_are_refused_where_they_arrive() {
 
 #[tokio::test]
 async fn output_sent_again_reaches_watchers_once() {
-    let data = tempfile::tempdir().unwrap();
-    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data.path().into(), ..Config::default() };
-    let coordinator = Coordinator::bind(config).await.expect("bind");
-    let url = format!("http://{}", coordinator.local_addr());
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(coordinator.run(stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut operator = loop {
-        if let Ok(c) = pb::operator_service_client::OperatorServiceClient::connect(url.clone()).await
-            && c.clone().get_leader(pb::GetLeaderRequest {}).await.is_ok_and(|r| r.into_inner().is_leader)
-        {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-
-    // The agent: register, then take one launch.
-    let (tx, rx) = mpsc::channel(64);
-    let register = pb::Register {
-        agent_id: "scripted".into(),
-        hostname: "scripted".into(),
-        resources: Some(pb::Resources { cpus: 1.0, mem_bytes: 1 << 30, disk_bytes: 0, wasm_slots: 1 }),
-        // It runs native tasks (the scheduler places them nowhere else).
-        attributes: [(pb::NATIVE_ATTRIBUTE.to_owned(), "true".to_owned())].into(),
-        ..Default::default()
-    };
-    tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) }).await.unwrap();
-    let mut agent = pb::agent_service_client::AgentServiceClient::connect(url.clone()).await.unwrap();
-    let mut inbound = agent.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    let task = pb::TaskSpec {
-        name: "echo".into(),
-        resources: Some(pb::Resources { cpus: 0.1, mem_bytes: 16 << 20, ..Default::default() }),
-        kind: Some(pb::task_spec::Kind::Native(pb::NativeTask { command: "/bin/true".into(), ..Default::default() })),
-        ..Default::default()
-    };
-    let job = pb::JobSpec { name: "echo".into(), instances: 1, task: Some(task), ..Default::default() };
-    operator.submit_job(pb::SubmitJobRequest { spec: Some(job) }).await.expect("submit");
-    let task_id = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match inbound.message().await.expect("session").expect("session open").msg {
-                Some(CoordMsg::Launch(launch)) => break launch.spec.unwrap().task_id,
-                _ => continue,
-            }
-        }
-    })
-    .await
-    .expect("a launch");
+    let (mut operator, url, stop, server, _data) = coordinator().await;
+    let (tx, mut inbound) = session(&url, register("scripted")).await.expect("registered");
+    let task_id = launched(&mut operator, &mut inbound).await;
 
     // What an executor replaying unacknowledged events after an agent restart sends: chunks
     // again, whole and overlapping, beside a stream of its own.
@@ -275,26 +230,13 @@ async fn output_sent_again_reaches_watchers_once() {
     for msg in script {
         tx.send(pb::AgentMessage { msg: Some(msg) }).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = operator.get_task(pb::GetTaskRequest { task_id: task_id.clone() }).await.unwrap().into_inner();
-        if got.status.is_some_and(|s| s.state() == pb::TaskState::Finished) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the task never finished");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let request = pb::WatchTaskRequest { task_id: task_id.clone(), history_only: true, ..Default::default() };
-    let mut events = operator.watch_task(request).await.unwrap().into_inner();
+    let (_, outputs) = history(&mut operator, &task_id).await;
     let (mut stdout, mut stderr) = (String::new(), String::new());
-    while let Some(event) = events.message().await.unwrap() {
-        if let Some(pb::task_event::Event::Output(o)) = event.event {
-            let text = String::from_utf8(o.data.clone()).unwrap();
-            match o.stream() {
-                Stderr => stderr.push_str(&text),
-                _ => stdout.push_str(&text),
-            }
+    for o in outputs {
+        let text = String::from_utf8(o.data.clone()).unwrap();
+        match o.stream() {
+            Stderr => stderr.push_str(&text),
+            _ => stdout.push_str(&text),
         }
     }
     assert_eq!(stdout, "one\ntwo\nthree\n");
