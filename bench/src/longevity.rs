@@ -188,6 +188,7 @@ fn takeover(
                 }),
                 attributes: [("rack".to_owned(), format!("r{}", i % 40))].into(),
                 leader_epoch: 1,
+                ..Default::default()
             };
             etcd.put(format!("/skiff/agents/sim-{i:04}"), record.encode_to_vec(), None).await?;
         }

@@ -7,6 +7,8 @@
 //! - [`artifact`]: storing a module in the coordinators' artifact store (by hash, uploaded once);
 //! - [`units`]: sizes, durations, CPU counts and `KEY=VALUE` (shared with the coordinator);
 //! - [`jobfile`]: the job file format of `skiff job run`;
+//! - [`output`]: tables and `-o json` for the commands that print the fleet's state
+//!   (`status`, `agents`, `agent`, `tasks`, `task`);
 //! - [`printed`]: which bytes of a task's output were printed (each once, across failovers);
 //! - [`exit`]: exit codes and the CLI's error type.
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@ pub mod cmd;
 pub mod exit;
 pub use skiff_coordinator::units;
 pub mod jobfile;
+pub mod output;
 pub mod printed;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +54,16 @@ pub enum Command {
     Tls(cmd::tls::TlsArgs),
     /// ACL tokens and policies: bootstrap, create, list, revoke.
     Acl(cmd::acl::AclArgs),
+    /// The fleet at a glance: leader, replicas, agents, capacity, tasks by state.
+    Status(cmd::status::ViewArgs),
+    /// Every agent: state, running tasks, resources used and total.
+    Agents(cmd::status::ViewArgs),
+    /// One agent (`status`), or take it out of placement (`drain`).
+    Agent(cmd::agent::AgentArgs),
+    /// Tasks the leader holds, newest first (filters: --state, --job, --agent).
+    Tasks(cmd::tasks::TasksArgs),
+    /// One task: spec, placement, state history, usage.
+    Task(cmd::tasks::TaskArgs),
 }
 
 pub(crate) use skiff_core::task::is_terminal;

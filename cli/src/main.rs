@@ -51,6 +51,11 @@ fn main() -> ExitCode {
             Command::Logs(args) => cmd::logs::run(args).await,
             Command::Tls(args) => cmd::tls::run(args),
             Command::Acl(args) => cmd::acl::run(args).await,
+            Command::Status(args) => cmd::status::run(args).await,
+            Command::Agents(args) => cmd::agent::list(args).await,
+            Command::Agent(args) => cmd::agent::run(args).await,
+            Command::Tasks(args) => cmd::tasks::list(args).await,
+            Command::Task(args) => cmd::tasks::run(args).await,
         }
     });
     match result {

@@ -82,6 +82,7 @@ async fn fill(registry: &MemoryRegistry) {
             resources: Some(pb::Resources { cpus: 32.0, mem_bytes: 128 << 30, disk_bytes: 1 << 40, wasm_slots: 1000 }),
             attributes: [("rack".to_owned(), format!("r{}", i % 40))].into(),
             leader_epoch: 1,
+            ..Default::default()
         };
         txn = txn.put(keys::agent(&record.agent_id), record.encode_to_vec());
     }

@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Option<skiff_tls::Credentials>,
     /// Serve plaintext on a non-loopback address anyway (`--insecure-plaintext`).
     pub insecure_plaintext: bool,
+    /// Serve Prometheus metrics here (`--metrics-listen`; `None`: no metrics listener).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             artifacts: StoreLimits::default(),
             tls: None,
             insecure_plaintext: false,
+            metrics_listen: None,
         }
     }
 }

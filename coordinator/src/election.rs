@@ -65,7 +65,13 @@ pub async fn revoke(members: &Members, lease: &Lease) {
 
 /// Keeps `lease` alive every TTL/3 until `lost` or `stop` is cancelled; cancels `lost` when the lease
 /// is not confirmed before its local deadline or etcd says it expired.
-pub async fn keep_alive(members: Members, lease: Lease, lost: CancellationToken, stop: CancellationToken) {
+pub async fn keep_alive(
+    members: Members,
+    lease: Lease,
+    lost: CancellationToken,
+    stop: CancellationToken,
+    lag: prometheus_client::metrics::histogram::Histogram,
+) {
     let margin = deadline_margin(lease.ttl);
     let mut valid_until = lease.requested_at + lease.ttl.saturating_sub(margin);
     let period = lease.ttl / 3;
@@ -84,6 +90,7 @@ pub async fn keep_alive(members: Members, lease: Lease, lost: CancellationToken,
         };
         match confirmed {
             Ok(ttl) if ttl > 0 => {
+                lag.observe(sent.elapsed().as_secs_f64());
                 valid_until = sent + Duration::from_secs(ttl as u64).saturating_sub(margin);
             }
             Ok(_) => {
@@ -146,6 +153,21 @@ pub async fn campaign(members: &Members, name: &str, value: &str, lease: &Lease)
         .inspect_err(|_| members.failed(&member))?;
     let leader = resp.leader().ok_or("campaign answered without a leader key")?;
     Ok(Elected { key: leader.key().to_vec(), epoch: leader.rev() })
+}
+
+/// Every replica campaigning in `name` (the addresses they advertise), the leader first: etcd's
+/// election puts each candidate's key under `name/`, and the oldest one leads.
+pub async fn candidates(members: &Members, name: &str) -> Result<Vec<String>, String> {
+    let member = members.current();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend);
+    let resp = timeout(CALL_TIMEOUT, member.client.kv_client().get(format!("{name}/"), Some(options)))
+        .await
+        .map_err(|_| "reading the election's candidates timed out".to_owned())
+        .and_then(|r| r.map_err(|e| format!("reading the election's candidates: {e}")))
+        .inspect_err(|_| members.failed(&member))?;
+    Ok(resp.kvs().iter().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).collect())
 }
 
 /// Who leads `name` right now, if anyone (one read; [`observe`] follows changes).

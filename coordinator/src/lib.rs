@@ -24,6 +24,7 @@
 //! - [`resources`]: exact resource arithmetic;
 //! - [`units`]: sizes, durations, CPU counts, resource lists and `KEY=VALUE` given on command lines;
 //! - [`service`]: `AgentService`, `OperatorService` and `SchedulerService`;
+//! - [`metrics`]: what the replica counts and measures, for Prometheus (`--metrics-listen`);
 //! - [`error`]: the error type and its mapping to gRPC statuses.
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,7 @@ pub mod error;
 pub mod jobs;
 pub mod leader;
 pub mod members;
+pub mod metrics;
 pub mod offers;
 pub mod output;
 pub mod registry;

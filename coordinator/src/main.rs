@@ -115,6 +115,13 @@ struct Args {
     /// owns the fleet: only on a network you trust completely).
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; a loopback one unless
+    /// --insecure-plaintext (the listener has no TLS).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = skiff_telemetry::LogFormat::Text)]
+    log_format: skiff_telemetry::LogFormat,
     /// CA certificate etcd's members are verified with (default: --ca-cert); `https://` etcd URLs.
     #[arg(long, value_name = "PEM", requires = "etcd")]
     etcd_ca_cert: Option<std::path::PathBuf>,
@@ -164,10 +171,7 @@ const EXIT_BAD_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    skiff_telemetry::logs::init(args.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -256,6 +260,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         artifacts,
         tls,
         insecure_plaintext: args.insecure_plaintext,
+        metrics_listen: args.metrics_listen,
         ..Config::default()
     };
     config.leader.reregister_timeout = args.reregister_timeout;
@@ -283,6 +288,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let coordinator = Coordinator::bind(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("skiff-coordinator listening on {}", coordinator.local_addr());
+    if let Some(addr) = coordinator.metrics_addr() {
+        println!("skiff-coordinator metrics on http://{addr}/metrics");
+    }
 
     let shutdown = CancellationToken::new();
     let serve = tokio::spawn(coordinator.run(shutdown.clone()));

@@ -116,7 +116,8 @@ pub async fn run_on_etcd(
         // While following, keep a copy of the registry to take over from.
         let mirror = Mirror::new(client.clone(), config.prefix.clone());
         tracker.spawn(mirror.clone().run(lost.child_token()));
-        tracker.spawn(election::keep_alive(client.clone(), lease, lost.clone(), shutdown.clone()));
+        let lag = leader_config.metrics.lease_keepalive.clone();
+        tracker.spawn(election::keep_alive(client.clone(), lease, lost.clone(), shutdown.clone(), lag));
         let elected = tokio::select! {
             _ = lost.cancelled() => None,
             e = election::campaign(&client, &name, &advertise, &lease) => match e {

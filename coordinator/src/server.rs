@@ -24,12 +24,14 @@ use crate::leader::Leader;
 use crate::registry::{EtcdRegistry, MemoryRegistry, Registry};
 use crate::replica::{self, Role};
 use crate::service::{agent::AgentApi, operator::OperatorApi, scheduler::SchedulerApi};
+use skiff_telemetry::{MetricsEndpoint, Refresh};
 
 /// A bound coordinator, ready to [`run`](Coordinator::run).
 #[derive(Debug)]
 pub struct Coordinator {
     config: Config,
     listener: TcpListener,
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Coordinator {
@@ -45,11 +47,26 @@ impl Coordinator {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| Error::InvalidArgument(format!("cannot listen on {}: {err}", config.listen)))?;
-        Ok(Self { config, listener })
+        let metrics = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let registry = crate::metrics::registry(&config.leader.metrics);
+                let endpoint = MetricsEndpoint::bind(addr, config.insecure_plaintext, registry)
+                    .await
+                    .map_err(|err| Error::InvalidArgument(err.to_string()))?;
+                Some(endpoint)
+            }
+        };
+        Ok(Self { config, listener, metrics })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where metrics are served, if they are (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// Serves until `shutdown` is cancelled, then stops the leader and waits for every stream task.
@@ -60,6 +77,7 @@ impl Coordinator {
             .map_err(|err| Error::InvalidArgument(format!("artifact store: {err}")))?;
         let store = Arc::new(store);
         let mut peers = Peers::Alone;
+        let mut election = None;
         let tracker = TaskTracker::new();
         let leader_token = shutdown.child_token();
         let (roles_tx, roles) = tokio::sync::watch::channel(Role::Follower { leader: None });
@@ -94,6 +112,7 @@ impl Coordinator {
                     .await
                     .map_err(|err| Error::InvalidArgument(format!("etcd {:?}: {err}", etcd.endpoints)))?;
                 peers = Peers::Etcd { members: client.clone(), election_name: etcd.election_name() };
+                election = Some((client.clone(), etcd.election_name()));
                 let registry: Arc<dyn Registry> =
                     Arc::new(EtcdRegistry::read_only(client.clone(), etcd.prefix.clone()));
                 let me =
@@ -110,6 +129,16 @@ impl Coordinator {
                     leader_token.clone(),
                 ));
             }
+        }
+
+        if let Some(endpoint) = self.metrics {
+            let refresh = refresh_metrics(self.config.leader.metrics.clone(), roles.clone(), store.clone());
+            let token = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(err) = endpoint.with_refresh(refresh).run(token).await {
+                    error!(%err, "metrics listener failed");
+                }
+            });
         }
 
         let gate = Gate::new(self.config.tls.is_some());
@@ -142,7 +171,7 @@ impl Coordinator {
         let acls = pb::acl_service_server::AclServiceServer::new(AclApi::new(roles.clone(), gate))
             .max_decoding_message_size(limits::ACL_REQUEST_BYTES);
         let operators =
-            pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise, gate))
+            pb::operator_service_server::OperatorServiceServer::new(OperatorApi::new(roles, advertise, gate, election))
                 .max_decoding_message_size(limits::OPERATOR_REQUEST_BYTES)
                 .max_encoding_message_size(limits::RESPONSE_BYTES);
 
@@ -173,4 +202,33 @@ impl Coordinator {
         tracker.wait().await;
         served.map_err(Error::from)
     }
+}
+
+/// Before each scrape: the leader's gauges from its status (none on a follower), and this
+/// replica's artifact store.
+fn refresh_metrics(
+    metrics: crate::metrics::Metrics,
+    roles: tokio::sync::watch::Receiver<Role>,
+    store: Arc<BlobStore>,
+) -> Refresh {
+    Arc::new(move || {
+        let (metrics, store) = (metrics.clone(), store.clone());
+        let role = roles.borrow().clone();
+        Box::pin(async move {
+            metrics.artifact_bytes.set(store.used() as i64);
+            metrics.artifact_blobs.set(store.list().len() as i64);
+            let status = match role {
+                Role::Leader(handle) => handle.ask(|reply| crate::leader::Command::ClusterStatus { reply }).await,
+                Role::Follower { leader } => {
+                    metrics.epoch.set(leader.map_or(0, |l| l.epoch as i64));
+                    metrics.refresh(None);
+                    return;
+                }
+            };
+            match status {
+                Ok(Ok(status)) => metrics.refresh(Some(&status)),
+                _ => metrics.refresh(None),
+            }
+        })
+    })
 }

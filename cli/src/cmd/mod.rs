@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod acl;
+pub mod agent;
 pub mod cp;
 pub mod dev;
 pub mod job;
@@ -8,4 +9,6 @@ pub mod kill;
 pub mod logs;
 pub mod push;
 pub mod run;
+pub mod status;
+pub mod tasks;
 pub mod tls;

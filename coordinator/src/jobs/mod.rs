@@ -599,6 +599,11 @@ impl JobScheduler {
         self.jobs.values().filter(|j| j.spec.submitted_by == submitter && j.state() == JobState::Running).count()
     }
 
+    /// Jobs that are not done.
+    pub fn live_jobs(&self) -> usize {
+        self.jobs.values().filter(|j| j.state() == JobState::Running).count()
+    }
+
     /// Every job id, oldest first.
     pub fn job_ids(&self) -> Vec<String> {
         let mut ids: Vec<(u64, &String)> = self.jobs.iter().map(|(id, j)| (j.submitted_ms, id)).collect();

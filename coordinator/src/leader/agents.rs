@@ -29,12 +29,17 @@ impl Leader {
         let reported = register.take_tasks();
         let register = register.into_inner();
         let total = Resources::from(&register.resources.unwrap_or_default());
+        // A drain outlives the agent's restarts (and the leader's).
+        let (drained_ms, drain_deadline_ms) =
+            self.agents.get(&register.agent_id).map_or((0, 0), |a| (a.drained_ms, a.drain_deadline_ms));
         let record = pb::AgentRecord {
             agent_id: register.agent_id.clone(),
             hostname: register.hostname.clone(),
             resources: Some(total.into()),
             attributes: register.attributes.clone(),
             leader_epoch: self.config.epoch,
+            drained_ms,
+            drain_deadline_ms,
         };
         self.commit(Txn::new().put(keys::agent(&record.agent_id), record.encode_to_vec())).await?;
 
@@ -63,7 +68,8 @@ impl Leader {
         entry.reachable = true;
         entry.cached_modules = register.cached_modules.into_iter().collect();
         self.allocator.add_agent(&id, total);
-        self.allocator.activate_agent(&id, true);
+        // A drained agent is offered to no one.
+        self.allocator.activate_agent(&id, drained_ms == 0);
         info!(agent_id = %id, hostname = %self.agents[&id].hostname, %total, "agent registered");
         self.send_to_agent(
             &id,
@@ -219,23 +225,6 @@ impl Leader {
             self.allocator.recover(&offer.framework_id, agent_id, offer.resources, None, now);
             self.send_rescind(&offer.framework_id, &offer.id, reason);
         }
-    }
-
-    pub(super) fn list_agents(&self) -> Vec<pb::AgentInfo> {
-        let mut agents: Vec<pb::AgentInfo> = self
-            .agents
-            .iter()
-            .map(|(id, a)| pb::AgentInfo {
-                agent_id: id.clone(),
-                hostname: a.hostname.clone(),
-                total: Some(a.total.into()),
-                used: Some(a.used.into()),
-                attributes: a.attributes.clone(),
-                connected: a.tx.is_some() && a.reachable,
-            })
-            .collect();
-        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        agents
     }
 
     /// Agents' cached modules, sorted (for offers).

@@ -176,6 +176,7 @@ impl Leader {
     }
 
     pub(super) fn send_rescind(&mut self, framework_id: &str, offer_id: &str, reason: &str) {
+        self.config.metrics.offers_rescinded.inc();
         if framework_id != jobs::FRAMEWORK_ID {
             self.send_event(
                 framework_id,
@@ -191,6 +192,11 @@ impl Leader {
         info!(framework_id, timeout = ?self.failover_timeout(&self.frameworks[framework_id].info), "framework disconnected");
         self.allocator.activate_framework(framework_id, false);
         self.rescind_framework_offers(framework_id, "framework disconnected");
+    }
+
+    /// Frameworks subscribed and connected now.
+    pub(super) fn connected_frameworks(&self) -> usize {
+        self.frameworks.values().filter(|f| f.tx.is_some()).count()
     }
 
     fn rescind_framework_offers(&mut self, framework_id: &str, reason: &str) {
@@ -302,6 +308,7 @@ impl Leader {
             CallKind::Decline { offer_ids, refuse } => {
                 let refuse = refuse.unwrap_or(self.config.refuse);
                 for offer in self.offers.decline(&id, &offer_ids) {
+                    self.config.metrics.offers_declined.inc();
                     self.allocator.recover(&id, &offer.agent_id, offer.resources, Some(refuse), now);
                 }
                 Ok(Vec::new())

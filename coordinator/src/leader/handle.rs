@@ -110,6 +110,25 @@ pub enum Command {
     ListAgents {
         reply: oneshot::Sender<Result<Vec<pb::AgentInfo>>>,
     },
+    GetAgent {
+        agent_id: String,
+        reply: oneshot::Sender<Result<pb::AgentInfo>>,
+    },
+    /// The cluster at a glance (without the leader's address and the replicas: the service adds them).
+    ClusterStatus {
+        reply: oneshot::Sender<Result<pb::ClusterStatus>>,
+    },
+    ListTasks {
+        query: super::TaskQuery,
+        reply: oneshot::Sender<Result<pb::ListTasksResponse>>,
+    },
+    /// Drains an agent (no new placements; its tasks killed after `deadline`), or undoes it.
+    DrainAgent {
+        agent_id: String,
+        deadline: Option<std::time::Duration>,
+        undo: bool,
+        reply: oneshot::Sender<Result<pb::AgentInfo>>,
+    },
     /// The registry's record of an artifact, if the fleet holds it.
     StatArtifact {
         sha256: String,
@@ -156,6 +175,10 @@ impl Command {
             Command::Kill { reply, .. } => no!(reply),
             Command::GetTask { reply, .. } => no!(reply),
             Command::ListAgents { reply } => no!(reply),
+            Command::GetAgent { reply, .. } => no!(reply),
+            Command::ClusterStatus { reply } => no!(reply),
+            Command::ListTasks { reply, .. } => no!(reply),
+            Command::DrainAgent { reply, .. } => no!(reply),
             Command::RecordArtifact { reply, .. } => no!(reply),
             Command::Subscribe { reply, .. } => no!(reply),
             Command::Call { reply, .. } => no!(reply),

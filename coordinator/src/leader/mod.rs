@@ -15,10 +15,12 @@
 //! [`jobs`] (the built-in job scheduler's jobs), [`placement`] (offer cycles and launches),
 //! [`spec`] (task spec checks), [`records`] (registry records read back, checked),
 //! [`recovery`] (takeover), [`retention`] (collection of finished jobs and tasks), [`gc`]
-//! (artifacts).
+//! (artifacts), [`status`] (what operators see: the cluster, agents, tasks), [`drain`] (agents
+//! taken out of placement).
 
 mod acl;
 mod agents;
+mod drain;
 mod frameworks;
 mod gc;
 mod handle;
@@ -28,6 +30,7 @@ mod records;
 mod recovery;
 mod retention;
 mod spec;
+mod status;
 mod updates;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -54,6 +57,7 @@ pub use frameworks::FrameworkSender;
 
 pub use acl::{AclAnswer, AclOp};
 pub use handle::{AgentSender, Command, LeaderHandle, Watch};
+pub use status::TaskQuery;
 
 /// Leader settings.
 #[derive(Debug, Clone)]
@@ -102,6 +106,8 @@ pub struct LeaderConfig {
     pub peer_buffer: usize,
     /// Live (not yet done) jobs one submitter may have at once.
     pub max_live_jobs_per_submitter: usize,
+    /// Where the leader counts what happens (shared with the replica's `/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for LeaderConfig {
@@ -129,6 +135,7 @@ impl Default for LeaderConfig {
             watch_buffer: 1024,
             peer_buffer: skiff_core::limits::PEER_BUFFER,
             max_live_jobs_per_submitter: skiff_core::limits::MAX_LIVE_JOBS_PER_SUBMITTER,
+            metrics: Default::default(),
         }
     }
 }
@@ -146,6 +153,11 @@ struct AgentEntry {
     reachable: bool,
     /// Wasm modules (sha256) the agent has compiled, as far as this leader knows.
     cached_modules: HashSet<String>,
+    /// Drained (see [`drain`]): when, and when its remaining tasks are killed (0: not / never).
+    drained_ms: u64,
+    drain_deadline_ms: u64,
+    /// The kills of its drain deadline reached every task still there.
+    drain_kills_sent: bool,
 }
 
 impl AgentEntry {
@@ -160,6 +172,26 @@ impl AgentEntry {
             last_seen: Instant::now(),
             reachable: false,
             cached_modules: HashSet::new(),
+            drained_ms: 0,
+            drain_deadline_ms: 0,
+            drain_kills_sent: false,
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.drained_ms > 0
+    }
+
+    /// The registry record of this agent.
+    fn record(&self, agent_id: &str, epoch: u64) -> pb::AgentRecord {
+        pb::AgentRecord {
+            agent_id: agent_id.to_owned(),
+            hostname: self.hostname.clone(),
+            resources: Some(self.total.into()),
+            attributes: self.attributes.clone(),
+            leader_epoch: epoch,
+            drained_ms: self.drained_ms,
+            drain_deadline_ms: self.drain_deadline_ms,
         }
     }
 }
@@ -206,6 +238,14 @@ impl TaskEntry {
 
     fn state(&self) -> TaskState {
         self.record.status.as_ref().map_or(TaskState::Unspecified, |s| s.state())
+    }
+
+    /// When the task was submitted: the time of its first status (0 if unknown).
+    fn submitted_ms(&self) -> u64 {
+        match self.events.first().and_then(|e| e.event.as_ref()) {
+            Some(pb::task_event::Event::Status(s)) if s.state() == TaskState::Pending => s.timestamp_ms,
+            _ => 0,
+        }
     }
 
     fn agent_id(&self) -> &str {
@@ -373,6 +413,7 @@ impl Leader {
                         last_heartbeat = Instant::now();
                     }
                     self.check_frameworks(beat).await;
+                    self.kill_past_drain_deadlines();
                     continue;
                 }
                 cmd = self.rx.recv() => match cmd {
@@ -456,6 +497,19 @@ impl Leader {
             Command::ListAgents { reply } => {
                 let _ = reply.send(Ok(self.list_agents()));
             }
+            Command::GetAgent { agent_id, reply } => {
+                let found = self.agent(&agent_id).ok_or_else(|| Error::NotFound(format!("agent {agent_id}")));
+                let _ = reply.send(found);
+            }
+            Command::ClusterStatus { reply } => {
+                let _ = reply.send(Ok(self.cluster_status()));
+            }
+            Command::ListTasks { query, reply } => {
+                let _ = reply.send(Ok(self.list_tasks(&query)));
+            }
+            Command::DrainAgent { agent_id, deadline, undo, reply } => {
+                let _ = reply.send(self.drain_agent(&agent_id, deadline, undo).await);
+            }
             Command::StatArtifact { sha256, reply } => {
                 let found = self.artifacts.get(&sha256).cloned();
                 if found.is_some() {
@@ -478,7 +532,15 @@ impl Leader {
 
     /// Writes through the registry; a fenced write means another coordinator leads: step down.
     async fn commit(&mut self, txn: Txn) -> Result<i64> {
-        match self.registry.commit(txn).await {
+        let kind = txn.ops.first().map_or(crate::metrics::TxnKind::other, |op| match op {
+            crate::registry::Op::Put { key, .. } | crate::registry::Op::Delete { key } => {
+                crate::metrics::TxnKind::of_key(key)
+            }
+        });
+        let started = Instant::now();
+        let committed = self.registry.commit(txn).await;
+        self.config.metrics.registry_txn(kind, started.elapsed());
+        match committed {
             Err(RegistryError::Fenced) => {
                 warn!(epoch = self.config.epoch, "a write was fenced off: another coordinator leads; stepping down");
                 self.stop.cancel();
@@ -534,6 +596,14 @@ impl Leader {
         let task_id = status.task_id.clone();
         let Some(entry) = self.tasks.get_mut(&task_id) else { return };
         let previous_agent = entry.agent_id().to_owned();
+        self.config.metrics.transition(status.state(), status.reason());
+        if status.state() == TaskState::Running && entry.state() != TaskState::Running {
+            let submitted_ms = entry.submitted_ms();
+            if submitted_ms > 0 {
+                let waited = status.timestamp_ms.saturating_sub(submitted_ms);
+                self.config.metrics.submit_to_running.observe(waited as f64 / 1000.0);
+            }
+        }
         entry.record = record;
         entry.mod_revision = revision;
         debug!(%task_id, state = ?status.state(), "task status");

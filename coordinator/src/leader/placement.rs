@@ -33,6 +33,8 @@ impl Leader {
         if allocations.is_empty() {
             return;
         }
+        self.config.metrics.offers_made.inc_by(allocations.len() as u64);
+        let _timer = AllocationTimer(self.config.metrics.allocation_run.clone(), now);
         let mut builtin = Vec::new();
         let mut external: HashMap<String, Vec<Offer>> = HashMap::new();
         for a in allocations {
@@ -91,6 +93,7 @@ impl Leader {
                 Decision::Decline { offer_id } => {
                     // Filtered until something changes (a new task or freed resources revive the scheduler).
                     for offer in self.offers.decline(jobs::FRAMEWORK_ID, &[offer_id]) {
+                        self.config.metrics.offers_declined.inc();
                         let refuse = Some(self.config.refuse);
                         self.allocator.recover(jobs::FRAMEWORK_ID, &offer.agent_id, offer.resources, refuse, now);
                     }
@@ -203,5 +206,14 @@ impl Leader {
             self.allocator.recover(&offer.framework_id, &offer.agent_id, offer.resources, None, now);
             self.send_rescind(&offer.framework_id, &offer.id, "offer timeout");
         }
+    }
+}
+
+/// Observes how long an allocation run took (offers made and answered) when it is dropped.
+struct AllocationTimer(prometheus_client::metrics::histogram::Histogram, std::time::Instant);
+
+impl Drop for AllocationTimer {
+    fn drop(&mut self) {
+        self.0.observe(self.1.elapsed().as_secs_f64());
     }
 }

@@ -64,7 +64,9 @@ impl Leader {
         for loaded in self.load::<pb::AgentRecord>("agents/").await? {
             let record = loaded.record;
             let total = Resources::from(&record.resources.unwrap_or_default());
-            self.agents.insert(record.agent_id, AgentEntry::new(record.hostname, record.attributes, total));
+            let mut entry = AgentEntry::new(record.hostname, record.attributes, total);
+            (entry.drained_ms, entry.drain_deadline_ms) = (record.drained_ms, record.drain_deadline_ms);
+            self.agents.insert(record.agent_id, entry);
         }
         for loaded in self.load::<pb::FrameworkRecord>("frameworks/").await? {
             if let Some(info) = loaded.record.info {

@@ -70,6 +70,11 @@ impl Retention {
         }
     }
 
+    /// Finished tasks waiting for collection.
+    pub(super) fn finished(&self) -> usize {
+        self.finished
+    }
+
     /// The error for a job or task that is not known: collected (with when), or not found.
     pub(super) fn not_found(&self, err: Error) -> Error {
         let (Error::TaskNotFound(id) | Error::JobNotFound(id)) = &err else { return err };

@@ -6,10 +6,13 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use std::time::Duration;
+
 use super::leader_of;
 use crate::acl::gate::Gate;
 use crate::acl::{ANONYMOUS, Ask, Caller, Capability, Need};
-use crate::leader::{Command, LeaderHandle};
+use crate::leader::{Command, LeaderHandle, TaskQuery};
+use crate::members::Members;
 use crate::replica::Role;
 
 #[derive(Debug, Clone)]
@@ -17,11 +20,39 @@ pub struct OperatorApi {
     roles: watch::Receiver<Role>,
     advertise: String,
     gate: Gate,
+    /// The etcd election the replicas campaign in (`None`: the embedded registry, one replica).
+    election: Option<(Members, String)>,
 }
 
+/// Most tasks one `ListTasks` answers.
+pub const MAX_LIST_TASKS: u32 = 10_000;
+/// What `ListTasks` answers when it names no limit.
+pub const DEFAULT_LIST_TASKS: u32 = 100;
+/// Longest drain deadline (a year): longer is a mistake in units.
+const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(365 * 86_400);
+/// Longest id a filter may name (ids are far shorter; this bounds what a request makes the leader compare).
+const MAX_FILTER_ID_BYTES: usize = 256;
+
 impl OperatorApi {
-    pub fn new(roles: watch::Receiver<Role>, advertise: String, gate: Gate) -> Self {
-        Self { roles, advertise, gate }
+    pub fn new(
+        roles: watch::Receiver<Role>,
+        advertise: String,
+        gate: Gate,
+        election: Option<(Members, String)>,
+    ) -> Self {
+        Self { roles, advertise, gate, election }
+    }
+
+    /// Every replica, the leader first.
+    async fn replicas(&self, leader_address: &str) -> Vec<pb::Replica> {
+        let addresses = match &self.election {
+            None => vec![self.advertise.clone()],
+            Some((members, name)) => crate::election::candidates(members, name).await.unwrap_or_else(|err| {
+                tracing::warn!(%err, "cannot list the replicas");
+                Vec::new()
+            }),
+        };
+        addresses.into_iter().map(|address| pb::Replica { leader: address == leader_address, address }).collect()
     }
 
     fn leader(&self) -> Result<LeaderHandle, Status> {
@@ -58,6 +89,44 @@ async fn checked<T>(
             Err(Status::invalid_argument(format!("invalid request: {err}")))
         }
     }
+}
+
+/// A `ListTasks` request as the leader takes it.
+pub fn task_query(request: pb::ListTasksRequest) -> Result<TaskQuery, Status> {
+    let mut states = Vec::with_capacity(request.states.len().min(16));
+    for state in request.states {
+        match pb::TaskState::try_from(state) {
+            Ok(pb::TaskState::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!("list tasks: {state} is not a task state")));
+            }
+            Ok(state) if !states.contains(&state) => states.push(state),
+            Ok(_) => {}
+        }
+    }
+    let filter = |what: &str, id: String| -> Result<Option<String>, Status> {
+        match id.len() {
+            0 => Ok(None),
+            n if n > MAX_FILTER_ID_BYTES => Err(Status::invalid_argument(format!(
+                "list tasks: the {what} filter is {n} bytes; ids are at most {MAX_FILTER_ID_BYTES}"
+            ))),
+            _ => Ok(Some(id)),
+        }
+    };
+    let limit = match request.limit {
+        0 => DEFAULT_LIST_TASKS,
+        n if n > MAX_LIST_TASKS => {
+            return Err(Status::invalid_argument(format!(
+                "list tasks: limit {n} is above the most one answer holds ({MAX_LIST_TASKS}); filter by state, job or agent"
+            )));
+        }
+        n => n,
+    };
+    Ok(TaskQuery {
+        states,
+        job_id: filter("job", request.job_id)?,
+        agent_id: filter("agent", request.agent_id)?,
+        limit: limit as usize,
+    })
 }
 
 #[tonic::async_trait]
@@ -154,6 +223,62 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
+    async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::AgentInfo>, Status> {
+        let (leader, caller) = self.caller(&request)?;
+        let agent_id = request.into_inner().agent_id;
+        if agent_id.is_empty() {
+            return Err(Status::invalid_argument("get agent: agent_id is empty"));
+        }
+        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        Ok(Response::new(leader.ask_as(&caller, ask, |reply| Command::GetAgent { agent_id, reply }).await??))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let (leader, caller) = self.caller(&request)?;
+        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let mut status = leader.ask_as(&caller, ask, |reply| Command::ClusterStatus { reply }).await??;
+        status.leader_address = self.advertise.clone();
+        status.replicas = self.replicas(&status.leader_address).await;
+        Ok(Response::new(status))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let (leader, caller) = self.caller(&request)?;
+        let query = task_query(request.into_inner())?;
+        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        Ok(Response::new(leader.ask_as(&caller, ask, |reply| Command::ListTasks { query, reply }).await??))
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<pb::DrainAgentRequest>,
+    ) -> Result<Response<pb::DrainAgentResponse>, Status> {
+        let (leader, caller) = self.caller(&request)?;
+        let pb::DrainAgentRequest { agent_id, deadline_ms, undo } = request.into_inner();
+        if agent_id.is_empty() {
+            return Err(Status::invalid_argument("drain agent: agent_id is empty"));
+        }
+        let deadline = match Duration::from_millis(deadline_ms) {
+            d if d.is_zero() => None,
+            d if d > MAX_DRAIN_DEADLINE => {
+                return Err(Status::invalid_argument(format!(
+                    "drain agent: a deadline of {deadline_ms} ms is more than a year; give it in milliseconds"
+                )));
+            }
+            d => Some(d),
+        };
+        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let agent =
+            leader.ask_as(&caller, ask, |reply| Command::DrainAgent { agent_id, deadline, undo, reply }).await??;
+        Ok(Response::new(pb::DrainAgentResponse { agent: Some(agent) }))
+    }
+
     async fn get_leader(
         &self,
         request: Request<pb::GetLeaderRequest>,
@@ -170,5 +295,33 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Role::Follower { leader: None } => pb::GetLeaderResponse::default(),
         };
         Ok(Response::new(answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(request: pb::ListTasksRequest) -> Result<TaskQuery, String> {
+        task_query(request).map_err(|s| s.message().to_owned())
+    }
+
+    #[test]
+    fn task_queries_are_checked_where_they_arrive() {
+        let q = query(pb::ListTasksRequest::default()).unwrap();
+        assert_eq!((q.states.len(), q.job_id, q.agent_id, q.limit), (0, None, None, DEFAULT_LIST_TASKS as usize));
+        let running = pb::TaskState::Running as i32;
+        let q = query(pb::ListTasksRequest { states: vec![running, running], limit: 7, ..Default::default() }).unwrap();
+        assert_eq!((q.states, q.limit), (vec![pb::TaskState::Running], 7));
+        for (request, refusal) in [
+            (pb::ListTasksRequest { states: vec![99], ..Default::default() }, "99 is not a task state"),
+            (pb::ListTasksRequest { states: vec![0], ..Default::default() }, "0 is not a task state"),
+            (pb::ListTasksRequest { limit: MAX_LIST_TASKS + 1, ..Default::default() }, "limit 10001"),
+            (pb::ListTasksRequest { job_id: "j".repeat(257), ..Default::default() }, "job filter is 257 bytes"),
+            (pb::ListTasksRequest { agent_id: "a".repeat(1 << 20), ..Default::default() }, "agent filter"),
+        ] {
+            let err = query(request).unwrap_err();
+            assert!(err.contains(refusal), "{err}");
+        }
     }
 }
