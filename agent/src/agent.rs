@@ -271,6 +271,7 @@ impl Agent {
     async fn session(&mut self, addr: &str, shutdown: &CancellationToken) -> (SessionEnd, bool) {
         let mut registered = false;
         let end = self.session_inner(addr, shutdown, &mut registered).await;
+        self.config.metrics.connected.set(0);
         (end.unwrap_or_else(|e| SessionEnd::Closed(e.to_string())), registered)
     }
 
@@ -342,6 +343,8 @@ impl Agent {
                                 }
                             }
                             self.tasks.insert(status.task_id.clone(), status.clone());
+                            self.config.metrics.status(&status, crate::task::is_terminal(status.state));
+                            self.observe();
                             self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
                             pb::agent_message::Msg::Status(status)
                         }
@@ -352,7 +355,10 @@ impl Agent {
                             }
                             pb::agent_message::Msg::Output(output)
                         }
-                        TaskEvent::Usage(usage) => pb::agent_message::Msg::Usage(usage),
+                        TaskEvent::Usage(usage) => {
+                            self.config.metrics.usage(&usage);
+                            pb::agent_message::Msg::Usage(usage)
+                        }
                     };
                     if out.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
@@ -371,6 +377,7 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick(), if *registered => {
+                    self.observe();
                     sequence += 1;
                     let hb = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { sequence })) };
                     if out.send(hb).await.is_err() {
@@ -379,6 +386,14 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Sets the gauges read from the agent's own state.
+    fn observe(&self) {
+        let m = &self.config.metrics;
+        m.tasks(self.tasks.values());
+        m.unacknowledged.set(self.outbox.len() as i64);
+        m.event_backlog.set(self.events.len() as i64);
     }
 
     /// Writes a chunk of output to disk (a failure is logged: the chunk still goes on).
@@ -437,6 +452,8 @@ impl Agent {
                 info!(agent_id = %r.agent_id, epoch = msg.epoch, "registered with coordinator");
                 self.executor.set_coordinator(&self.session_address);
                 *registered = true;
+                self.config.metrics.connected.set(1);
+                self.config.metrics.set_capacity(&self.resources());
                 let interval = Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 *heartbeat = tokio::time::interval(interval);
                 // A leader that lacks our tasks' output (it took over, or this agent restarted

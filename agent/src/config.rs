@@ -70,6 +70,8 @@ pub struct Config {
     /// An executor process no agent has attached to for this long kills its tasks and exits
     /// (nobody would report them); an agent restarted within it finds its tasks running.
     pub recovery_timeout: Duration,
+    /// Where the agent counts what happens (served by `--metrics-listen`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Where an agent's tasks run.
@@ -114,6 +116,7 @@ impl Config {
             reconnect_max: Duration::from_millis(500),
             executor: ExecutorMode::InProcess,
             recovery_timeout: Duration::from_secs(15 * 60),
+            metrics: Default::default(),
         }
     }
 }

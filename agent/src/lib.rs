@@ -11,6 +11,7 @@
 //! - [`task_logs`]: the output of recent tasks on disk, sent again to a leader that lacks it;
 //! - [`executor`]: starts and kills tasks on the Wasm executor and reports their statuses and usage,
 //!   in the agent or in its executor process, which outlives the agent so tasks survive its restart;
+//! - [`metrics`]: what the agent counts, for Prometheus (`--metrics-listen`);
 //! - [`history`]: the ids of the tasks launched here (none starts twice);
 //! - [`artifacts`]: module bytes by hash (a bounded on-disk cache, filled from the coordinators);
 //! - [`files`]: a task's input files put into place and its output files collected;
@@ -34,6 +35,7 @@ pub mod executor;
 pub mod files;
 pub mod history;
 pub mod host;
+pub mod metrics;
 pub mod outbox;
 pub mod runtime;
 pub mod sandbox;

@@ -99,6 +99,19 @@ struct Args {
     /// Run as this agent's executor process (the agent starts it; not for operators).
     #[arg(long, hide = true)]
     executor: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address (a loopback one unless
+    /// --insecure-metrics: the listener has no TLS).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve metrics on a non-loopback address, without TLS (only on a network you trust).
+    #[arg(long, requires = "metrics_listen")]
+    insecure_metrics: bool,
+    /// Also report each running task's CPU and memory (one series per task).
+    #[arg(long, requires = "metrics_listen")]
+    metrics_per_task: bool,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = skiff_telemetry::LogFormat::Text)]
+    log_format: skiff_telemetry::LogFormat,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -131,12 +144,7 @@ fn main() -> ExitCode {
         eprintln!("skiff-agent executor: cannot make a mount namespace of its own: {err}");
         return ExitCode::FAILURE;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Plain text when the log goes to a file (the executor process's always does).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    skiff_telemetry::logs::init(args.log_format, "info");
     let mut config = Config::new(args.coordinators, args.work_dir);
     let files = skiff_tls::TlsFiles::from_parts(args.ca_cert, args.cert, args.key, ["--ca-cert", "--cert", "--key"]);
     config.tls = match files.and_then(|files| files.map(|f| f.load(skiff_tls::Role::Agent)).transpose()) {
@@ -166,6 +174,7 @@ fn main() -> ExitCode {
     config.allow_host_network = args.allow_host_network;
     config.task_host_dirs = args.task_host_dirs;
     config.recovery_timeout = args.recovery_timeout;
+    config.metrics = skiff_agent::metrics::Metrics::new(args.metrics_per_task);
     if let Err(err) = std::fs::create_dir_all(&config.work_dir) {
         eprintln!("skiff-agent: cannot create the work directory {}: {err}", config.work_dir.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
@@ -193,6 +202,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let agent_metrics = config.metrics.clone();
     let agent = match runtime.block_on(async { Agent::new(config) }) {
         Ok(agent) => agent,
         Err(err) => {
@@ -200,7 +210,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    match runtime.block_on(run(agent)) {
+    let metrics = match args.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let registry = agent_metrics.registry();
+            match runtime.block_on(skiff_telemetry::MetricsEndpoint::bind(addr, args.insecure_metrics, registry)) {
+                Ok(endpoint) => Some(endpoint),
+                Err(err) => {
+                    eprintln!("skiff-agent: {err}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            }
+        }
+    };
+    match runtime.block_on(run(agent, metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("skiff-agent: {err:#}");
@@ -209,13 +232,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(agent: Agent) -> anyhow::Result<()> {
-    println!("skiff-agent {} started", agent.agent_id());
+async fn run(agent: Agent, metrics: Option<skiff_telemetry::MetricsEndpoint>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    let metrics = metrics.map(|endpoint| {
+        println!("skiff-agent metrics on http://{}/metrics", endpoint.local_addr());
+        tokio::spawn(endpoint.run(shutdown.clone()))
+    });
+    println!("skiff-agent {} started", agent.agent_id());
     let task = tokio::spawn(agent.run(shutdown.clone()));
     shutdown_signal().await.context("installing signal handlers")?;
     tracing::info!("shutting down");
     shutdown.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     match tokio::time::timeout(Duration::from_secs(10), task).await {
         Ok(joined) => Ok(joined.context("agent task panicked")??),
         Err(_) => anyhow::bail!("did not stop within 10 s"),

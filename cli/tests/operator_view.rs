@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, Proc, eventually, guest, running_task, skiff_cmd, text};
+use fleet::{Fleet, Proc, Security, eventually, guest, running_task, skiff_cmd, text};
 use serde_json::Value;
 
 fn g(name: &str) -> String {
@@ -54,7 +54,12 @@ fn json(fleet: &Fleet, args: &[&str]) -> Value {
 #[test]
 fn metrics_and_views_count_a_known_workload() {
     let metrics = format!("127.0.0.1:{}", free_port());
-    let fleet = Fleet::start_with(&["--metrics-listen", &metrics]);
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let fleet = Fleet::start_secured(
+        Security::Tls,
+        &["--metrics-listen", &metrics, "--log-format", "json"],
+        &["--metrics-listen", &agent_metrics, "--metrics-per-task"],
+    );
     for _ in 0..3 {
         let out = fleet.run(&[&g("hello")]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -85,6 +90,24 @@ fn metrics_and_views_count_a_known_workload() {
     assert!(sample(&scrape, "skiff_artifact_store_blobs").is_some_and(|n| n >= 2.0), "{scrape}");
     assert!(sample(&scrape, "skiff_capacity_total{resource=\"wasm_slots\"}").is_some_and(|n| n > 0.0), "{scrape}");
     assert!(scrape.contains("# HELP skiff_task_transitions_total"), "{scrape}");
+
+    // The agent's metrics: the same tasks, seen from the host.
+    let scrape = eventually(Duration::from_secs(10), "every update acknowledged", || {
+        let (_, scrape) = http_get(&agent_metrics, "/metrics");
+        (sample(&scrape, "skiff_agent_updates_unacknowledged") == Some(0.0)).then_some(scrape)
+    });
+    assert_eq!(sample(&scrape, "skiff_agent_connected"), Some(1.0), "{scrape}");
+    assert_eq!(sum(&scrape, "skiff_agent_task_transitions_total", &["state=\"finished\""]), 3.0, "{scrape}");
+    assert_eq!(
+        sum(&scrape, "skiff_agent_task_transitions_total", &["state=\"failed\"", "reason=\"memory_limit\""]),
+        2.0,
+        "{scrape}"
+    );
+    // Each module was fetched and compiled once, then came from the cache.
+    assert_eq!(sum(&scrape, "skiff_agent_module_source_total", &[]), 5.0, "{scrape}");
+    assert!(sum(&scrape, "skiff_agent_module_source_total", &["source=\"memory\""]) >= 2.0, "{scrape}");
+    assert!(sample(&scrape, "skiff_agent_capacity{resource=\"wasm_slots\"}").is_some_and(|n| n > 0.0), "{scrape}");
+    assert!(!scrape.contains("skiff_agent_task_cpu_seconds{"), "no series is left for ended tasks: {scrape}");
 
     // `skiff status -o json`.
     let status = json(&fleet, &["status", "-o", "json"]);
