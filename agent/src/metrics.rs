@@ -5,30 +5,13 @@
 //!
 //! The agent's loop owns its state, so it sets these as things happen (see `Agent::run`).
 
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use skiff_proto as pb;
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabel {
-    pub resource: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    pub state: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransitionLabels {
-    pub state: String,
-    pub reason: String,
-}
+use skiff_telemetry::labels::{FloatGauge, ResourceLabel, StateLabel, TransitionLabels, set_resources, state_name};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
@@ -39,8 +22,6 @@ pub struct SourceLabel {
 pub struct TaskLabel {
     pub task_id: String,
 }
-
-type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of an agent (cheap to clone: the values are shared).
 #[derive(Debug, Clone, Default)]
@@ -56,10 +37,6 @@ pub struct Metrics {
     pub per_task: bool,
     pub task_cpu: Family<TaskLabel, FloatGauge>,
     pub task_memory: Family<TaskLabel, Gauge>,
-}
-
-fn lower(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
 }
 
 impl Metrics {
@@ -116,25 +93,13 @@ impl Metrics {
     }
 
     pub fn set_capacity(&self, r: &pb::Resources) {
-        for (resource, value) in [
-            ("cpus", r.cpus),
-            ("mem_bytes", r.mem_bytes as f64),
-            ("disk_bytes", r.disk_bytes as f64),
-            ("wasm_slots", r.wasm_slots.into()),
-        ] {
-            self.capacity.get_or_create(&ResourceLabel { resource }).set(value);
-        }
+        set_resources(&self.capacity, r);
     }
 
     /// Counts a status the agent reports; a terminal one says where its module came from and ends
     /// the task's own series.
     pub fn status(&self, status: &pb::TaskStatus, terminal: bool) {
-        let state = lower(status.state().as_str_name(), "TASK_STATE_");
-        let reason = match status.reason() {
-            pb::Reason::Unspecified => "none".to_owned(),
-            r => lower(r.as_str_name(), "REASON_"),
-        };
-        self.transitions.get_or_create(&TransitionLabels { state, reason }).inc();
+        self.transitions.get_or_create(&TransitionLabels::of(status.state(), status.reason())).inc();
         if terminal {
             if let Some(source) = status.usage.as_ref().map(|u| u.module_cache.as_str()).filter(|s| !s.is_empty()) {
                 self.module_sources.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
@@ -163,7 +128,7 @@ impl Metrics {
     pub fn tasks<'a>(&self, statuses: impl Iterator<Item = &'a pb::TaskStatus>) {
         let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
         for s in statuses {
-            *counts.entry(lower(s.state().as_str_name(), "TASK_STATE_")).or_default() += 1;
+            *counts.entry(state_name(s.state())).or_default() += 1;
         }
         self.tasks.clear();
         for (state, n) in counts {

@@ -59,14 +59,7 @@ pub fn time(ms: u64) -> String {
 
 /// `1.5 GiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    skiff_core::limits::format_bytes(n)
 }
 
 /// `used/total` of each resource: `cpu 1.5/4  mem 1.0 GiB/8.0 GiB  slots 3/100`.

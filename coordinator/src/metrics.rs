@@ -7,7 +7,6 @@
 //! when Prometheus scrapes (see [`Metrics::refresh`]), so that gauges can never drift from the
 //! state they describe. A follower reports `skiff_leader 0` and no leader gauges.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -17,17 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use skiff_proto as pb;
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    pub state: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransitionLabels {
-    pub state: String,
-    pub reason: String,
-}
+use skiff_telemetry::labels::{FloatGauge, set_resources};
+pub use skiff_telemetry::labels::{ResourceLabel, StateLabel, TransitionLabels, reason_name, state_name};
 
 /// What a registry transaction wrote (the namespace of its first key).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -65,16 +55,9 @@ pub struct TxnLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabel {
-    pub resource: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
     pub policy: String,
 }
-
-type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Seconds, from 1 ms to about 65 s.
 fn latency_buckets() -> Histogram {
@@ -134,20 +117,6 @@ impl Default for Metrics {
             artifact_bytes: Gauge::default(),
             artifact_blobs: Gauge::default(),
         }
-    }
-}
-
-/// A task state as a label value (`running`, `finished`, ...).
-pub fn state_name(state: pb::TaskState) -> String {
-    let name = state.as_str_name();
-    name.strip_prefix("TASK_STATE_").unwrap_or(name).to_ascii_lowercase()
-}
-
-/// A reason as a label value (`oom`, `memory_limit`, ...; `none` when unspecified).
-pub fn reason_name(reason: pb::Reason) -> String {
-    match reason {
-        pb::Reason::Unspecified => "none".into(),
-        r => r.as_str_name().strip_prefix("REASON_").unwrap_or(r.as_str_name()).to_ascii_lowercase(),
     }
 }
 
@@ -242,9 +211,7 @@ impl Metrics {
 
     /// Counts a recorded task status.
     pub fn transition(&self, state: pb::TaskState, reason: pb::Reason) {
-        self.task_transitions
-            .get_or_create(&TransitionLabels { state: state_name(state), reason: reason_name(reason) })
-            .inc();
+        self.task_transitions.get_or_create(&TransitionLabels::of(state, reason)).inc();
     }
 
     pub fn registry_txn(&self, kind: TxnKind, took: Duration) {
@@ -280,19 +247,8 @@ impl Metrics {
         ] {
             self.agents.get_or_create(&StateLabel { state: state.into() }).set(n.into());
         }
-        for (family, resources) in
-            [(&self.capacity_total, &status.capacity_total), (&self.capacity_used, &status.capacity_used)]
-        {
-            let r = resources.unwrap_or_default();
-            for (resource, value) in [
-                ("cpus", r.cpus),
-                ("mem_bytes", r.mem_bytes as f64),
-                ("disk_bytes", r.disk_bytes as f64),
-                ("wasm_slots", r.wasm_slots.into()),
-            ] {
-                family.get_or_create(&ResourceLabel { resource }).set(value);
-            }
-        }
+        set_resources(&self.capacity_total, &status.capacity_total.unwrap_or_default());
+        set_resources(&self.capacity_used, &status.capacity_used.unwrap_or_default());
         self.job_queue_depth
             .get_or_create(&PolicyLabel { policy: status.job_policy.clone() })
             .set(status.job_queue_depth as i64);
@@ -322,10 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_read_like_mesos_and_nomad() {
-        assert_eq!(state_name(pb::TaskState::Running), "running");
-        assert_eq!(reason_name(pb::Reason::MemoryLimit), "memory_limit");
-        assert_eq!(reason_name(pb::Reason::Unspecified), "none");
+    fn transactions_are_labelled_by_what_they_wrote() {
         assert_eq!(TxnKind::of_key("tasks/t-1"), TxnKind::task);
         assert_eq!(TxnKind::of_key("acl/tokens/x"), TxnKind::acl);
         assert_eq!(TxnKind::of_key("weird"), TxnKind::other);

@@ -4,10 +4,12 @@
 //! Layout:
 //! - [`endpoint`]: the `/metrics` listener (loopback only unless the operator says the network is
 //!   trusted), with a hook that brings gauges up to date before each scrape;
+//! - [`labels`]: the labels both daemons' metrics share (task states, reasons, resources);
 //! - [`logs`]: the log format of every daemon.
 #![forbid(unsafe_code)]
 
 pub mod endpoint;
+pub mod labels;
 pub mod logs;
 
 pub use endpoint::{MetricsEndpoint, Refresh};
