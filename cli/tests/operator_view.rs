@@ -233,3 +233,38 @@ fn a_drained_agent_gets_no_new_tasks_and_its_tasks_are_killed_at_the_deadline() 
     assert_eq!(code, 0, "hello runs once the drain is undone");
     assert_eq!(json(&fleet, &["status", "-o", "json"])["agents"]["draining"], 0);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::BufRead;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(fleet::bin("skiff-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut proc = Proc { child, name: "skiff-coordinator --log-format json".into() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let serving = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a log line");
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(event["timestamp"].is_string() && event["level"].is_string(), "{line}");
+        if event["fields"]["message"] == "coordinator serving" {
+            break event;
+        }
+    };
+    assert_eq!(serving["level"], "INFO", "{serving}");
+    assert!(serving["fields"]["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{serving}");
+    proc.terminate(Duration::from_secs(10));
+}
