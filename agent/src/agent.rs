@@ -344,7 +344,6 @@ impl Agent {
                             }
                             self.tasks.insert(status.task_id.clone(), status.clone());
                             self.config.metrics.status(&status, crate::task::is_terminal(status.state));
-                            self.observe();
                             self.outbox.push_sent(status.clone(), tokio::time::Instant::now());
                             pb::agent_message::Msg::Status(status)
                         }
@@ -388,7 +387,8 @@ impl Agent {
         }
     }
 
-    /// Sets the gauges read from the agent's own state.
+    /// Sets the gauges read from the agent's own state (once a heartbeat, off the path of each
+    /// event: it reads every task the agent holds).
     fn observe(&self) {
         let m = &self.config.metrics;
         m.tasks(self.tasks.values());

@@ -100,7 +100,7 @@ impl Need {
     pub fn any_role(capability: Capability) -> Self {
         Self { capability, scope: Scope::AnyRole }
     }
-    pub fn fleet(capability: Capability) -> Self {
+    pub const fn fleet(capability: Capability) -> Self {
         Self { capability, scope: Scope::Fleet }
     }
 }

@@ -25,13 +25,12 @@ impl Leader {
     ) -> Result<pb::AgentInfo> {
         let agent = self.agents.get(agent_id).ok_or_else(|| Error::NotFound(format!("agent {agent_id}")))?;
         let now = now_ms();
-        let (drained_ms, drain_deadline_ms) = match (undo, deadline) {
-            (true, _) => (0, 0),
+        let (drained_ms, drain_deadline_ms) = if undo {
+            (0, 0)
+        } else {
             // Drained again: the first drain's start stands, the new deadline replaces the old one.
-            (false, d) => (
-                if agent.draining() { agent.drained_ms } else { now },
-                d.map_or(0, |d| now.saturating_add(d.as_millis() as u64).max(1)),
-            ),
+            let since = if agent.draining() { agent.drained_ms } else { now };
+            (since, deadline.map_or(0, |d| now.saturating_add(d.as_millis() as u64).max(1)))
         };
         let mut record = agent.record(agent_id, self.config.epoch);
         (record.drained_ms, record.drain_deadline_ms) = (drained_ms, drain_deadline_ms);

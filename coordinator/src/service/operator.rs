@@ -24,6 +24,9 @@ pub struct OperatorApi {
     election: Option<(Members, String)>,
 }
 
+/// What reading or changing the fleet as a whole needs: `operator` on `*`.
+const FLEET_OPERATOR: Ask = Ask::Need(Need::fleet(Capability::Operator));
+
 /// Most tasks one `ListTasks` answers.
 pub const MAX_LIST_TASKS: u32 = 10_000;
 /// What `ListTasks` answers when it names no limit.
@@ -218,7 +221,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let (leader, caller) = self.caller(&request)?;
-        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let ask = FLEET_OPERATOR;
         let agents = leader.ask_as(&caller, ask, |reply| Command::ListAgents { reply }).await??;
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
@@ -229,7 +232,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         if agent_id.is_empty() {
             return Err(Status::invalid_argument("get agent: agent_id is empty"));
         }
-        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let ask = FLEET_OPERATOR;
         Ok(Response::new(leader.ask_as(&caller, ask, |reply| Command::GetAgent { agent_id, reply }).await??))
     }
 
@@ -238,7 +241,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         let (leader, caller) = self.caller(&request)?;
-        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let ask = FLEET_OPERATOR;
         let mut status = leader.ask_as(&caller, ask, |reply| Command::ClusterStatus { reply }).await??;
         status.leader_address = self.advertise.clone();
         status.replicas = self.replicas(&status.leader_address).await;
@@ -251,7 +254,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let (leader, caller) = self.caller(&request)?;
         let query = task_query(request.into_inner())?;
-        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let ask = FLEET_OPERATOR;
         Ok(Response::new(leader.ask_as(&caller, ask, |reply| Command::ListTasks { query, reply }).await??))
     }
 
@@ -273,7 +276,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             }
             d => Some(d),
         };
-        let ask = Ask::Need(Need::fleet(Capability::Operator));
+        let ask = FLEET_OPERATOR;
         let agent =
             leader.ask_as(&caller, ask, |reply| Command::DrainAgent { agent_id, deadline, undo, reply }).await??;
         Ok(Response::new(pb::DrainAgentResponse { agent: Some(agent) }))
